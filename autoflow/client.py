@@ -1,0 +1,303 @@
+"""The client: execute workflows and look after runs (status, logs, wait, cancel, ...)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from autoflow import codec
+from autoflow.config import Settings
+from autoflow.engine.backend import Backend, open_backend
+from autoflow.engine.planner import Rule
+from autoflow.engine.worker import Worker
+from autoflow.errors import InputError, NotFoundError, RunCancelled, RunFailed, RunTimeout, WorkflowError
+from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.registry import Registry, default_registry
+from autoflow.store.base import NewRun, NodeSeed
+from autoflow.workflow import Workflow
+
+__all__ = ["Client", "Run"]
+
+log = logging.getLogger("autoflow.client")
+
+
+class Run:
+    """A handle on one run. ``print(run)`` is one line; in Jupyter it is a live panel.
+
+    Example::
+
+        run = client.execute(etl, url="https://example.com")
+        run.wait(timeout=30).status     # RunStatus.COMPLETED
+        run.result()                    # the workflow's output
+        run.logs()                      # [LogEntry(...), ...]
+    """
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.id = run_id
+
+    def status(self) -> RunInfo:
+        return self.client.status(self.id)
+
+    def wait(self, timeout: float | None = None) -> RunInfo:
+        return self.client.wait(self.id, timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.client.result(self.id, timeout)
+
+    def logs(self, since: int = 0, node: str | None = None) -> list[LogEntry]:
+        return self.client.logs(self.id, since=since, node=node)
+
+    def cancel(self) -> RunStatus:
+        return self.client.cancel(self.id)
+
+    def pause(self) -> RunStatus:
+        return self.client.pause(self.id)
+
+    def resume(self) -> RunStatus:
+        return self.client.resume(self.id)
+
+    def __repr__(self) -> str:
+        try:
+            return self.status().summary()
+        except Exception as exc:  # a repr must never raise (e.g. the backend went away)
+            return f"<Run {self.id} ({type(exc).__name__}: {exc})>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class Client:
+    """Runs workflows on a backend and reports on them.
+
+    Example::
+
+        client = af.Client()                           # embedded: SQLite under AUTOFLOW_HOME,
+                                                       # worker threads in this process
+        client = af.Client("redis://localhost:6379/0") # Redis: workers run `autoflow worker`
+        client = af.Client(immediate=True)             # in memory, synchronous (tests)
+
+        run = client.execute(etl, url="https://x", priority=5)
+        run.result(timeout=60)
+
+    ``workers`` sets how many node workers run inside this process: by default
+    ``NODE_CONCURRENCY`` on the embedded SQLite backend and none on Redis.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        registry: Registry | None = None,
+        workers: int | None = None,
+        immediate: bool = False,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.registry = registry or default_registry()
+        self.backend: Backend = open_backend("memory://" if immediate else url, self.settings)
+        self.url = self.backend.url
+        if workers is None:
+            workers = self.settings.node_concurrency if self.backend.kind in ("sqlite", "memory") else 0
+        self.workers = workers
+        self._worker: Worker | None = None
+        self._lock = threading.Lock()
+        self._stored: set[str] = set()
+
+    # -- workers ---------------------------------------------------------------------------
+    @property
+    def runs_locally(self) -> bool:
+        """True when nodes of this client's runs execute inside this process."""
+        return self.workers > 0
+
+    def start(self) -> None:
+        """Start the in-process workers now (they also start on the first execute/wait)."""
+        with self._lock:
+            if self._worker is not None or not self.runs_locally:
+                return
+            self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
+            if self.backend.kind != "memory":
+                self._worker.start()
+
+    def close(self) -> None:
+        """Stop in-process workers and release connections."""
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker = None
+        self.backend.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- execute ---------------------------------------------------------------------------
+    def execute(
+        self,
+        workflow: Workflow | str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        user_id: str | None = None,
+        organization_id: str | None = None,
+        trigger_data: Any = None,
+        idempotency_key: str | None = None,
+        display: bool = False,
+        **kwargs: Any,
+    ) -> Run:
+        """Start a run and return at once. Inputs are validated first: a bad input raises
+        :class:`InputError` and nothing is stored or queued."""
+        wf = self.registry.workflow(workflow) if isinstance(workflow, str) else workflow
+        if not isinstance(wf, Workflow):
+            raise TypeError(f"execute() needs an af.Workflow or a registered name, got {workflow!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise InputError(f"priority must be an int, got {priority!r}")
+        clash = set(inputs or {}) & set(kwargs)
+        if clash:
+            raise InputError(f"input(s) {sorted(clash)} given both in inputs= and as keywords")
+        values = wf.validate_inputs({**(inputs or {}), **kwargs})
+        try:
+            trigger_json = codec.to_json_value(trigger_data, where="trigger_data")
+        except Exception as exc:
+            raise InputError(str(exc)) from None
+        self._check_local(wf)
+        if wf.digest not in self._stored:
+            self.backend.store.put_definition(wf.digest, codec.dumps(wf.to_dict()))
+            self._stored.add(wf.digest)
+        new = NewRun(
+            id=codec.new_run_id(), workflow=wf.name, digest=wf.digest, inputs=values, output=wf.output,
+            created_at=time.time(), priority=priority, user_id=user_id, organization_id=organization_id,
+            trigger="webhook" if trigger_data is not None else "manual", trigger_data=trigger_json,
+            idempotency_key=idempotency_key,
+        )
+        run_id = self.backend.store.create_run(new, _seeds(wf))
+        if run_id == new.id:
+            self.start()
+            self.backend.dispatcher.nudge(priority)
+            log.info("run %s of %s submitted", run_id, wf.name)
+        run = Run(self, run_id)
+        if self.backend.kind == "memory":
+            self._drain(run_id)
+        if display:
+            _display(run)
+        return run
+
+    def _check_local(self, wf: Workflow) -> None:
+        if "__main__" in wf.node_modules and not self.runs_locally:
+            main = sorted(c.id for c in wf.calls.values() if c.node.module == "__main__")
+            raise WorkflowError(
+                f"workflow {wf.name!r} uses nodes defined in __main__ (a notebook or script): "
+                f"{', '.join(main)}; workers on {self.url} cannot import them. Move them into a "
+                "module and start `autoflow worker <module>`, or run them in this process with "
+                "af.Client(url, workers=N)"
+            )
+
+    def _drain(self, run_id: str) -> None:
+        self.start()
+        if self._worker is None:
+            raise RuntimeError("immediate mode needs in-process workers (workers=0 was given)")
+        self._worker.drain(lambda: self.status(run_id).finished)
+
+    # -- one run ---------------------------------------------------------------------------
+    def run(self, run_id: str) -> Run:
+        """A handle on an existing run (NotFoundError if unknown)."""
+        self.status(run_id)
+        return Run(self, run_id)
+
+    def status(self, run_id: str) -> RunInfo:
+        info = self.backend.store.get_run(run_id)
+        if info is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return info
+
+    def logs(self, run_id: str, since: int = 0, node: str | None = None) -> list[LogEntry]:
+        return self.backend.store.get_logs(run_id, since=since, node_id=node)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        """Block until the run ends; RunTimeout after ``timeout`` seconds (it keeps running)."""
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.status(run_id)
+            if info.finished:
+                return info
+            if self.backend.kind == "memory":
+                self._drain(run_id)
+                continue
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunTimeout(run_id, timeout or 0.0)
+            self.backend.store.wait_finished(run_id, remaining)
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """The workflow's output; RunFailed or RunCancelled if the run did not complete."""
+        info = self.wait(run_id, timeout)
+        if info.status is RunStatus.COMPLETED:
+            return info.output
+        if info.status is RunStatus.CANCELLED:
+            raise RunCancelled(run_id)
+        error = info.error
+        if error is None:
+            raise RunFailed(run_id, None, "RunFailed", "the run failed")
+        raise RunFailed(run_id, error.node_id, error.type, error.message, error.traceback)
+
+    def cancel(self, run_id: str) -> RunStatus:
+        """Cancel a run: pending nodes never start; running ones are told to stop."""
+        status = self.backend.store.cancel_run(run_id)
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url}")
+        if status.finished:
+            self.backend.dispatcher.nudge()  # a slot was freed
+        return status
+
+    def pause(self, run_id: str) -> RunStatus:
+        """No new node of the run starts until :meth:`resume`; running nodes finish."""
+        status = self.backend.store.pause_run(run_id)
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url}")
+        return status
+
+    def resume(self, run_id: str) -> RunStatus:
+        ready = self.backend.store.resume_run(run_id)
+        self.backend.dispatcher.send(ready)
+        self.backend.dispatcher.nudge()
+        return self.status(run_id).status
+
+    # -- everything ------------------------------------------------------------------------
+    def stats(self) -> QueueStats:
+        return self.backend.store.stats()
+
+    def runs(self, workflow: str | None = None, status: RunStatus | str | None = None, limit: int = 50) -> list[RunInfo]:
+        """Run history, newest first (snapshots without per-node detail)."""
+        return self.backend.store.list_runs(workflow, RunStatus(status) if status else None, limit)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.url} workers={self.workers}>"
+
+
+def _seeds(wf: Workflow) -> list[NodeSeed]:
+    graph = wf.graph
+    return [
+        NodeSeed(
+            id=call.id, type=call.spec.type, parents=tuple(graph.predecessors(call.id)),
+            children=tuple(graph.successors(call.id)), rule=Rule.ALL_SUCCESS.value,
+            priority=call.spec.options.priority,
+        )
+        for call in wf.calls.values()
+    ]
+
+
+def _display(run: Run) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:
+        print(run)
+        return
+    display(run)

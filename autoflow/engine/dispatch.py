@@ -1,0 +1,276 @@
+"""Huey as the transport: two queues (workflows, nodes), a JSON wire format, consumers.
+
+A message carries only ids: ``run_node(run_id, node_id, attempt)`` on the node queue and
+``admit()`` on the workflow queue. Messages are JSON (never pickle), HMAC-SHA256 signed
+when a secret is set; a message that fails to parse or verify is dropped and logged
+(the reaper re-sends whatever the store still expects).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from huey import PriorityRedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer, ConsumerStopped, Scheduler, Worker
+from huey.registry import Message
+from huey.serializer import Serializer
+
+from autoflow import codec
+from autoflow.store.base import Ready
+
+__all__ = ["HueyDispatcher", "JsonSerializer", "MessageError"]
+
+log = logging.getLogger("autoflow.dispatch")
+NODE_TASK = "autoflow.run_node"
+ADMIT_TASK = "autoflow.admit"
+# Huey names a task "<module of its function>.<name>"; these are the only two accepted.
+_WIRE_NAMES = {f"{__name__}.{NODE_TASK}": NODE_TASK, f"{__name__}.{ADMIT_TASK}": ADMIT_TASK}
+
+
+class MessageError(ValueError):
+    """A queue message that is not a valid, correctly signed autoflow message."""
+
+
+class JsonSerializer(Serializer):  # type: ignore[misc]
+    """Huey serializer that writes JSON, signed with HMAC-SHA256 when given a secret.
+
+    Only the fields autoflow uses travel: id, task name, eta, priority and the id
+    arguments. Anything else in a message is refused, so a forged message can at worst
+    be dropped, never run code.
+    """
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        super().__init__()
+        self._key = hashlib.sha256(b"autoflow-queue:" + secret).digest() if secret else None
+
+    def _serialize(self, data: Message) -> bytes:
+        payload = {
+            "id": data.id,
+            "name": data.name,
+            "eta": data.eta.isoformat() if data.eta else None,
+            "priority": data.priority,
+            "args": list(data.args or ()),
+        }
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        if self._key is None:
+            return body
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest().encode() + b"." + body
+
+    def _deserialize(self, data: bytes) -> Message:
+        if self._key is not None:
+            sig, sep, body = data.partition(b".")
+            expected = hmac.new(self._key, body, hashlib.sha256).hexdigest().encode()
+            if not sep or not hmac.compare_digest(sig, expected):
+                raise MessageError("queue message has no valid signature (is AUTOFLOW_SECRET the same everywhere?)")
+            data = body
+        try:
+            payload = json.loads(data)
+            name, args = payload["name"], payload["args"]
+            eta = dt.datetime.fromisoformat(payload["eta"]) if payload.get("eta") else None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MessageError(f"queue message is not autoflow JSON: {exc}") from None
+        if _WIRE_NAMES.get(name) is None or not isinstance(args, list):
+            raise MessageError(f"queue message for unknown task {name!r}")
+        if _WIRE_NAMES[name] == NODE_TASK and not (
+            len(args) == 3 and isinstance(args[0], str) and isinstance(args[1], str) and isinstance(args[2], int)
+        ):
+            raise MessageError("run_node message must carry (run_id, node_id, attempt)")
+        return Message(payload.get("id"), name, eta, 0, 0, payload.get("priority"), tuple(args), {})
+
+
+class _EngineHuey:
+    """Huey used as a pure transport: autoflow keeps state, retries, cancellation and
+    results in its store, so execution skips Huey's revocation checks, result storage
+    and signals (each would cost a round trip per node)."""
+
+    def execute(self, task: Any, timestamp: dt.datetime | None = None) -> Any:
+        if not self.ready_to_run(task, timestamp):  # type: ignore[attr-defined]
+            self.add_schedule(task)  # type: ignore[attr-defined]
+            return None
+        return task.execute()
+
+
+class _SqliteHuey(_EngineHuey, SqliteHuey):  # type: ignore[misc]
+    pass
+
+
+class _RedisHuey(_EngineHuey, PriorityRedisHuey):  # type: ignore[misc]
+    pass
+
+
+class _WakeableWorker(Worker):  # type: ignore[misc]
+    """Huey worker whose idle sleep ends as soon as this process enqueues something
+    (polling storages only), so embedded runs do not wait for the poll interval."""
+
+    wake: threading.Condition | None = None
+
+    def sleep(self) -> None:
+        if self.delay > self.max_delay:
+            self.delay = self.max_delay
+        if self.wake is None:
+            self.stop_flag.wait(self.delay)
+        else:
+            with self.wake:
+                self.wake.wait(self.delay)
+        self.delay *= self.backoff
+
+
+class _FastScheduler(Scheduler):  # type: ignore[misc]
+    """Huey's scheduler, but polling the schedule every 0.1 s instead of at least 1 s,
+    so retry backoffs and delays keep their precision."""
+
+    def __init__(self, huey: Huey, stop_flag: Any, interval: float, periodic: bool) -> None:
+        super().__init__(huey, stop_flag, 1, periodic)
+        self.interval = interval
+
+
+class _Consumer(Consumer):  # type: ignore[misc]
+    worker_class = _WakeableWorker
+    scheduler_class = _FastScheduler
+
+    def __init__(self, huey: Huey, *, embedded: bool, wake: threading.Condition | None, **kwargs: Any) -> None:
+        self._embedded = embedded
+        self._wake = wake
+        super().__init__(huey, **kwargs)
+
+    def _create_worker(self) -> Worker:
+        worker = super()._create_worker()
+        worker.wake = self._wake
+        return worker
+
+    def _create_scheduler(self) -> Scheduler:
+        return self.scheduler_class(
+            huey=self.huey, stop_flag=self.stop_flag, interval=0.1, periodic=False
+        )
+
+    def _set_signal_handlers(self) -> None:
+        if not self._embedded:
+            super()._set_signal_handlers()
+
+
+class HueyDispatcher:
+    """Sends node and admission messages through Huey, and builds consumers for them.
+
+    Example::
+
+        dispatcher = HueyDispatcher.sqlite("/tmp/queue.db")
+        dispatcher.send([Ready(run_id, "fetch", 1)])
+    """
+
+    def __init__(self, nodes: Huey, workflows: Huey, url: str) -> None:
+        self.url = url
+        self.nodes = nodes
+        self.workflows = workflows
+        self.node_handler: Callable[[str, str, int], None] | None = None
+        self.admit_handler: Callable[[], None] | None = None
+        self._wake = threading.Condition() if not nodes.storage.blocking else None
+        self._node_task = nodes.task(name=NODE_TASK)(self._on_node)
+        self._admit_task = workflows.task(name=ADMIT_TASK)(self._on_admit)
+
+    @classmethod
+    def sqlite(cls, filename: str, *, namespace: str = "autoflow", secret: bytes | None = None) -> HueyDispatcher:
+        def make(queue: str) -> Huey:
+            return _SqliteHuey(
+                f"{namespace}_{queue}", filename=filename, results=False,
+                serializer=JsonSerializer(secret), utc=True, timeout=30,
+            )
+
+        return cls(make("nodes"), make("workflows"), f"sqlite:///{filename}")
+
+    @classmethod
+    def redis(cls, url: str, *, namespace: str = "autoflow", secret: bytes | None = None) -> HueyDispatcher:
+        # Huey reads raw bytes, so it gets its own connection pool (the store decodes).
+        pool = redis.ConnectionPool.from_url(url, socket_connect_timeout=3, health_check_interval=30)
+
+        def make(queue: str) -> Huey:
+            return _RedisHuey(
+                f"{namespace}_{queue}", connection_pool=pool, results=False,
+                serializer=JsonSerializer(secret), utc=True, blocking=True, read_timeout=1,
+            )
+
+        return cls(make("nodes"), make("workflows"), codec.redact_text(url))
+
+    # -- task bodies (run inside consumers) ------------------------------------------------
+    def _on_node(self, run_id: str, node_id: str, attempt: int) -> None:
+        if self.node_handler is None:
+            log.error("node message %s/%s received by a process without an executor", run_id, node_id)
+            return
+        self.node_handler(run_id, node_id, attempt)
+
+    def _on_admit(self) -> None:
+        if self.admit_handler is not None:
+            self.admit_handler()
+
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, items: Sequence[Ready]) -> None:
+        """Enqueue node messages (scheduled when they carry an eta)."""
+        for item in items:
+            eta = (
+                dt.datetime.fromtimestamp(item.eta, tz=dt.timezone.utc).replace(tzinfo=None)
+                if item.eta is not None else None
+            )
+            task = self._node_task.task_class(
+                (item.run_id, item.node_id, item.attempt), {},
+                id=f"{item.run_id}:{item.node_id}:{item.attempt}", eta=eta, priority=item.priority,
+            )
+            if eta is not None:
+                self.nodes.add_schedule(task)
+            else:
+                self.nodes.enqueue(task)
+        if items:
+            self._notify()
+
+    def nudge(self, priority: int = 0) -> None:
+        """Ask the workflow queue to admit pending runs."""
+        self.workflows.enqueue(self._admit_task.s(priority=priority))
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            with self._wake:
+                self._wake.notify_all()
+
+    def queue_sizes(self) -> dict[str, int]:
+        return {
+            "nodes": self.nodes.pending_count() + self.nodes.scheduled_count(),
+            "workflows": self.workflows.pending_count(),
+        }
+
+    # -- consumers -------------------------------------------------------------------------
+    def consumer(self, queue: str, *, workers: int, kind: str = "thread", embedded: bool = True) -> Consumer:
+        """A Huey consumer of ``queue`` ("nodes" or "workflows") with low-latency polling."""
+        huey = self.nodes if queue == "nodes" else self.workflows
+        return _Consumer(
+            huey, embedded=embedded, wake=self._wake if kind == "thread" else None,
+            workers=workers, worker_type=kind, periodic=False, initial_delay=0.005,
+            backoff=1.2, max_delay=0.25, check_worker_health=True, health_check_interval=1.0,
+        )
+
+    @staticmethod
+    def serve(consumer: Consumer, started: Callable[[], None]) -> None:
+        """Run a foreground consumer (signal handlers, worker health checks) until it is
+        stopped; ``started`` runs once its workers exist."""
+        consumer.start()
+        started()
+        health = None
+        try:
+            while True:
+                health = consumer.loop(health)
+        except ConsumerStopped:
+            log.info("consumer stopped")
+
+    def close(self) -> None:
+        for huey in (self.nodes, self.workflows):
+            try:
+                huey.storage.close()
+            except Exception:  # closing is best effort; the process may be exiting
+                log.debug("closing %s failed", huey.name, exc_info=True)

@@ -1,0 +1,76 @@
+"""The reaper: re-drives nodes whose worker died or whose message was lost.
+
+Any worker may run it; every action is an atomic, idempotent store transition, so
+several reapers at once do no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from autoflow.store.base import Ready, Store
+
+__all__ = ["Reaper"]
+
+log = logging.getLogger("autoflow.reaper")
+
+
+class Reaper:
+    """Periodically: recover expired leases and lost messages, admit pending runs,
+    purge runs past retention."""
+
+    def __init__(
+        self,
+        store: Store,
+        send: Callable[[Sequence[Ready]], None],
+        admit: Callable[[], None],
+        *,
+        lease: float,
+        requeue_after: float,
+        max_stalls: int,
+        retention: float,
+        purge_every: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.send = send
+        self.admit = admit
+        self.requeue_after = requeue_after
+        self.max_stalls = max_stalls
+        self.retention = retention
+        self.interval = max(0.2, min(1.0, lease / 4, requeue_after / 4))
+        self._purge_every = purge_every
+        self._next_purge = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self, now: float | None = None) -> int:
+        """One pass; returns how many messages were re-sent."""
+        now = time.time() if now is None else now
+        ready = self.store.reap(now, self.requeue_after, self.max_stalls)
+        if ready:
+            log.warning("re-sending %d node message(s) lost with a worker or in transit", len(ready))
+            self.send(ready)
+        self.admit()
+        if now >= self._next_purge:
+            self._next_purge = now + self._purge_every
+            purged = self.store.purge(now, self.retention)
+            if purged:
+                log.info("purged %d run(s) past retention", purged)
+        return len(ready)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="autoflow-reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:  # the store may be briefly unreachable; try again next tick
+                log.warning("reaper pass failed", exc_info=True)

@@ -1,0 +1,157 @@
+"""A worker: consumes both queues of a backend in this process.
+
+Embedded (``Client()`` on SQLite, or ``Client(url, workers=N)``) it runs in daemon
+threads; ``autoflow worker`` runs it in the foreground with thread or process workers,
+stopping gracefully on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from autoflow.config import Settings
+from autoflow.engine.backend import Backend
+from autoflow.engine.dispatch import HueyDispatcher
+from autoflow.engine.executor import Executor
+from autoflow.engine.inline import InlineDispatcher
+from autoflow.engine.invoke import SignalInvoker, ThreadInvoker
+from autoflow.engine.reaper import Reaper
+from autoflow.models import RunStatus
+from autoflow.registry import Registry
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("autoflow.worker")
+KINDS = ("thread", "process")
+
+
+def _die_with_parent() -> None:
+    """Linux: a forked worker process gets SIGKILL when its parent dies (no orphans)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: orphans exit at their next queue poll instead
+        pass
+
+
+class Worker:
+    """Executes the nodes of one backend.
+
+    Example::
+
+        worker = Worker(backend, registry, settings, workers=4, kind="process")
+        worker.run()        # foreground, until SIGINT/SIGTERM (what `autoflow worker` does)
+
+        worker.start()      # background threads (what an embedded Client does)
+        worker.stop()
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: Registry,
+        settings: Settings,
+        *,
+        workers: int | None = None,
+        kind: str = "thread",
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"worker kind must be one of {KINDS}, got {kind!r}")
+        self.backend = backend
+        self.settings = settings
+        self.workers = workers or settings.node_concurrency
+        self.kind = kind
+        self._parent_pid = os.getpid()
+        store, dispatcher = backend.store, backend.dispatcher
+        self.executor = Executor(
+            store, registry, dispatcher.send, lease=settings.lease_seconds,
+            on_finished=self._on_finished, invoker=SignalInvoker() if kind == "process" else ThreadInvoker(),
+        )
+        dispatcher.node_handler = self._handle_node
+        dispatcher.admit_handler = self.admit
+        self.reaper = Reaper(
+            store, dispatcher.send, self.admit, lease=settings.lease_seconds,
+            requeue_after=settings.requeue_seconds, max_stalls=settings.max_stalls,
+            retention=settings.retention_seconds,
+        )
+        self._consumers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._child_ready = False
+
+    # -- handlers --------------------------------------------------------------------------
+    def _handle_node(self, run_id: str, node_id: str, attempt: int) -> None:
+        if not self._child_ready and os.getpid() != self._parent_pid:
+            _die_with_parent()
+            self._child_ready = True
+        self.executor.run_node(run_id, node_id, attempt)
+
+    def admit(self) -> None:
+        """Start pending runs while slots are free (WORKFLOW_CONCURRENCY)."""
+        ready = self.backend.store.admit(self.settings.workflow_concurrency)
+        if ready:
+            self.backend.dispatcher.send(ready)
+
+    def _on_finished(self, run_id: str, status: RunStatus) -> None:
+        log.info("run %s %s", run_id, status.value)
+        self.admit()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _dispatcher(self) -> HueyDispatcher:
+        dispatcher = self.backend.dispatcher
+        if not isinstance(dispatcher, HueyDispatcher):
+            raise TypeError(f"a {type(dispatcher).__name__} has no consumers; use drain()")
+        return dispatcher
+
+    def start(self) -> None:
+        """Run in background daemon threads (thread workers only)."""
+        if self.kind != "thread":
+            raise ValueError("embedded workers use threads; run process workers with `autoflow worker`")
+        dispatcher = self._dispatcher()
+        nodes = dispatcher.consumer("nodes", workers=self.workers, kind="thread", embedded=True)
+        flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True)
+        self._consumers = [nodes, flows]
+        for consumer in self._consumers:
+            thread = threading.Thread(target=consumer.run, name="autoflow-consumer", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.reaper.start()
+        self.reaper.tick()
+
+    def run(self) -> None:
+        """Run in the foreground until SIGINT or SIGTERM (graceful: running nodes finish)."""
+        dispatcher = self._dispatcher()
+        nodes = dispatcher.consumer("nodes", workers=self.workers, kind=self.kind, embedded=False)
+        flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True)
+        self._consumers = [nodes, flows]
+
+        def started() -> None:  # process workers are forked by now; threads may start
+            threading.Thread(target=flows.run, name="autoflow-admission", daemon=True).start()
+            self.reaper.start()
+            log.info(
+                "worker %d up: %d %s worker(s) on %s", os.getpid(), self.workers, self.kind, self.backend.url
+            )
+
+        try:
+            dispatcher.serve(nodes, started)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self.reaper.stop()
+        self.executor.tracker.stop()
+        for consumer in self._consumers:
+            consumer.stop(graceful=False)
+        self._consumers = []
+
+    def drain(self, done: Any) -> None:
+        """Immediate mode: handle queued messages inline until ``done()``."""
+        dispatcher = self.backend.dispatcher
+        if not isinstance(dispatcher, InlineDispatcher):
+            raise TypeError("drain() is for the inline dispatcher of immediate mode")
+        dispatcher.drain(done)
+

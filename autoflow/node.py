@@ -1,0 +1,349 @@
+"""``@node``: plain functions become workflow nodes.
+
+A :class:`Node` runs its function when called outside a workflow, so it can be tried
+in a cell or a unit test; inside a ``@workflow`` body the same call adds a vertex to the
+graph and returns a reference to the node's future output.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import inspect
+import math
+import random
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+
+from autoflow.context import Context
+from autoflow.errors import InputError, WorkflowError
+from autoflow.registry import Registry, default_registry
+
+if typing.TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    P = ParamSpec("P")
+else:
+    P = TypeVar("P")
+
+__all__ = ["Backoff", "Node", "NodeOptions", "Param", "node"]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff between attempts: ``base * factor**(attempt-1)``, capped at
+    ``max`` seconds; with ``jitter`` the delay is drawn uniformly from [delay/2, delay].
+
+    Example::
+
+        @af.node(retries=3, backoff=af.Backoff(base=0.5, factor=2.0, max=60.0))
+        def flaky() -> int: ...
+    """
+
+    base: float = 1.0
+    factor: float = 2.0
+    max: float = 60.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("base", "factor", "max"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise WorkflowError(f"Backoff.{name} must be a finite number >= 0, got {value!r}")
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        delay = min(self.max, self.base * self.factor ** max(0, attempt - 1))
+        if self.jitter:
+            delay *= 0.5 + rand() / 2
+        return delay
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """Every option of a node, in one place. Defaults follow the seed: 3 attempts."""
+
+    name: str | None = None
+    type: str | None = None
+    retries: int = 2
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise WorkflowError(f"retries must be an int >= 0, got {self.retries!r}")
+        if self.timeout is not None and (
+            not isinstance(self.timeout, (int, float)) or not self.timeout > 0
+        ):
+            raise WorkflowError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise WorkflowError(f"priority must be an int, got {self.priority!r}")
+        if not isinstance(self.backoff, Backoff):
+            raise WorkflowError(f"backoff must be an af.Backoff, got {self.backoff!r}")
+        for label in ("name", "type"):
+            value = getattr(self, label)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise WorkflowError(f"{label} must be a non-empty str, got {value!r}")
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options that differ from the defaults, as JSON (name/type excluded)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("name", "type"):
+                continue
+            value = getattr(self, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if value != default:
+                out[f.name] = value.to_dict() if isinstance(value, Backoff) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "options") -> NodeOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise WorkflowError(f"{where}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(data)
+        if isinstance(values.get("backoff"), Mapping):
+            try:
+                values["backoff"] = Backoff(**values["backoff"])
+            except TypeError as exc:
+                raise WorkflowError(f"{where}.backoff: {exc}") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a node function, introspected once at decoration time."""
+
+    name: str
+    kind: inspect._ParameterKind
+    annotation: Any
+    default: Any
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty and self.kind not in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        )
+
+    @functools.cached_property
+    def adapter(self) -> TypeAdapter[Any]:
+        annotation = Any if self.annotation is inspect.Parameter.empty else self.annotation
+        if self.kind is inspect.Parameter.VAR_POSITIONAL:
+            annotation = list[annotation]  # type: ignore[valid-type]
+        elif self.kind is inspect.Parameter.VAR_KEYWORD:
+            annotation = dict[str, annotation]  # type: ignore[valid-type]
+        return TypeAdapter(annotation)
+
+
+class GraphBuilder(Protocol):
+    """What a workflow under construction offers to node calls (see ``workflow.py``)."""
+
+    def add_call(self, node: Node[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+
+
+#: The workflow being built in this context, if any (set by ``@workflow``).
+current_builder: contextvars.ContextVar[GraphBuilder | None] = contextvars.ContextVar(
+    "autoflow_builder", default=None
+)
+
+
+def _is_context_annotation(annotation: Any) -> bool:
+    if annotation is Context:
+        return True
+    args = typing.get_args(annotation)
+    return bool(args) and Context in args and all(a in (Context, type(None)) for a in args)
+
+
+class Node(Generic[P, R]):
+    """A function marked with ``@af.node``.
+
+    Calling it outside a workflow runs the function (a ``ctx`` is made up if it asks for
+    one); inside a ``@af.workflow`` body the call adds a node to the graph instead.
+
+    Example::
+
+        @af.node(retries=1)
+        def double(x: int) -> int:
+            return 2 * x
+
+        double(21)          # 42, a plain call
+        double.key          # "mymodule:double", the registry key workers resolve
+    """
+
+    def __init__(self, fn: Callable[P, R], options: NodeOptions) -> None:
+        if isinstance(fn, Node):
+            raise TypeError(f"{fn.name!r} is already an autoflow node; decorate the function once")
+        if not callable(fn) or not hasattr(fn, "__code__"):
+            raise TypeError(f"@af.node needs a function, got {fn!r}")
+        self.fn = fn
+        self.options = options
+        self.module: str = fn.__module__
+        self.qualname: str = fn.__qualname__
+        self.name: str = options.name or fn.__name__
+        self.key: str = options.type or options.name or f"{self.module}:{self.qualname}"
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.params, self.ctx_param, self.returns = self._introspect(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def _introspect(self, fn: Callable[..., Any]) -> tuple[dict[str, Param], str | None, Any]:
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as exc:
+            raise WorkflowError(
+                f"node {self.name!r}: cannot resolve its type annotations ({exc}); "
+                "define the types it names before the function"
+            ) from None
+        params: dict[str, Param] = {}
+        ctx_param = None
+        for p in inspect.signature(fn).parameters.values():
+            annotation = hints.get(p.name, p.annotation)
+            if _is_context_annotation(annotation):
+                if ctx_param is not None:
+                    raise WorkflowError(f"node {self.name!r} asks for af.Context twice")
+                ctx_param = p.name
+                continue
+            params[p.name] = Param(p.name, p.kind, annotation, p.default)
+        return params, ctx_param, hints.get("return", inspect.Parameter.empty)
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    def with_options(self, **changes: Any) -> Node[P, R]:
+        """A copy of this node with some options changed (``dataclasses.replace``)."""
+        try:
+            options = dataclasses.replace(self.options, **changes)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}.with_options: {exc}") from None
+        clone = Node(self.fn, options)
+        clone.key = self.key  # the registry key never changes with per-call options
+        return clone
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = current_builder.get()
+        if builder is not None:
+            return builder.add_call(self, args, kwargs)
+        if self.ctx_param and self.ctx_param not in kwargs:
+            kwargs[self.ctx_param] = Context.local(self.name)
+        return self.fn(*args, **kwargs)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map call arguments to parameter names; raise a WorkflowError naming the problem."""
+        if self.ctx_param and self.ctx_param in kwargs:
+            raise WorkflowError(
+                f"node {self.name!r}: do not pass {self.ctx_param!r} inside a workflow; "
+                "the engine injects the context"
+            )
+        sig = inspect.Signature([p for p in self.signature.parameters.values() if p.name != self.ctx_param])
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise WorkflowError(f"node {self.name!r}: {exc}") from None
+        return dict(bound.arguments)
+
+    def validate_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Coerce JSON inputs to the annotated types; InputError names node and parameter."""
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            param = self.params.get(name)
+            if param is None:
+                raise InputError(f"node {self.name!r} has no parameter {name!r}")
+            try:
+                out[name] = param.adapter.validate_python(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise InputError(
+                    f"node {self.name!r}, parameter {name!r}: {first['msg']} "
+                    f"(got {type(value).__name__} {_short(value)})"
+                ) from None
+        return out
+
+    def invoke(self, values: Mapping[str, Any], ctx: Context | None) -> Any:
+        """Call the function with validated parameter values (and the context)."""
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if name not in values:
+                continue
+            value = values[name]
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                args.append(value)
+            elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update(value)
+            else:
+                kwargs[name] = value
+        if self.ctx_param:
+            kwargs[self.ctx_param] = ctx or Context.local(self.name)
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.key}>"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@overload
+def node(fn: Callable[P, R], /) -> Node[P, R]: ...
+
+
+@overload
+def node(
+    *,
+    name: str | None = None,
+    type: str | None = None,
+    retries: int = 2,
+    backoff: Backoff | None = None,
+    timeout: float | None = None,
+    priority: int = 0,
+    registry: Registry | None = None,
+) -> Callable[[Callable[P, R]], Node[P, R]]: ...
+
+
+def node(
+    fn: Callable[..., Any] | None = None, /, *, registry: Registry | None = None, **options: Any
+) -> Any:
+    """Mark a function as a workflow node: ``@af.node`` or ``@af.node(retries=3, ...)``.
+
+    Options: ``name`` (node id in graphs; also the registry key when given), ``type``
+    (explicit registry key), ``retries`` (default 2, i.e. 3 attempts), ``backoff``
+    (:class:`Backoff`), ``timeout`` (seconds per attempt), ``priority`` (higher first).
+    The node is registered in ``registry`` (default: ``af.default_registry()``).
+    """
+    if options.get("backoff") is None:
+        options.pop("backoff", None)
+    try:
+        opts = NodeOptions(**options)
+    except TypeError as exc:
+        raise TypeError(f"@af.node: {exc}") from None
+
+    def decorate(f: Callable[..., Any]) -> Node[Any, Any]:
+        made: Node[Any, Any] = Node(f, opts)
+        (registry or default_registry()).add_node(made)
+        return made
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,110 @@
+"""The registry: stable keys for node functions and workflow names.
+
+A worker on another machine finds a node's function by its key (``module:qualname`` or
+an explicit ``type=``/``name=``) after importing the same module. Redefining a node in
+the same module (a re-run notebook cell) replaces it; two modules claiming one key is an
+error that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from autoflow.errors import NotFoundError, WorkflowError
+
+if TYPE_CHECKING:
+    from autoflow.node import Node
+    from autoflow.workflow import Workflow
+
+__all__ = ["Registry", "default_registry"]
+
+
+class Registry:
+    """Node functions by key and workflows by name.
+
+    Example::
+
+        reg = af.Registry()
+
+        @af.node(registry=reg)
+        def ping() -> str:
+            return "pong"
+
+        reg.node(ping.key) is ping   # True
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._nodes: dict[str, Node[Any, Any]] = {}
+        self._workflows: dict[str, Workflow] = {}
+
+    def add_node(self, node: Node[Any, Any]) -> None:
+        with self._lock:
+            old = self._nodes.get(node.key)
+            if old is not None and old.module != node.module:
+                raise WorkflowError(
+                    f"node key {node.key!r} is already used by {old.module}.{old.qualname}; "
+                    f"give {node.module}.{node.qualname} another key with "
+                    f"@af.node(name=...) or @af.node(type=...)"
+                )
+            self._nodes[node.key] = node
+
+    def add_workflow(self, workflow: Workflow) -> None:
+        with self._lock:
+            old = self._workflows.get(workflow.name)
+            if old is not None and old.module != workflow.module:
+                raise WorkflowError(
+                    f"workflow name {workflow.name!r} is already used by module {old.module}; "
+                    f"rename one with @af.workflow(name=...)"
+                )
+            self._workflows[workflow.name] = workflow
+
+    def node(self, key: str) -> Node[Any, Any]:
+        """The node registered under ``key``; NotFoundError says how to make it known."""
+        try:
+            return self._nodes[key]
+        except KeyError:
+            module = key.split(":", 1)[0] if ":" in key else None
+            hint = (
+                f"start the worker with the module that defines it (autoflow worker {module})"
+                if module and module != "__main__"
+                else "import the module that defines it before running the workflow"
+            )
+            raise NotFoundError(f"node type {key!r} is not registered here; {hint}") from None
+
+    def workflow(self, name: str) -> Workflow:
+        try:
+            return self._workflows[name]
+        except KeyError:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise NotFoundError(
+                f"no workflow named {name!r} is registered (known: {known}); "
+                "import the module that defines it"
+            ) from None
+
+    def has_node(self, key: str) -> bool:
+        return key in self._nodes
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        with self._lock:
+            return dict(self._workflows)
+
+    @property
+    def nodes(self) -> dict[str, Node[Any, Any]]:
+        with self._lock:
+            return dict(self._nodes)
+
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The registry decorators use when none is given (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Registry()
+        return _default

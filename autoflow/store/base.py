@@ -1,0 +1,201 @@
+"""The store protocol: the source of truth for runs, nodes and logs.
+
+Huey only carries ``(run_id, node_id, attempt)``; everything else lives here. Each
+state transition is one atomic step (a SQLite transaction, a Redis Lua script) and costs
+O(out-degree of the node), never a scan of the whole graph.
+
+Fencing: a node is claimed with a fresh ``token``; completing or failing it is accepted
+only with the token of the current claim, so a worker whose lease expired (and whose
+node was handed to another worker) cannot write a second result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from autoflow.models import ErrorInfo, LogEntry, QueueStats, RunInfo, RunStatus
+
+__all__ = [
+    "CRASH_MESSAGE",
+    "Claim",
+    "HeartbeatResult",
+    "NewRun",
+    "NodeSeed",
+    "Progress",
+    "Ready",
+    "Store",
+    "crash_error",
+]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create: everything known at ``execute`` time."""
+
+    id: str
+    workflow: str
+    digest: str
+    inputs: dict[str, Any]
+    output: Any
+    created_at: float
+    priority: int = 0
+    user_id: str | None = None
+    organization_id: str | None = None
+    trigger: str = "manual"
+    trigger_data: Any = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeSeed:
+    """The static part of a node of one run: its place in the graph."""
+
+    id: str
+    type: str
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    rule: str = "all_success"
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A node message to send: run, node, attempt, queue priority, optional eta (unix s)."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    priority: int = 0
+    eta: float | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker gets when it claims a node: enough to run it in one round trip."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    workflow: str
+    digest: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The outcome of a transition: was it accepted, what to enqueue, did the run end."""
+
+    accepted: bool
+    ready: list[Ready] = field(default_factory=list)
+    finished: RunStatus | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    """Runs whose cancellation was requested, and claims that are no longer ours."""
+
+    cancelled: frozenset[str] = frozenset()
+    lost: frozenset[tuple[str, str]] = frozenset()
+
+
+#: printf-style message of a node given up after too many lost workers (also used in Lua).
+CRASH_MESSAGE = "the worker running node '%s' was lost %d time(s); giving up (max_stalls reached)"
+
+
+def crash_error(node_id: str, stalls: int) -> ErrorInfo:
+    return ErrorInfo(type="WorkerCrashed", message=CRASH_MESSAGE % (node_id, stalls), node_id=node_id)
+
+
+class Store(Protocol):
+    """What the engine needs from a store. Two implementations: SQLite and Redis.
+
+    Unless said otherwise, a missing run makes reads return ``None``/empty and
+    transitions return ``Progress(accepted=False)``.
+    """
+
+    url: str
+
+    def put_definition(self, digest: str, body: str) -> None:
+        """Store a workflow definition (JSON text) under its digest; idempotent."""
+
+    def get_definition(self, digest: str) -> str | None:
+        """The definition stored under ``digest``, or None."""
+
+    def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
+        """Create a pending run and its pending nodes atomically. With an
+        ``idempotency_key`` already used by a retained run, create nothing and return
+        that run's id."""
+
+    def admit(self, limit: int) -> list[Ready]:
+        """Start pending runs, highest priority first, while fewer than ``limit`` runs are
+        running; their root nodes become queued and are returned."""
+
+    def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
+        """Queued/retrying → running for this ``attempt``, held by ``token`` for ``lease``
+        seconds. None if the message is stale, the run is not running (paused,
+        cancelled) or the node is not waiting for this attempt."""
+
+    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
+        """Running → completed (fenced by ``token``): store the output, settle the
+        children and return those that became ready; end the run if nothing is left."""
+
+    def fail(
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        error: ErrorInfo,
+        retry_at: float | None,
+        logs: Sequence[dict[str, Any]],
+    ) -> Progress:
+        """Running → retrying (``retry_at`` given: the next attempt is returned with
+        that eta) or → failed (children settled as failed parents). Fenced by token."""
+
+    def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
+        """Running → cancelled, after the node stopped because its run was cancelled."""
+
+    def heartbeat(self, claims: Sequence[tuple[str, str, str]], lease: float) -> HeartbeatResult:
+        """Extend the leases of ``(run_id, node_id, token)`` claims still held; report
+        runs being cancelled and claims lost."""
+
+    def append_logs(self, run_id: str, logs: Sequence[dict[str, Any]]) -> None:
+        """Append log records (``ts, level, message, node_id, data``) to a run."""
+
+    def cancel_run(self, run_id: str) -> RunStatus | None:
+        """Request cancellation: nodes not running become cancelled at once; the run is
+        cancelled when no node of it runs any more. Returns the run status after."""
+
+    def pause_run(self, run_id: str) -> RunStatus | None:
+        """Pending/running → paused: no node starts until resumed."""
+
+    def resume_run(self, run_id: str) -> list[Ready]:
+        """Paused → running (or pending if never admitted); returns queued nodes to send."""
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """A snapshot of the run with every node, or None."""
+
+    def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
+        """Runs newest first (without per-node detail)."""
+
+    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+        """Log entries with ``id > since``, oldest first."""
+
+    def stats(self) -> QueueStats:
+        """Counts of the workflow queue and the node queue."""
+
+    def reap(self, now: float, requeue_after: float, max_stalls: int) -> list[Ready]:
+        """Recover from lost workers and lost messages: expired leases go back to queued
+        (or fail as crashed after ``max_stalls``), queued nodes whose message is older
+        than ``requeue_after`` are re-sent. Returns the messages to send."""
+
+    def purge(self, now: float, retention: float) -> int:
+        """Delete runs finished more than ``retention`` seconds ago; returns how many."""
+
+    def wait_finished(self, run_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until the run may have finished."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,23 @@
+-- ARGV: node, token, error, retry_at ('' = none), now, retention_ms, nlogs, logs...
+-- Running -> retrying (next attempt returned with its eta) or -> failed.
+local node, token, err, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if not held(node, token) then return {0} end
+push_logs(8, tonumber(ARGV[7]))
+local res = {1, ''}
+if redis.call('HGET', K.run, 'cancel') == '1' then
+  cancel_node(node, now)
+elseif retry_at ~= '' then
+  local attempt = redis.call('HINCRBY', K.att, node, 1)
+  redis.call('HSET', K.st, node, 'retrying')
+  redis.call('HSET', K.err, node, err)
+  release(node, now)
+  redis.call('ZADD', K.due, retry_at, node)
+  redis.call('HINCRBY', K.run, 'running', -1)
+  redis.call('HINCRBY', K.run, 'queued', 1)
+  ready(res, node, attempt, retry_at)
+  return res
+else
+  fail_node(node, err, now, res)
+end
+res[2] = maybe_finish(now, ARGV[6])
+return res

@@ -1,0 +1,36 @@
+-- ARGV: now, requeue_before, max_stalls, retention_ms, crash message format.
+-- Expired leases go back to queued (or fail as crashed); stale queued nodes are re-sent.
+local now, max_stalls = ARGV[1], tonumber(ARGV[3])
+local status = redis.call('HGET', K.run, 'status')
+if not status then return {'gone', ''} end
+if status ~= 'running' and status ~= 'paused' then return {status, ''} end
+local res = {status, ''}
+local cancel = redis.call('HGET', K.run, 'cancel') == '1'
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.lease, '-inf', '(' .. now)) do
+  local stalls = redis.call('HINCRBY', K.cnt, node .. '|stall', 1)
+  if cancel then
+    cancel_node(node, now)
+  elseif stalls > max_stalls then
+    log(now, 'error', 'worker lost ' .. stalls .. ' time(s); node failed as crashed', node)
+    local err = cjson.encode({type = 'WorkerCrashed', message = string.format(ARGV[5], node, stalls),
+                              traceback = '', node_id = node})
+      fail_node(node, err, now, res)
+  else
+    release(node, now)
+    redis.call('HDEL', K.tm, node .. '|f')
+    redis.call('HSET', K.st, node, 'queued')
+    redis.call('ZADD', K.due, now, node)
+    redis.call('HINCRBY', K.run, 'running', -1)
+    redis.call('HINCRBY', K.run, 'queued', 1)
+    log(now, 'warn', 'worker lost (lease expired); re-queued (stall ' .. stalls .. ')', node)
+    ready(res, node, num(redis.call('HGET', K.att, node)), '')
+  end
+end
+if status == 'running' and not cancel then
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', '(' .. ARGV[2])) do
+    redis.call('ZADD', K.due, now, node)
+    ready(res, node, num(redis.call('HGET', K.att, node)), '')
+  end
+end
+res[2] = maybe_finish(now, ARGV[4])
+return res

@@ -1,0 +1,480 @@
+"""Redis store: production. Every transition of a run is one Lua script over that run's
+keys, which share the hash tag ``{run_id}`` (so Redis Cluster could hold them); global
+indexes (pending runs, active runs, history, stats) are updated beside the scripts and
+repaired by the reaper if a worker dies in between.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import RedisError
+
+from autoflow import codec
+from autoflow.errors import BackendError
+from autoflow.models import (
+    ErrorInfo,
+    LogEntry,
+    LogLevel,
+    NodeInfo,
+    NodeStatus,
+    QueueCounts,
+    QueueStats,
+    RunInfo,
+    RunStatus,
+)
+from autoflow.store.base import CRASH_MESSAGE, Claim, HeartbeatResult, NewRun, NodeSeed, Progress, Ready
+from autoflow.workflow import resolve_template
+
+__all__ = ["RedisStore"]
+
+_RUN_KEYS = ("run", "st", "att", "cnt", "topo", "own", "lease", "due", "tm", "out", "err", "logs", "done", "order")
+_SCRIPTS = ("start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "resume", "reap")
+_FINISHED = {s.value for s in RunStatus if s.finished}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guard(method: F) -> F:
+    """Turn connection and server errors into BackendError naming the URL."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except RedisError as exc:
+            raise BackendError(self.url, f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """The production store.
+
+    Example::
+
+        store = RedisStore.from_url("redis://localhost:6379/0", namespace="autoflow")
+    """
+
+    def __init__(self, client: redis.Redis, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400) -> None:
+        self.r = client
+        self.url = codec.redact_text(url)
+        self.ns = namespace
+        self.retention = retention
+        self.pool = client.connection_pool
+        lib = resources.files("autoflow.store").joinpath("lua/lib.lua").read_text()
+        self._scripts = {
+            name: client.register_script(lib + resources.files("autoflow.store").joinpath(f"lua/{name}.lua").read_text())
+            for name in _SCRIPTS
+        }
+        self._admit = client.register_script(
+            "local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[2])\n"
+            "if free <= 0 then return {} end\n"
+            "local picked = redis.call('ZRANGE', KEYS[1], 0, free - 1)\n"
+            "for _, id in ipairs(picked) do redis.call('ZREM', KEYS[1], id); redis.call('SADD', KEYS[2], id) end\n"
+            "return picked"
+        )
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400, timeout: float = 3.0) -> RedisStore:
+        """Connect and check the server answers; BackendError (naming the URL) if not."""
+        shown = codec.redact_text(url)
+        try:
+            client = redis.Redis.from_url(
+                url, decode_responses=True, socket_connect_timeout=timeout, health_check_interval=30
+            )
+            client.ping()
+            version = client.info("server").get("redis_version", "0")
+        except (RedisError, ValueError, OSError) as exc:
+            raise BackendError(shown, f"{type(exc).__name__}: {exc}") from None
+        if tuple(int(x) for x in str(version).split(".")[:2]) < (6, 2):
+            raise BackendError(shown, f"Redis {version} is too old; autoflow needs Redis >= 6.2")
+        return cls(client, url, namespace=namespace, retention=retention)
+
+    # -- keys ------------------------------------------------------------------------------
+    def _keys(self, run_id: str) -> list[str]:
+        return [f"{self.ns}:{{{run_id}}}:{k}" for k in _RUN_KEYS]
+
+    def _g(self, name: str) -> str:
+        return f"{self.ns}:{{_g}}:{name}"
+
+    def _call(self, name: str, run_id: str, *args: Any) -> Any:
+        return self._scripts[name](keys=self._keys(run_id), args=list(args))
+
+    @property
+    def _retention_ms(self) -> int:
+        return int(self.retention * 1000)
+
+    def close(self) -> None:
+        self.pool.disconnect()
+
+    # -- definitions and runs --------------------------------------------------------------
+    @_guard
+    def put_definition(self, digest: str, body: str) -> None:
+        self.r.set(f"{self.ns}:def:{digest}", body, nx=True)
+
+    @_guard
+    def get_definition(self, digest: str) -> str | None:
+        value = self.r.get(f"{self.ns}:def:{digest}")
+        return None if value is None else _s(value)
+
+    @_guard
+    def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
+        if run.idempotency_key:
+            key = f"{self.ns}:idem:{run.idempotency_key}"
+            if not self.r.set(key, run.id, nx=True, px=self._retention_ms):
+                existing = self.r.get(key)
+                if existing and self.r.exists(self._keys(_s(existing))[0]):
+                    return _s(existing)
+                self.r.set(key, run.id, px=self._retention_ms)
+        keys = dict(zip(_RUN_KEYS, self._keys(run.id)))
+        topo: dict[str, Any] = {}
+        for n in nodes:
+            topo[f"{n.id}|c"] = ",".join(n.children)
+            topo[f"{n.id}|p"] = ",".join(n.parents)
+            topo[f"{n.id}|t"] = n.type
+            if n.rule != "all_success":
+                topo[f"{n.id}|r"] = n.rule
+            if n.priority:
+                topo[f"{n.id}|pr"] = n.priority
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(keys["run"], mapping={
+            "id": run.id, "workflow": run.workflow, "digest": run.digest, "status": "pending",
+            "priority": run.priority, "inputs": codec.dumps(run.inputs), "output_tpl": codec.dumps(run.output),
+            "user_id": run.user_id or "", "organization_id": run.organization_id or "",
+            "trigger": run.trigger, "trigger_data": codec.dumps(run.trigger_data),
+            "created_at": repr(run.created_at), "remaining": len(nodes), "running": 0, "queued": 0,
+            "failed": 0, "n_ok": 0, "roots": ",".join(n.id for n in nodes if not n.parents),
+        })
+        pipe.hset(keys["st"], mapping={n.id: "pending" for n in nodes})
+        pipe.hset(keys["att"], mapping={n.id: 1 for n in nodes})
+        pipe.hset(keys["cnt"], mapping={f"{n.id}|np": len(n.parents) for n in nodes})
+        pipe.hset(keys["topo"], mapping=topo)
+        pipe.rpush(keys["order"], *[n.id for n in nodes])
+        pipe.execute()
+        score = run.created_at
+        glob = self.r.pipeline(transaction=False)
+        glob.zadd(self._g("pending"), {run.id: -run.priority})
+        glob.zadd(self._g("runs"), {run.id: score})
+        glob.zadd(self._g(f"wf:{run.workflow}"), {run.id: score})
+        glob.execute()
+        return run.id
+
+    def _ready(self, run_id: str, flat: Sequence[Any]) -> list[Ready]:
+        out = []
+        for i in range(0, len(flat), 4):
+            eta = _s(flat[i + 3])
+            out.append(Ready(run_id, _s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), float(eta) if eta else None))
+        return out
+
+    @_guard
+    def admit(self, limit: int) -> list[Ready]:
+        picked = self._admit(keys=[self._g("pending"), self._g("active")], args=[limit])
+        ready: list[Ready] = []
+        for run_id in picked:
+            ready += self._start(_s(run_id))
+        return ready
+
+    def _start(self, run_id: str) -> list[Ready]:
+        res = self._call("start", run_id, repr(time.time()))
+        if _s(res[0]) != "running":  # paused, cancelled or expired meanwhile
+            self.r.srem(self._g("active"), run_id)
+            return []
+        return self._ready(run_id, res[1:])
+
+    # -- node transitions ------------------------------------------------------------------
+    @_guard
+    def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
+        now = time.time()
+        entry = codec.dumps({"ts": now, "level": "info", "message": f"started (attempt {attempt})", "node_id": node_id})
+        res = self._call("claim", run_id, node_id, attempt, token, repr(now + lease), repr(now), entry)
+        if not res:
+            return None
+        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(3, len(res), 2)}
+        return Claim(run_id, node_id, attempt, _s(res[0]), _s(res[1]), codec.loads(res[2]), outputs)
+
+    def _progress(self, run_id: str, res: Sequence[Any]) -> Progress:
+        if not res or int(res[0]) == 0:
+            return Progress(False)
+        finished = RunStatus(_s(res[1])) if res[1] else None
+        if finished is not None:
+            self._finished(run_id, finished)
+        return Progress(True, self._ready(run_id, res[2:]), finished)
+
+    @staticmethod
+    def _logs(logs: Sequence[dict[str, Any]]) -> list[str]:
+        return [codec.dumps(r) for r in logs]
+
+    @_guard
+    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
+        entries = self._logs(logs)
+        res = self._call(
+            "complete", run_id, node_id, token, codec.dumps(output), repr(time.time()), self._retention_ms,
+            len(entries), *entries,
+        )
+        return self._progress(run_id, res)
+
+    @_guard
+    def fail(
+        self, run_id: str, node_id: str, token: str, error: ErrorInfo, retry_at: float | None,
+        logs: Sequence[dict[str, Any]],
+    ) -> Progress:
+        entries = self._logs(logs)
+        res = self._call(
+            "fail", run_id, node_id, token, error.model_dump_json(), "" if retry_at is None else repr(retry_at),
+            repr(time.time()), self._retention_ms, len(entries), *entries,
+        )
+        return self._progress(run_id, res)
+
+    @_guard
+    def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
+        entries = self._logs(logs)
+        res = self._call(
+            "cancel_node", run_id, node_id, token, repr(time.time()), self._retention_ms, len(entries), *entries
+        )
+        return self._progress(run_id, list(res[:2]))
+
+    def _finished(self, run_id: str, status: RunStatus) -> None:
+        """Global bookkeeping once a run ended (done once per run, guarded by a flag)."""
+        run_key = self._keys(run_id)[0]
+        if not self.r.hsetnx(run_key, "booked", 1):
+            return
+        ok, failed = self.r.hmget(run_key, "n_ok", "failed")
+        now = time.time()
+        bucket = self._g(f"nstat:{int(now // 3600)}")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.srem(self._g("active"), run_id)
+        pipe.zrem(self._g("pending"), run_id)
+        pipe.zadd(self._g(f"done:{status.value}"), {run_id: now})
+        pipe.hincrby(bucket, "completed", int(ok or 0))
+        pipe.hincrby(bucket, "failed", int(failed or 0))
+        pipe.expire(bucket, int(self.retention) + 3600)
+        pipe.execute()
+
+    # -- leases, logs, control -------------------------------------------------------------
+    @_guard
+    def heartbeat(self, claims: Sequence[tuple[str, str, str]], lease: float) -> HeartbeatResult:
+        by_run: dict[str, list[str]] = {}
+        for run_id, node_id, token in claims:
+            by_run.setdefault(run_id, []).extend([node_id, token])
+        until = repr(time.time() + lease)
+        pipe = self.r.pipeline(transaction=False)
+        for run_id, args in by_run.items():
+            self._scripts["heartbeat"](keys=self._keys(run_id), args=[until, *args], client=pipe)
+        cancelled, lost = set(), set()
+        for run_id, res in zip(by_run, pipe.execute()):
+            if _s(res[0]) == "1":
+                cancelled.add(run_id)
+            lost.update((run_id, _s(n)) for n in res[1:])
+        return HeartbeatResult(frozenset(cancelled), frozenset(lost))
+
+    @_guard
+    def append_logs(self, run_id: str, logs: Sequence[dict[str, Any]]) -> None:
+        if logs:
+            self.r.rpush(self._keys(run_id)[11], *self._logs(logs))
+
+    @_guard
+    def cancel_run(self, run_id: str) -> RunStatus | None:
+        res = self._call("cancel_run", run_id, repr(time.time()), self._retention_ms)
+        status = _s(res[0])
+        if status == "gone":
+            return None
+        self.r.zrem(self._g("pending"), run_id)
+        result = RunStatus(status)
+        if result.finished:
+            self._finished(run_id, result)
+        return result
+
+    @_guard
+    def pause_run(self, run_id: str) -> RunStatus | None:
+        key = self._keys(run_id)[0]
+        status = self.r.hget(key, "status")
+        if status is None:
+            return None
+        if status in ("pending", "running"):
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hset(key, "status", "paused")
+            pipe.rpush(self._keys(run_id)[11], codec.dumps(
+                {"ts": time.time(), "level": "info", "message": "run paused", "node_id": None}))
+            pipe.execute()
+            self.r.zrem(self._g("pending"), run_id)
+            return RunStatus.PAUSED
+        return RunStatus(status)
+
+    @_guard
+    def resume_run(self, run_id: str) -> list[Ready]:
+        res = self._call("resume", run_id, repr(time.time()))
+        status = _s(res[0])
+        if status == "pending":
+            priority = int(self.r.hget(self._keys(run_id)[0], "priority") or 0)
+            self.r.zadd(self._g("pending"), {run_id: -priority})
+        return self._ready(run_id, res[1:]) if status == "running" else []
+
+    # -- reads -----------------------------------------------------------------------------
+    @_guard
+    def get_run(self, run_id: str) -> RunInfo | None:
+        k = dict(zip(_RUN_KEYS, self._keys(run_id)))
+        pipe = self.r.pipeline(transaction=False)
+        for name in ("run", "st", "att", "cnt", "topo", "tm", "out", "err"):
+            pipe.hgetall(k[name])
+        pipe.lrange(k["order"], 0, -1)
+        run, st, att, cnt, topo, tm, out, err, order = pipe.execute()
+        if not run:
+            return None
+        nodes = {}
+        for node_id in order:
+            nodes[node_id] = NodeInfo(
+                id=node_id, type=topo.get(f"{node_id}|t", ""), status=NodeStatus(st.get(node_id, "pending")),
+                attempt=int(att.get(node_id, 1)), stall_count=int(cnt.get(f"{node_id}|stall", 0)),
+                started_at=codec.from_ts(_f(tm.get(f"{node_id}|s"))),
+                finished_at=codec.from_ts(_f(tm.get(f"{node_id}|f"))),
+                output=codec.loads(out.get(node_id)),
+                error=ErrorInfo.model_validate_json(err[node_id]) if node_id in err else None,
+            )
+        return self._run_info(run, nodes)
+
+    @staticmethod
+    def _run_info(run: dict[str, str], nodes: dict[str, NodeInfo]) -> RunInfo:
+        status = RunStatus(run["status"])
+        inputs = codec.loads(run.get("inputs")) or {}
+        output = None
+        if status is RunStatus.COMPLETED and nodes:
+            output = resolve_template(codec.loads(run.get("output_tpl")), {k: n.output for k, n in nodes.items()}, inputs)
+        first = run.get("first_error")
+        return RunInfo(
+            id=run["id"], workflow=run["workflow"], definition_hash=run.get("digest", ""), status=status,
+            priority=int(run.get("priority", 0)), inputs=inputs, output=output,
+            error=nodes[first].error if first and first in nodes else None,
+            user_id=run.get("user_id") or None, organization_id=run.get("organization_id") or None,
+            trigger=run.get("trigger") or "manual", trigger_data=codec.loads(run.get("trigger_data")),
+            created_at=codec.from_ts(float(run["created_at"])), started_at=codec.from_ts(_f(run.get("started_at"))),
+            finished_at=codec.from_ts(_f(run.get("finished_at"))), cancel_requested=run.get("cancel") == "1",
+            nodes=nodes,
+        )
+
+    @_guard
+    def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
+        index = self._g(f"wf:{workflow}") if workflow else self._g("runs")
+        found: list[RunInfo] = []
+        start, page = 0, max(50, limit)
+        while len(found) < limit:
+            ids = self.r.zrevrange(index, start, start + page - 1)
+            if not ids:
+                break
+            start += page
+            pipe = self.r.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hgetall(self._keys(run_id)[0])
+            gone = []
+            for run_id, run in zip(ids, pipe.execute()):
+                if not run:
+                    gone.append(run_id)
+                elif status is None or run["status"] == RunStatus(status).value:
+                    found.append(self._run_info(run, {}))
+            if gone:
+                self.r.zrem(index, *gone)
+                start -= len(gone)
+        return found[:limit]
+
+    @_guard
+    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+        key = self._keys(run_id)[11]
+        entries: list[LogEntry] = []
+        start = max(0, since)
+        while len(entries) < limit:
+            raw = self.r.lrange(key, start, start + 999)
+            if not raw:
+                break
+            for offset, text in enumerate(raw):
+                record = json.loads(text)
+                if node_id and record.get("node_id") != node_id:
+                    continue
+                entries.append(LogEntry(
+                    id=start + offset + 1, timestamp=codec.from_ts(record["ts"]), level=LogLevel(record["level"]),
+                    message=record["message"], node_id=record.get("node_id"), data=record.get("data"),
+                ))
+            start += len(raw)
+        return entries[:limit]
+
+    @_guard
+    def stats(self) -> QueueStats:
+        now = time.time()
+        active = list(self.r.smembers(self._g("active")))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(self._g("pending"))
+        for status in ("completed", "failed"):
+            pipe.zcount(self._g(f"done:{status}"), now - self.retention, "+inf")
+        for run_id in active:
+            pipe.hmget(self._keys(run_id)[0], "queued", "running", "n_ok", "failed", "status")
+        hours = math.ceil(self.retention / 3600)
+        for h in range(hours + 1):
+            pipe.hmget(self._g(f"nstat:{int(now // 3600) - h}"), "completed", "failed")
+        res = pipe.execute()
+        waiting, completed, failed = res[0], res[1], res[2]
+        live = res[3:3 + len(active)]
+        buckets = res[3 + len(active):]
+        node = QueueCounts()
+        running_runs = 0
+        for queued, running, ok, bad, status in live:
+            if status in _FINISHED or status is None:
+                continue
+            running_runs += 1
+            node.waiting += int(queued or 0)
+            node.active += int(running or 0)
+            node.completed += int(ok or 0)
+            node.failed += int(bad or 0)
+        for ok, bad in buckets:
+            node.completed += int(ok or 0)
+            node.failed += int(bad or 0)
+        return QueueStats(
+            workflow=QueueCounts(waiting=waiting, active=running_runs, completed=completed, failed=failed), node=node
+        )
+
+    # -- recovery --------------------------------------------------------------------------
+    @_guard
+    def reap(self, now: float, requeue_after: float, max_stalls: int) -> list[Ready]:
+        ready: list[Ready] = []
+        for run_id in self.r.smembers(self._g("active")):
+            res = self._call(
+                "reap", run_id, repr(now), repr(now - requeue_after), max_stalls, self._retention_ms, CRASH_MESSAGE
+            )
+            status, finished = _s(res[0]), _s(res[1])
+            if status == "gone":
+                self.r.srem(self._g("active"), run_id)
+            elif status == "pending":
+                ready += self._start(run_id)
+            elif status in _FINISHED or finished:
+                self._finished(run_id, RunStatus(finished or status))
+            ready += self._ready(run_id, res[2:])
+        return ready
+
+    @_guard
+    def purge(self, now: float, retention: float) -> int:
+        cutoff = now - retention
+        for status in ("completed", "failed", "cancelled"):
+            self.r.zremrangebyscore(self._g(f"done:{status}"), "-inf", cutoff)
+        old = self.r.zrangebyscore(self._g("runs"), "-inf", cutoff)
+        gone = [run_id for run_id in old if not self.r.exists(self._keys(run_id)[0])]
+        if gone:
+            self.r.zrem(self._g("runs"), *gone)
+        return len(gone)
+
+    @_guard
+    def wait_finished(self, run_id: str, timeout: float) -> None:
+        key = self._keys(run_id)[12]
+        # A circular BLMOVE on the same list wakes every waiter and leaves the list intact.
+        self.r.blmove(key, key, max(0.01, min(timeout, 1.0)), "RIGHT", "LEFT")
+
+
+def _f(value: Any) -> float | None:
+    return float(value) if value not in (None, "") else None

@@ -1,0 +1,51 @@
+"""Small DAGs importable by worker subprocesses (``autoflow worker tests.resources.dags``)."""
+
+from __future__ import annotations
+
+import time
+
+import autoflow as af
+
+
+@af.node
+def double(x: int) -> int:
+    return 2 * x
+
+
+@af.node
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@af.node
+def total(*parts: int) -> int:
+    return sum(parts)
+
+
+@af.node
+def sleepy(seconds: float, ctx: af.Context) -> float:
+    ctx.log.info("sleeping", data={"seconds": seconds})
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ctx.check_cancelled()
+        time.sleep(0.02)
+    return seconds
+
+
+@af.workflow
+def diamond(x: int = 1):
+    """x -> (2x, 2x) -> 4x"""
+    return add(double(x), double(x))
+
+
+@af.workflow
+def chain10(x: int = 0):
+    value = double(x)
+    for _ in range(9):
+        value = add(value, 1)
+    return value
+
+
+@af.workflow
+def slow(seconds: float = 5.0):
+    return sleepy(seconds)
