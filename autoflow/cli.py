@@ -1,13 +1,14 @@
 """``autoflow`` on the command line: a thin layer that parses, builds a Client, calls it.
 
-    autoflow worker MODULE [MODULE...] [--workers N] [--kind thread|process] [--redis URL]
-    autoflow run MODULE:WORKFLOW [--input JSON] [--wait]
-    autoflow status RUN_ID | logs RUN_ID [--follow] | cancel RUN_ID | stats | runs
+autoflow worker MODULE [MODULE...] [--workers N] [--kind thread|process] [--redis URL]
+autoflow run MODULE:WORKFLOW [--input JSON] [--wait]
+autoflow status RUN_ID | logs RUN_ID [--follow] | cancel RUN_ID | stats | runs
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -60,8 +61,9 @@ def _bar(info: RunInfo, width: int = 30) -> str:
     filled = int(width * done / total) if total else width
     failed = any(n.status.value == "failed" for n in info.nodes.values())
     mark = "x" if failed else "#"
-    elapsed = (time.time() - info.created_at.timestamp())
-    return f"[{mark * filled}{'.' * (width - filled)}] {done}/{total} nodes  {info.status.value:9} {elapsed:6.1f}s"
+    elapsed = time.time() - info.created_at.timestamp()
+    bar = mark * filled + "." * (width - filled)
+    return f"[{bar}] {done}/{total} nodes  {info.status.value:9} {elapsed:6.1f}s"
 
 
 def _watch(client: Client, run_id: str, out: TextIO) -> RunInfo:
@@ -81,10 +83,8 @@ def _watch(client: Client, run_id: str, out: TextIO) -> RunInfo:
             if tty:
                 out.write("\n")
             return info
-        try:
+        with contextlib.suppress(RunTimeout):
             client.wait(run_id, timeout=0.2)
-        except RunTimeout:
-            pass
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -93,7 +93,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings()
     backend = open_backend(args.redis, settings)
     worker = Worker(backend, default_registry(), settings, workers=args.workers, kind=args.kind)
-    print(f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True)
+    print(
+        f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True
+    )
     worker.run()
     return EXIT_OK
 
@@ -190,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument(
-            "--redis", "--url", dest="redis", default=None,
+            "--redis",
+            "--url",
+            dest="redis",
+            default=None,
             help="backend URL (default: AUTOFLOW_REDIS_URL, else embedded SQLite in AUTOFLOW_HOME)",
         )
         return p

@@ -172,9 +172,17 @@ class Client:
             self.backend.store.put_definition(wf.digest, codec.dumps(wf.to_dict()))
             self._stored.add(wf.digest)
         new = NewRun(
-            id=codec.new_run_id(), workflow=wf.name, digest=wf.digest, inputs=values, output=wf.output,
-            created_at=time.time(), priority=priority, user_id=user_id, organization_id=organization_id,
-            trigger="webhook" if trigger_data is not None else "manual", trigger_data=trigger_json,
+            id=codec.new_run_id(),
+            workflow=wf.name,
+            digest=wf.digest,
+            inputs=values,
+            output=wf.output,
+            created_at=time.time(),
+            priority=priority,
+            user_id=user_id,
+            organization_id=organization_id,
+            trigger="webhook" if trigger_data is not None else "manual",
+            trigger_data=trigger_json,
             idempotency_key=idempotency_key,
         )
         run_id = self.backend.store.create_run(new, _seeds(wf))
@@ -274,7 +282,9 @@ class Client:
     def stats(self) -> QueueStats:
         return self.backend.store.stats()
 
-    def runs(self, workflow: str | None = None, status: RunStatus | str | None = None, limit: int = 50) -> list[RunInfo]:
+    def runs(
+        self, workflow: str | None = None, status: RunStatus | str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
         """Run history, newest first (snapshots without per-node detail)."""
         return self.backend.store.list_runs(workflow, RunStatus(status) if status else None, limit)
 
@@ -286,8 +296,11 @@ def _seeds(wf: Workflow) -> list[NodeSeed]:
     graph = wf.graph
     return [
         NodeSeed(
-            id=call.id, type=call.spec.type, parents=tuple(graph.predecessors(call.id)),
-            children=tuple(graph.successors(call.id)), rule=Rule.ALL_SUCCESS.value,
+            id=call.id,
+            type=call.spec.type,
+            parents=tuple(graph.predecessors(call.id)),
+            children=tuple(graph.successors(call.id)),
+            rule=Rule.ALL_SUCCESS.value,
             priority=call.spec.options.priority,
         )
         for call in wf.calls.values()
@@ -300,4 +313,4 @@ def _display(run: Run) -> None:
     except ImportError:
         print(run)
         return
-    display(run)
+    display(run)  # type: ignore[no-untyped-call]

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import threading
 import time
 import traceback as tb
 from datetime import date, datetime, timezone
@@ -96,9 +97,25 @@ def loads(text: str | bytes | None) -> Any:
     return None if text is None or text == "" else json.loads(text)
 
 
+_id_lock = threading.Lock()
+_id_state = [0, 0]  # last millisecond, sequence within it
+
+
 def new_run_id() -> str:
-    """A run id that sorts by creation time: 12 hex digits of ms, then 12 random."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+    """A run id that sorts by creation time: 12 hex digits of ms, 4 of a per-process
+    sequence (ids made in one process sort in creation order), then 8 random."""
+    with _id_lock:
+        ms = int(time.time() * 1000)
+        if ms <= _id_state[0]:
+            ms = _id_state[0]
+            _id_state[1] += 1
+            if _id_state[1] > 0xFFFF:
+                ms, _id_state[1] = ms + 1, 0
+        else:
+            _id_state[1] = 0
+        _id_state[0] = ms
+        seq = _id_state[1]
+    return f"{ms:012x}{seq:04x}{os.urandom(4).hex()}"
 
 
 def new_id() -> str:

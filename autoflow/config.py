@@ -39,23 +39,15 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=_env("AUTOFLOW_REDIS_URL", "redis_url"))
     redis_host: str | None = Field(None, validation_alias=_env("REDIS_HOST", "redis_host"))
     redis_port: int = Field(6379, validation_alias=_env("REDIS_PORT", "redis_port"))
-    redis_password: SecretStr | None = Field(
-        None, validation_alias=_env("REDIS_PASSWORD", "redis_password")
-    )
+    redis_password: SecretStr | None = Field(None, validation_alias=_env("REDIS_PASSWORD", "redis_password"))
     redis_db: int = Field(0, validation_alias=_env("REDIS_DB", "redis_db"))
     workflow_concurrency: int = Field(
         5, ge=1, validation_alias=_env("WORKFLOW_CONCURRENCY", "workflow_concurrency")
     )
-    node_concurrency: int = Field(
-        10, ge=1, validation_alias=_env("NODE_CONCURRENCY", "node_concurrency")
-    )
-    monitoring_enabled: bool = Field(
-        False, validation_alias=_env("MONITORING_ENABLED", "monitoring_enabled")
-    )
+    node_concurrency: int = Field(10, ge=1, validation_alias=_env("NODE_CONCURRENCY", "node_concurrency"))
+    monitoring_enabled: bool = Field(False, validation_alias=_env("MONITORING_ENABLED", "monitoring_enabled"))
     monitoring_port: int = Field(3001, validation_alias=_env("MONITORING_PORT", "monitoring_port"))
-    home: Path = Field(
-        Path("~/.autoflow"), validation_alias=_env("AUTOFLOW_HOME", "home")
-    )
+    home: Path = Field(Path("~/.autoflow"), validation_alias=_env("AUTOFLOW_HOME", "home"))
     secret: SecretStr | None = Field(None, validation_alias=_env("AUTOFLOW_SECRET", "secret"))
     namespace: str = Field(
         "autoflow", pattern=r"^[A-Za-z0-9_]{1,40}$", validation_alias=_env("AUTOFLOW_NAMESPACE", "namespace")
@@ -63,9 +55,7 @@ class Settings(BaseSettings):
     retention_seconds: float = Field(
         7 * 24 * 3600, gt=0, validation_alias=_env("AUTOFLOW_RETENTION_SECONDS", "retention_seconds")
     )
-    lease_seconds: float = Field(
-        15.0, gt=0, validation_alias=_env("AUTOFLOW_LEASE_SECONDS", "lease_seconds")
-    )
+    lease_seconds: float = Field(15.0, gt=0, validation_alias=_env("AUTOFLOW_LEASE_SECONDS", "lease_seconds"))
     requeue_seconds: float = Field(
         30.0, gt=0, validation_alias=_env("AUTOFLOW_REQUEUE_SECONDS", "requeue_seconds")
     )

@@ -83,9 +83,7 @@ class NodeOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise WorkflowError(f"retries must be an int >= 0, got {self.retries!r}")
-        if self.timeout is not None and (
-            not isinstance(self.timeout, (int, float)) or not self.timeout > 0
-        ):
+        if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or not self.timeout > 0):
             raise WorkflowError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
         if not isinstance(self.priority, int) or isinstance(self.priority, bool):
             raise WorkflowError(f"priority must be an int, got {self.priority!r}")
@@ -107,7 +105,7 @@ class NodeOptions:
             if f.name in ("name", "type"):
                 continue
             value = getattr(self, f.name)
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if value != default:
                 out[f.name] = value.to_dict() if isinstance(value, Backoff) else value
         return out
@@ -201,7 +199,7 @@ class Node(Generic[P, R]):
         self.key: str = options.type or options.name or f"{self.module}:{self.qualname}"
         self.is_async = inspect.iscoroutinefunction(fn)
         self.params, self.ctx_param, self.returns = self._introspect(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def _introspect(self, fn: Callable[..., Any]) -> tuple[dict[str, Param], str | None, Any]:
         try:
@@ -322,9 +320,7 @@ def node(
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
-def node(
-    fn: Callable[..., Any] | None = None, /, *, registry: Registry | None = None, **options: Any
-) -> Any:
+def node(fn: Callable[..., Any] | None = None, /, *, registry: Registry | None = None, **options: Any) -> Any:
     """Mark a function as a workflow node: ``@af.node`` or ``@af.node(retries=3, ...)``.
 
     Options: ``name`` (node id in graphs; also the registry key when given), ``type``

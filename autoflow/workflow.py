@@ -321,7 +321,9 @@ def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]
     return specs, data.get("output")
 
 
-def _definition_edges(specs: Mapping[str, NodeSpec]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def _definition_edges(
+    specs: Mapping[str, NodeSpec],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Split templates into edges (node refs) and configs (constants and $input markers)."""
     edges: list[dict[str, Any]] = []
     configs: dict[str, dict[str, Any]] = {}
@@ -436,7 +438,9 @@ class Workflow:
             cycle = " -> ".join(edge[0] for edge in nx.find_cycle(self.graph))
             raise WorkflowError(f"workflow {self.name!r} has a cycle: {cycle}")
         for kind, target in template_refs(self.output):
-            if (kind == "$ref" and target not in self.calls) or (kind == "$input" and target not in self.inputs):
+            if (kind == "$ref" and target not in self.calls) or (
+                kind == "$input" and target not in self.inputs
+            ):
                 raise WorkflowError(f"workflow {self.name!r}: output refers to unknown {target!r}")
 
     # -- inputs ----------------------------------------------------------------------------
@@ -486,7 +490,12 @@ class Workflow:
             "version": FORMAT_VERSION,
             "inputs": self.inputs,
             "nodes": [
-                {"id": c.id, "type": c.spec.type, "config": configs[c.id], "options": c.spec.options.to_dict()}
+                {
+                    "id": c.id,
+                    "type": c.spec.type,
+                    "config": configs[c.id],
+                    "options": c.spec.options.to_dict(),
+                }
                 for c in self.calls.values()
             ],
             "edges": edges,

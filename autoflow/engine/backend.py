@@ -65,7 +65,7 @@ def open_backend(url: str | None, settings: Settings) -> Backend:
     if url == "memory://":
         return Backend("memory", url, SQLiteStore(":memory:"), InlineDispatcher())
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])  # sqlite:///relative.db, sqlite:////absolute.db
+        path = Path(url[len("sqlite:///") :])  # sqlite:///relative.db, sqlite:////absolute.db
         sqlite_store = SQLiteStore(path)
         queue = path.with_name(path.stem + "-queue.db")
         sqlite_dispatcher = HueyDispatcher.sqlite(str(queue), namespace=settings.namespace, secret=secret)

@@ -70,7 +70,9 @@ class JsonSerializer(Serializer):  # type: ignore[misc]
             sig, sep, body = data.partition(b".")
             expected = hmac.new(self._key, body, hashlib.sha256).hexdigest().encode()
             if not sep or not hmac.compare_digest(sig, expected):
-                raise MessageError("queue message has no valid signature (is AUTOFLOW_SECRET the same everywhere?)")
+                raise MessageError(
+                    "queue message has no valid signature (is AUTOFLOW_SECRET the same everywhere?)"
+                )
             data = body
         try:
             payload = json.loads(data)
@@ -81,7 +83,10 @@ class JsonSerializer(Serializer):  # type: ignore[misc]
         if _WIRE_NAMES.get(name) is None or not isinstance(args, list):
             raise MessageError(f"queue message for unknown task {name!r}")
         if _WIRE_NAMES[name] == NODE_TASK and not (
-            len(args) == 3 and isinstance(args[0], str) and isinstance(args[1], str) and isinstance(args[2], int)
+            len(args) == 3
+            and isinstance(args[0], str)
+            and isinstance(args[1], str)
+            and isinstance(args[2], int)
         ):
             raise MessageError("run_node message must carry (run_id, node_id, attempt)")
         return Message(payload.get("id"), name, eta, 0, 0, payload.get("priority"), tuple(args), {})
@@ -112,6 +117,9 @@ class _WakeableWorker(Worker):  # type: ignore[misc]
     (polling storages only), so embedded runs do not wait for the poll interval."""
 
     wake: threading.Condition | None = None
+    delay: float
+    max_delay: float
+    backoff: float
 
     def sleep(self) -> None:
         if self.delay > self.max_delay:
@@ -137,7 +145,9 @@ class _Consumer(Consumer):  # type: ignore[misc]
     worker_class = _WakeableWorker
     scheduler_class = _FastScheduler
 
-    def __init__(self, huey: Huey, *, embedded: bool, wake: threading.Condition | None, **kwargs: Any) -> None:
+    def __init__(
+        self, huey: Huey, *, embedded: bool, wake: threading.Condition | None, **kwargs: Any
+    ) -> None:
         self._embedded = embedded
         self._wake = wake
         super().__init__(huey, **kwargs)
@@ -148,9 +158,7 @@ class _Consumer(Consumer):  # type: ignore[misc]
         return worker
 
     def _create_scheduler(self) -> Scheduler:
-        return self.scheduler_class(
-            huey=self.huey, stop_flag=self.stop_flag, interval=0.1, periodic=False
-        )
+        return self.scheduler_class(huey=self.huey, stop_flag=self.stop_flag, interval=0.1, periodic=False)
 
     def _set_signal_handlers(self) -> None:
         if not self._embedded:
@@ -177,11 +185,17 @@ class HueyDispatcher:
         self._admit_task = workflows.task(name=ADMIT_TASK)(self._on_admit)
 
     @classmethod
-    def sqlite(cls, filename: str, *, namespace: str = "autoflow", secret: bytes | None = None) -> HueyDispatcher:
+    def sqlite(
+        cls, filename: str, *, namespace: str = "autoflow", secret: bytes | None = None
+    ) -> HueyDispatcher:
         def make(queue: str) -> Huey:
             return _SqliteHuey(
-                f"{namespace}_{queue}", filename=filename, results=False,
-                serializer=JsonSerializer(secret), utc=True, timeout=30,
+                f"{namespace}_{queue}",
+                filename=filename,
+                results=False,
+                serializer=JsonSerializer(secret),
+                utc=True,
+                timeout=30,
             )
 
         return cls(make("nodes"), make("workflows"), f"sqlite:///{filename}")
@@ -193,8 +207,13 @@ class HueyDispatcher:
 
         def make(queue: str) -> Huey:
             return _RedisHuey(
-                f"{namespace}_{queue}", connection_pool=pool, results=False,
-                serializer=JsonSerializer(secret), utc=True, blocking=True, read_timeout=1,
+                f"{namespace}_{queue}",
+                connection_pool=pool,
+                results=False,
+                serializer=JsonSerializer(secret),
+                utc=True,
+                blocking=True,
+                read_timeout=1,
             )
 
         return cls(make("nodes"), make("workflows"), codec.redact_text(url))
@@ -216,11 +235,15 @@ class HueyDispatcher:
         for item in items:
             eta = (
                 dt.datetime.fromtimestamp(item.eta, tz=dt.timezone.utc).replace(tzinfo=None)
-                if item.eta is not None else None
+                if item.eta is not None
+                else None
             )
             task = self._node_task.task_class(
-                (item.run_id, item.node_id, item.attempt), {},
-                id=f"{item.run_id}:{item.node_id}:{item.attempt}", eta=eta, priority=item.priority,
+                (item.run_id, item.node_id, item.attempt),
+                {},
+                id=f"{item.run_id}:{item.node_id}:{item.attempt}",
+                eta=eta,
+                priority=item.priority,
             )
             if eta is not None:
                 self.nodes.add_schedule(task)
@@ -250,9 +273,17 @@ class HueyDispatcher:
         """A Huey consumer of ``queue`` ("nodes" or "workflows") with low-latency polling."""
         huey = self.nodes if queue == "nodes" else self.workflows
         return _Consumer(
-            huey, embedded=embedded, wake=self._wake if kind == "thread" else None,
-            workers=workers, worker_type=kind, periodic=False, initial_delay=0.005,
-            backoff=1.2, max_delay=0.25, check_worker_health=True, health_check_interval=1.0,
+            huey,
+            embedded=embedded,
+            wake=self._wake if kind == "thread" else None,
+            workers=workers,
+            worker_type=kind,
+            periodic=False,
+            initial_delay=0.005,
+            backoff=1.2,
+            max_delay=0.25,
+            check_worker_health=True,
+            health_check_interval=1.0,
         )
 
     @staticmethod

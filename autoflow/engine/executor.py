@@ -114,7 +114,12 @@ class Executor:
             values = node.validate_inputs(resolve_template(spec.args, claim.outputs, claim.inputs))
             timeout = spec.options.timeout
             ctx = Context(
-                run_id, node_id, attempt, workflow=claim.workflow, log_sink=logs.add, cancel_event=cancel,
+                run_id,
+                node_id,
+                attempt,
+                workflow=claim.workflow,
+                log_sink=logs.add,
+                cancel_event=cancel,
                 deadline=None if timeout is None else started + timeout,
             )
             value = self.invoker.call(
@@ -135,7 +140,12 @@ class Executor:
         return self.store.complete(run_id, node_id, token, output, logs.drain())
 
     def _failed(
-        self, claim: Claim, token: str, spec: NodeSpec | None, exc: Exception, logs: LogBuffer,
+        self,
+        claim: Claim,
+        token: str,
+        spec: NodeSpec | None,
+        exc: Exception,
+        logs: LogBuffer,
         cancel: threading.Event,
     ) -> Progress:
         node_id, attempt = claim.node_id, claim.attempt

@@ -44,7 +44,12 @@ class LeaseTracker:
         self._stop = threading.Event()
 
     def track(
-        self, run_id: str, node_id: str, token: str, cancel: threading.Event, logs: LogBuffer,
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        cancel: threading.Event,
+        logs: LogBuffer,
         interrupt: Callable[[], None],
     ) -> None:
         with self._lock:

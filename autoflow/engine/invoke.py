@@ -14,6 +14,7 @@ Two strategies, chosen by the worker kind:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -52,10 +53,8 @@ async def _guard(awaitable: Awaitable[Any], timeout: float | None, cancel: threa
             return task.result()
         if cancel.is_set() or (deadline is not None and time.monotonic() >= deadline):
             task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # let it run its cleanup; its outcome no longer matters
             if cancel.is_set():
                 raise NodeCancelled("the run was cancelled")
             raise NodeTimeout(f"timed out after {timeout:g}s")
@@ -131,7 +130,9 @@ class ThreadInvoker:
             if remaining is not None and remaining <= 0:
                 if call.done.wait(0.05 if is_async else 0):
                     break
-                raise NodeTimeout(f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)")
+                raise NodeTimeout(
+                    f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)"
+                )
             step = 0.1 if remaining is None else min(0.1, remaining)
             if call.done.wait(step):
                 break

@@ -69,14 +69,22 @@ class Worker:
         self._parent_pid = os.getpid()
         store, dispatcher = backend.store, backend.dispatcher
         self.executor = Executor(
-            store, registry, dispatcher.send, lease=settings.lease_seconds,
-            on_finished=self._on_finished, invoker=SignalInvoker() if kind == "process" else ThreadInvoker(),
+            store,
+            registry,
+            dispatcher.send,
+            lease=settings.lease_seconds,
+            on_finished=self._on_finished,
+            invoker=SignalInvoker() if kind == "process" else ThreadInvoker(),
         )
         dispatcher.node_handler = self._handle_node
         dispatcher.admit_handler = self.admit
         self.reaper = Reaper(
-            store, dispatcher.send, self.admit, lease=settings.lease_seconds,
-            requeue_after=settings.requeue_seconds, max_stalls=settings.max_stalls,
+            store,
+            dispatcher.send,
+            self.admit,
+            lease=settings.lease_seconds,
+            requeue_after=settings.requeue_seconds,
+            max_stalls=settings.max_stalls,
             retention=settings.retention_seconds,
         )
         self._consumers: list[Any] = []
@@ -154,4 +162,3 @@ class Worker:
         if not isinstance(dispatcher, InlineDispatcher):
             raise TypeError("drain() is for the inline dispatcher of immediate mode")
         dispatcher.drain(done)
-

@@ -138,7 +138,9 @@ class Store(Protocol):
         seconds. None if the message is stale, the run is not running (paused,
         cancelled) or the node is not waiting for this attempt."""
 
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
+    def complete(
+        self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
         """Running → completed (fenced by ``token``): store the output, settle the
         children and return those that became ready; end the run if nothing is left."""
 
@@ -180,7 +182,9 @@ class Store(Protocol):
     def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
         """Runs newest first (without per-node detail)."""
 
-    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+    def get_logs(
+        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
+    ) -> list[LogEntry]:
         """Log entries with ``id > since``, oldest first."""
 
     def stats(self) -> QueueStats:

@@ -35,7 +35,22 @@ from autoflow.workflow import resolve_template
 
 __all__ = ["RedisStore"]
 
-_RUN_KEYS = ("run", "st", "att", "cnt", "topo", "own", "lease", "due", "tm", "out", "err", "logs", "done", "order")
+_RUN_KEYS = (
+    "run",
+    "st",
+    "att",
+    "cnt",
+    "topo",
+    "own",
+    "lease",
+    "due",
+    "tm",
+    "out",
+    "err",
+    "logs",
+    "done",
+    "order",
+)
 _SCRIPTS = ("start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "resume", "reap")
 _FINISHED = {s.value for s in RunStatus if s.finished}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,27 +81,25 @@ class RedisStore:
         store = RedisStore.from_url("redis://localhost:6379/0", namespace="autoflow")
     """
 
-    def __init__(self, client: redis.Redis, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400) -> None:
+    def __init__(
+        self, client: redis.Redis, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400
+    ) -> None:
         self.r = client
         self.url = codec.redact_text(url)
         self.ns = namespace
         self.retention = retention
         self.pool = client.connection_pool
-        lib = resources.files("autoflow.store").joinpath("lua/lib.lua").read_text()
+        lua = resources.files("autoflow.store").joinpath("lua")
+        lib = lua.joinpath("lib.lua").read_text()
         self._scripts = {
-            name: client.register_script(lib + resources.files("autoflow.store").joinpath(f"lua/{name}.lua").read_text())
-            for name in _SCRIPTS
+            name: client.register_script(lib + lua.joinpath(f"{name}.lua").read_text()) for name in _SCRIPTS
         }
-        self._admit = client.register_script(
-            "local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[2])\n"
-            "if free <= 0 then return {} end\n"
-            "local picked = redis.call('ZRANGE', KEYS[1], 0, free - 1)\n"
-            "for _, id in ipairs(picked) do redis.call('ZREM', KEYS[1], id); redis.call('SADD', KEYS[2], id) end\n"
-            "return picked"
-        )
+        self._admit = client.register_script(lua.joinpath("admit.lua").read_text())
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400, timeout: float = 3.0) -> RedisStore:
+    def from_url(
+        cls, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400, timeout: float = 3.0
+    ) -> RedisStore:
         """Connect and check the server answers; BackendError (naming the URL) if not."""
         shown = codec.redact_text(url)
         try:
@@ -137,8 +150,8 @@ class RedisStore:
                 if existing and self.r.exists(self._keys(_s(existing))[0]):
                     return _s(existing)
                 self.r.set(key, run.id, px=self._retention_ms)
-        keys = dict(zip(_RUN_KEYS, self._keys(run.id)))
-        topo: dict[str, Any] = {}
+        keys = dict(zip(_RUN_KEYS, self._keys(run.id), strict=True))
+        topo: dict[Any, Any] = {}  # redis-py wants a Mapping of its own key type
         for n in nodes:
             topo[f"{n.id}|c"] = ",".join(n.children)
             topo[f"{n.id}|p"] = ",".join(n.parents)
@@ -148,14 +161,29 @@ class RedisStore:
             if n.priority:
                 topo[f"{n.id}|pr"] = n.priority
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(keys["run"], mapping={
-            "id": run.id, "workflow": run.workflow, "digest": run.digest, "status": "pending",
-            "priority": run.priority, "inputs": codec.dumps(run.inputs), "output_tpl": codec.dumps(run.output),
-            "user_id": run.user_id or "", "organization_id": run.organization_id or "",
-            "trigger": run.trigger, "trigger_data": codec.dumps(run.trigger_data),
-            "created_at": repr(run.created_at), "remaining": len(nodes), "running": 0, "queued": 0,
-            "failed": 0, "n_ok": 0, "roots": ",".join(n.id for n in nodes if not n.parents),
-        })
+        pipe.hset(
+            keys["run"],
+            mapping={
+                "id": run.id,
+                "workflow": run.workflow,
+                "digest": run.digest,
+                "status": "pending",
+                "priority": run.priority,
+                "inputs": codec.dumps(run.inputs),
+                "output_tpl": codec.dumps(run.output),
+                "user_id": run.user_id or "",
+                "organization_id": run.organization_id or "",
+                "trigger": run.trigger,
+                "trigger_data": codec.dumps(run.trigger_data),
+                "created_at": repr(run.created_at),
+                "remaining": len(nodes),
+                "running": 0,
+                "queued": 0,
+                "failed": 0,
+                "n_ok": 0,
+                "roots": ",".join(n.id for n in nodes if not n.parents),
+            },
+        )
         pipe.hset(keys["st"], mapping={n.id: "pending" for n in nodes})
         pipe.hset(keys["att"], mapping={n.id: 1 for n in nodes})
         pipe.hset(keys["cnt"], mapping={f"{n.id}|np": len(n.parents) for n in nodes})
@@ -174,7 +202,9 @@ class RedisStore:
         out = []
         for i in range(0, len(flat), 4):
             eta = _s(flat[i + 3])
-            out.append(Ready(run_id, _s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), float(eta) if eta else None))
+            out.append(
+                Ready(run_id, _s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), float(eta) if eta else None)
+            )
         return out
 
     @_guard
@@ -196,7 +226,9 @@ class RedisStore:
     @_guard
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         now = time.time()
-        entry = codec.dumps({"ts": now, "level": "info", "message": f"started (attempt {attempt})", "node_id": node_id})
+        entry = codec.dumps(
+            {"ts": now, "level": "info", "message": f"started (attempt {attempt})", "node_id": node_id}
+        )
         res = self._call("claim", run_id, node_id, attempt, token, repr(now + lease), repr(now), entry)
         if not res:
             return None
@@ -216,23 +248,45 @@ class RedisStore:
         return [codec.dumps(r) for r in logs]
 
     @_guard
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
+    def complete(
+        self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
         entries = self._logs(logs)
         res = self._call(
-            "complete", run_id, node_id, token, codec.dumps(output), repr(time.time()), self._retention_ms,
-            len(entries), *entries,
+            "complete",
+            run_id,
+            node_id,
+            token,
+            codec.dumps(output),
+            repr(time.time()),
+            self._retention_ms,
+            len(entries),
+            *entries,
         )
         return self._progress(run_id, res)
 
     @_guard
     def fail(
-        self, run_id: str, node_id: str, token: str, error: ErrorInfo, retry_at: float | None,
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        error: ErrorInfo,
+        retry_at: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
         entries = self._logs(logs)
         res = self._call(
-            "fail", run_id, node_id, token, error.model_dump_json(), "" if retry_at is None else repr(retry_at),
-            repr(time.time()), self._retention_ms, len(entries), *entries,
+            "fail",
+            run_id,
+            node_id,
+            token,
+            error.model_dump_json(),
+            "" if retry_at is None else repr(retry_at),
+            repr(time.time()),
+            self._retention_ms,
+            len(entries),
+            *entries,
         )
         return self._progress(run_id, res)
 
@@ -240,7 +294,14 @@ class RedisStore:
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
         entries = self._logs(logs)
         res = self._call(
-            "cancel_node", run_id, node_id, token, repr(time.time()), self._retention_ms, len(entries), *entries
+            "cancel_node",
+            run_id,
+            node_id,
+            token,
+            repr(time.time()),
+            self._retention_ms,
+            len(entries),
+            *entries,
         )
         return self._progress(run_id, list(res[:2]))
 
@@ -271,8 +332,9 @@ class RedisStore:
         pipe = self.r.pipeline(transaction=False)
         for run_id, args in by_run.items():
             self._scripts["heartbeat"](keys=self._keys(run_id), args=[until, *args], client=pipe)
-        cancelled, lost = set(), set()
-        for run_id, res in zip(by_run, pipe.execute()):
+        cancelled: set[str] = set()
+        lost: set[tuple[str, str]] = set()
+        for run_id, res in zip(by_run, pipe.execute(), strict=True):
             if _s(res[0]) == "1":
                 cancelled.add(run_id)
             lost.update((run_id, _s(n)) for n in res[1:])
@@ -304,8 +366,10 @@ class RedisStore:
         if status in ("pending", "running"):
             pipe = self.r.pipeline(transaction=True)
             pipe.hset(key, "status", "paused")
-            pipe.rpush(self._keys(run_id)[11], codec.dumps(
-                {"ts": time.time(), "level": "info", "message": "run paused", "node_id": None}))
+            pipe.rpush(
+                self._keys(run_id)[11],
+                codec.dumps({"ts": time.time(), "level": "info", "message": "run paused", "node_id": None}),
+            )
             pipe.execute()
             self.r.zrem(self._g("pending"), run_id)
             return RunStatus.PAUSED
@@ -323,7 +387,7 @@ class RedisStore:
     # -- reads -----------------------------------------------------------------------------
     @_guard
     def get_run(self, run_id: str) -> RunInfo | None:
-        k = dict(zip(_RUN_KEYS, self._keys(run_id)))
+        k = dict(zip(_RUN_KEYS, self._keys(run_id), strict=True))
         pipe = self.r.pipeline(transaction=False)
         for name in ("run", "st", "att", "cnt", "topo", "tm", "out", "err"):
             pipe.hgetall(k[name])
@@ -334,8 +398,11 @@ class RedisStore:
         nodes = {}
         for node_id in order:
             nodes[node_id] = NodeInfo(
-                id=node_id, type=topo.get(f"{node_id}|t", ""), status=NodeStatus(st.get(node_id, "pending")),
-                attempt=int(att.get(node_id, 1)), stall_count=int(cnt.get(f"{node_id}|stall", 0)),
+                id=node_id,
+                type=topo.get(f"{node_id}|t", ""),
+                status=NodeStatus(st.get(node_id, "pending")),
+                attempt=int(att.get(node_id, 1)),
+                stall_count=int(cnt.get(f"{node_id}|stall", 0)),
                 started_at=codec.from_ts(_f(tm.get(f"{node_id}|s"))),
                 finished_at=codec.from_ts(_f(tm.get(f"{node_id}|f"))),
                 output=codec.loads(out.get(node_id)),
@@ -349,16 +416,27 @@ class RedisStore:
         inputs = codec.loads(run.get("inputs")) or {}
         output = None
         if status is RunStatus.COMPLETED and nodes:
-            output = resolve_template(codec.loads(run.get("output_tpl")), {k: n.output for k, n in nodes.items()}, inputs)
+            output = resolve_template(
+                codec.loads(run.get("output_tpl")), {k: n.output for k, n in nodes.items()}, inputs
+            )
         first = run.get("first_error")
         return RunInfo(
-            id=run["id"], workflow=run["workflow"], definition_hash=run.get("digest", ""), status=status,
-            priority=int(run.get("priority", 0)), inputs=inputs, output=output,
+            id=run["id"],
+            workflow=run["workflow"],
+            definition_hash=run.get("digest", ""),
+            status=status,
+            priority=int(run.get("priority", 0)),
+            inputs=inputs,
+            output=output,
             error=nodes[first].error if first and first in nodes else None,
-            user_id=run.get("user_id") or None, organization_id=run.get("organization_id") or None,
-            trigger=run.get("trigger") or "manual", trigger_data=codec.loads(run.get("trigger_data")),
-            created_at=codec.from_ts(float(run["created_at"])), started_at=codec.from_ts(_f(run.get("started_at"))),
-            finished_at=codec.from_ts(_f(run.get("finished_at"))), cancel_requested=run.get("cancel") == "1",
+            user_id=run.get("user_id") or None,
+            organization_id=run.get("organization_id") or None,
+            trigger=run.get("trigger") or "manual",
+            trigger_data=codec.loads(run.get("trigger_data")),
+            created_at=codec.from_ts(float(run["created_at"])),
+            started_at=codec.from_ts(_f(run.get("started_at"))),
+            finished_at=codec.from_ts(_f(run.get("finished_at"))),
+            cancel_requested=run.get("cancel") == "1",
             nodes=nodes,
         )
 
@@ -368,15 +446,15 @@ class RedisStore:
         found: list[RunInfo] = []
         start, page = 0, max(50, limit)
         while len(found) < limit:
-            ids = self.r.zrevrange(index, start, start + page - 1)
+            ids = [_s(i) for i in self.r.zrevrange(index, start, start + page - 1)]
             if not ids:
                 break
             start += page
             pipe = self.r.pipeline(transaction=False)
             for run_id in ids:
                 pipe.hgetall(self._keys(run_id)[0])
-            gone = []
-            for run_id, run in zip(ids, pipe.execute()):
+            gone: list[str] = []
+            for run_id, run in zip(ids, pipe.execute(), strict=True):
                 if not run:
                     gone.append(run_id)
                 elif status is None or run["status"] == RunStatus(status).value:
@@ -387,7 +465,9 @@ class RedisStore:
         return found[:limit]
 
     @_guard
-    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+    def get_logs(
+        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
+    ) -> list[LogEntry]:
         key = self._keys(run_id)[11]
         entries: list[LogEntry] = []
         start = max(0, since)
@@ -399,17 +479,23 @@ class RedisStore:
                 record = json.loads(text)
                 if node_id and record.get("node_id") != node_id:
                     continue
-                entries.append(LogEntry(
-                    id=start + offset + 1, timestamp=codec.from_ts(record["ts"]), level=LogLevel(record["level"]),
-                    message=record["message"], node_id=record.get("node_id"), data=record.get("data"),
-                ))
+                entries.append(
+                    LogEntry(
+                        id=start + offset + 1,
+                        timestamp=codec.from_ts(record["ts"]),
+                        level=LogLevel(record["level"]),
+                        message=record["message"],
+                        node_id=record.get("node_id"),
+                        data=record.get("data"),
+                    )
+                )
             start += len(raw)
         return entries[:limit]
 
     @_guard
     def stats(self) -> QueueStats:
         now = time.time()
-        active = list(self.r.smembers(self._g("active")))
+        active = [_s(i) for i in self.r.smembers(self._g("active"))]
         pipe = self.r.pipeline(transaction=False)
         pipe.zcard(self._g("pending"))
         for status in ("completed", "failed"):
@@ -421,8 +507,8 @@ class RedisStore:
             pipe.hmget(self._g(f"nstat:{int(now // 3600) - h}"), "completed", "failed")
         res = pipe.execute()
         waiting, completed, failed = res[0], res[1], res[2]
-        live = res[3:3 + len(active)]
-        buckets = res[3 + len(active):]
+        live = res[3 : 3 + len(active)]
+        buckets = res[3 + len(active) :]
         node = QueueCounts()
         running_runs = 0
         for queued, running, ok, bad, status in live:
@@ -437,16 +523,23 @@ class RedisStore:
             node.completed += int(ok or 0)
             node.failed += int(bad or 0)
         return QueueStats(
-            workflow=QueueCounts(waiting=waiting, active=running_runs, completed=completed, failed=failed), node=node
+            workflow=QueueCounts(waiting=waiting, active=running_runs, completed=completed, failed=failed),
+            node=node,
         )
 
     # -- recovery --------------------------------------------------------------------------
     @_guard
     def reap(self, now: float, requeue_after: float, max_stalls: int) -> list[Ready]:
         ready: list[Ready] = []
-        for run_id in self.r.smembers(self._g("active")):
+        for run_id in [_s(i) for i in self.r.smembers(self._g("active"))]:
             res = self._call(
-                "reap", run_id, repr(now), repr(now - requeue_after), max_stalls, self._retention_ms, CRASH_MESSAGE
+                "reap",
+                run_id,
+                repr(now),
+                repr(now - requeue_after),
+                max_stalls,
+                self._retention_ms,
+                CRASH_MESSAGE,
             )
             status, finished = _s(res[0]), _s(res[1])
             if status == "gone":
@@ -461,19 +554,24 @@ class RedisStore:
     @_guard
     def purge(self, now: float, retention: float) -> int:
         cutoff = now - retention
+        removed = 0
         for status in ("completed", "failed", "cancelled"):
-            self.r.zremrangebyscore(self._g(f"done:{status}"), "-inf", cutoff)
-        old = self.r.zrangebyscore(self._g("runs"), "-inf", cutoff)
+            index = self._g(f"done:{status}")
+            for run_id in [_s(i) for i in self.r.zrangebyscore(index, "-inf", cutoff)]:
+                removed += int(self.r.delete(*self._keys(run_id)) > 0)
+            self.r.zremrangebyscore(index, "-inf", cutoff)
+        # History entries of runs that expired (TTL) or were deleted above.
+        old = [_s(i) for i in self.r.zrangebyscore(self._g("runs"), "-inf", now)]
         gone = [run_id for run_id in old if not self.r.exists(self._keys(run_id)[0])]
         if gone:
             self.r.zrem(self._g("runs"), *gone)
-        return len(gone)
+        return removed
 
     @_guard
     def wait_finished(self, run_id: str, timeout: float) -> None:
         key = self._keys(run_id)[12]
         # A circular BLMOVE on the same list wakes every waiter and leaves the list intact.
-        self.r.blmove(key, key, max(0.01, min(timeout, 1.0)), "RIGHT", "LEFT")
+        self.r.blmove(key, key, max(0.01, min(timeout, 1.0)), "RIGHT", "LEFT")  # type: ignore[arg-type]
 
 
 def _f(value: Any) -> float | None:

@@ -160,17 +160,36 @@ class SQLiteStore:
                 " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining)"
                 " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    run.id, run.workflow, run.digest, run.priority, codec.dumps(run.inputs),
-                    codec.dumps(run.output), run.user_id, run.organization_id, run.trigger,
-                    codec.dumps(run.trigger_data), run.idempotency_key, run.created_at, len(nodes),
+                    run.id,
+                    run.workflow,
+                    run.digest,
+                    run.priority,
+                    codec.dumps(run.inputs),
+                    codec.dumps(run.output),
+                    run.user_id,
+                    run.organization_id,
+                    run.trigger,
+                    codec.dumps(run.trigger_data),
+                    run.idempotency_key,
+                    run.created_at,
+                    len(nodes),
                 ),
             )
             db.executemany(
                 "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority,"
                 " parents, children) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
                 [
-                    (run.id, n.id, i, n.type, len(n.parents), n.rule, n.priority,
-                     codec.dumps(list(n.parents)), codec.dumps(list(n.children)))
+                    (
+                        run.id,
+                        n.id,
+                        i,
+                        n.type,
+                        len(n.parents),
+                        n.rule,
+                        n.priority,
+                        codec.dumps(list(n.parents)),
+                        codec.dumps(list(n.children)),
+                    )
                     for i, n in enumerate(nodes)
                 ],
             )
@@ -188,8 +207,8 @@ class SQLiteStore:
             if free <= 0:
                 return []
             rows = db.execute(
-                "SELECT id, priority FROM runs WHERE status = 'pending'"
-                " ORDER BY priority DESC, id LIMIT ?", (free,)
+                "SELECT id, priority FROM runs WHERE status = 'pending' ORDER BY priority DESC, id LIMIT ?",
+                (free,),
             ).fetchall()
             for row in rows:
                 db.execute(
@@ -197,11 +216,13 @@ class SQLiteStore:
                 )
                 roots = db.execute(
                     "SELECT node_id, priority FROM nodes WHERE run_id = ? AND status = 'pending'"
-                    " AND n_parents = 0", (row["id"],)
+                    " AND n_parents = 0",
+                    (row["id"],),
                 ).fetchall()
                 db.execute(
                     "UPDATE nodes SET status = 'queued', due_at = ? WHERE run_id = ?"
-                    " AND status = 'pending' AND n_parents = 0", (now, row["id"])
+                    " AND status = 'pending' AND n_parents = 0",
+                    (now, row["id"]),
                 )
                 ready += [
                     Ready(row["id"], r["node_id"], 1, message_priority(row["priority"], r["priority"]))
@@ -217,7 +238,8 @@ class SQLiteStore:
             row = db.execute(
                 "SELECT n.status, n.attempt, n.parents, r.status AS run_status, r.cancel_requested,"
                 " r.workflow, r.digest, r.inputs FROM nodes n JOIN runs r ON r.id = n.run_id"
-                " WHERE n.run_id = ? AND n.node_id = ?", (run_id, node_id)
+                " WHERE n.run_id = ? AND n.node_id = ?",
+                (run_id, node_id),
             ).fetchone()
             if (
                 row is None
@@ -243,7 +265,9 @@ class SQLiteStore:
                 ):
                     outputs[r["node_id"]] = codec.loads(r["output"])
             self._log(db, run_id, [_engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)])
-        return Claim(run_id, node_id, attempt, row["workflow"], row["digest"], codec.loads(row["inputs"]), outputs)
+        return Claim(
+            run_id, node_id, attempt, row["workflow"], row["digest"], codec.loads(row["inputs"]), outputs
+        )
 
     def _fenced(self, db: sqlite3.Connection, run_id: str, node_id: str, token: str) -> sqlite3.Row | None:
         row = db.execute(
@@ -253,7 +277,7 @@ class SQLiteStore:
         ).fetchone()
         if row is None or row["status"] != "running" or row["owner"] != token:
             return None
-        return row
+        return row  # type: ignore[no-any-return]
 
     def complete(
         self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]
@@ -268,7 +292,9 @@ class SQLiteStore:
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
                 (codec.dumps(output), now, run_id, node_id),
             )
-            db.execute("UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,))
+            db.execute(
+                "UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,)
+            )
             self._log(db, run_id, logs)
             ready = self._settle(db, run_id, row["priority"], node_id, "ok", now)
             finished = self._maybe_finish(db, run_id, now)
@@ -300,7 +326,11 @@ class SQLiteStore:
                 db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
                 prio = message_priority(row["priority"], row["node_priority"])
                 return Progress(True, [Ready(run_id, node_id, attempt, prio, retry_at)])
-            ready = self._fail_node(db, run_id, row["priority"], node_id, error, now, running=True)
+            if cancelled:
+                self._cancel_node(db, run_id, node_id, now)
+                ready: list[Ready] = []
+            else:
+                ready = self._fail_node(db, run_id, row["priority"], node_id, error, now, running=True)
             finished = self._maybe_finish(db, run_id, now)
         return self._done(Progress(True, ready, finished))
 
@@ -310,17 +340,29 @@ class SQLiteStore:
             if self._fenced(db, run_id, node_id, token) is None:
                 return Progress(False)
             self._log(db, run_id, logs)
-            db.execute(
-                "UPDATE nodes SET status = 'cancelled', finished_at = ?, owner = NULL,"
-                " lease_until = NULL WHERE run_id = ? AND node_id = ?", (now, run_id, node_id)
-            )
-            db.execute("UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,))
+            self._cancel_node(db, run_id, node_id, now)
             finished = self._maybe_finish(db, run_id, now)
         return self._done(Progress(True, [], finished))
 
+    @staticmethod
+    def _cancel_node(db: sqlite3.Connection, run_id: str, node_id: str, now: float) -> None:
+        db.execute(
+            "UPDATE nodes SET status = 'cancelled', finished_at = ?, owner = NULL,"
+            " lease_until = NULL WHERE run_id = ? AND node_id = ?",
+            (now, run_id, node_id),
+        )
+        db.execute("UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,))
+
     def _fail_node(
-        self, db: sqlite3.Connection, run_id: str, run_priority: int, node_id: str,
-        error: ErrorInfo, now: float, *, running: bool,
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        run_priority: int,
+        node_id: str,
+        error: ErrorInfo,
+        now: float,
+        *,
+        running: bool,
     ) -> list[Ready]:
         db.execute(
             "UPDATE nodes SET status = 'failed', error = ?, finished_at = ?, owner = NULL,"
@@ -367,7 +409,8 @@ class SQLiteStore:
                     ready.append(Ready(run_id, child, 1, message_priority(run_priority, row["priority"])))
                 elif decision is Decision.SKIP:
                     db.execute(
-                        "UPDATE nodes SET status = 'skipped', finished_at = ? WHERE run_id = ? AND node_id = ?",
+                        "UPDATE nodes SET status = 'skipped', finished_at = ?"
+                        " WHERE run_id = ? AND node_id = ?",
                         (now, run_id, child),
                     )
                     db.execute("UPDATE runs SET remaining = remaining - 1 WHERE id = ?", (run_id,))
@@ -405,13 +448,16 @@ class SQLiteStore:
             for run_id, node_id, token in claims:
                 changed = db.execute(
                     "UPDATE nodes SET lease_until = ? WHERE run_id = ? AND node_id = ? AND owner = ?"
-                    " AND status = 'running'", (until, run_id, node_id, token)
+                    " AND status = 'running'",
+                    (until, run_id, node_id, token),
                 ).rowcount
                 if not changed:
                     lost.add((run_id, node_id))
             runs = {c[0] for c in claims}
             marks = ",".join("?" * len(runs))
-            for row in db.execute(f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", tuple(runs)):
+            for row in db.execute(
+                f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", tuple(runs)
+            ):
                 cancelled.add(row["id"])
         return HeartbeatResult(frozenset(cancelled), frozenset(lost))
 
@@ -426,8 +472,14 @@ class SQLiteStore:
             db.executemany(
                 "INSERT INTO logs (run_id, ts, level, message, node_id, data) VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (run_id, r["ts"], r["level"], r["message"], r.get("node_id"),
-                     codec.dumps(r["data"]) if r.get("data") else None)
+                    (
+                        run_id,
+                        r["ts"],
+                        r["level"],
+                        r["message"],
+                        r.get("node_id"),
+                        codec.dumps(r["data"]) if r.get("data") else None,
+                    )
                     for r in logs
                 ],
             )
@@ -443,7 +495,8 @@ class SQLiteStore:
             db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
             changed = db.execute(
                 "UPDATE nodes SET status = 'cancelled', finished_at = ?, due_at = NULL WHERE run_id = ?"
-                " AND status IN ('pending', 'queued', 'retrying')", (now, run_id)
+                " AND status IN ('pending', 'queued', 'retrying')",
+                (now, run_id),
             ).rowcount
             db.execute("UPDATE runs SET remaining = remaining - ? WHERE id = ?", (changed, run_id))
             self._log(db, run_id, [_engine_log(LogLevel.WARN, "cancellation requested", now=now)])
@@ -476,15 +529,22 @@ class SQLiteStore:
             self._log(db, run_id, [_engine_log(LogLevel.INFO, "run resumed")])
             rows = db.execute(
                 "SELECT node_id, attempt, priority, due_at FROM nodes WHERE run_id = ?"
-                " AND status IN ('queued', 'retrying')", (run_id,)
+                " AND status IN ('queued', 'retrying')",
+                (run_id,),
             ).fetchall()
             db.execute(
                 "UPDATE nodes SET due_at = MAX(COALESCE(due_at, 0), ?) WHERE run_id = ?"
-                " AND status IN ('queued', 'retrying')", (now, run_id)
+                " AND status IN ('queued', 'retrying')",
+                (now, run_id),
             )
         return [
-            Ready(run_id, r["node_id"], r["attempt"], message_priority(row["priority"], r["priority"]),
-                  r["due_at"] if r["due_at"] and r["due_at"] > now else None)
+            Ready(
+                run_id,
+                r["node_id"],
+                r["attempt"],
+                message_priority(row["priority"], r["priority"]),
+                r["due_at"] if r["due_at"] and r["due_at"] > now else None,
+            )
             for r in rows
         ]
 
@@ -495,13 +555,19 @@ class SQLiteStore:
             return None
         nodes = self._read(
             "SELECT node_id, type, status, attempt, stall_count, started_at, finished_at, output, error"
-            " FROM nodes WHERE run_id = ? ORDER BY seq", (run_id,)
+            " FROM nodes WHERE run_id = ? ORDER BY seq",
+            (run_id,),
         )
         infos = {
             n["node_id"]: NodeInfo(
-                id=n["node_id"], type=n["type"], status=NodeStatus(n["status"]), attempt=n["attempt"],
-                stall_count=n["stall_count"], started_at=codec.from_ts(n["started_at"]),
-                finished_at=codec.from_ts(n["finished_at"]), output=codec.loads(n["output"]),
+                id=n["node_id"],
+                type=n["type"],
+                status=NodeStatus(n["status"]),
+                attempt=n["attempt"],
+                stall_count=n["stall_count"],
+                started_at=codec.from_ts(n["started_at"]),
+                finished_at=codec.from_ts(n["finished_at"]),
+                output=codec.loads(n["output"]),
                 error=ErrorInfo.model_validate_json(n["error"]) if n["error"] else None,
             )
             for n in nodes
@@ -520,7 +586,9 @@ class SQLiteStore:
         rows = self._read(f"SELECT * FROM runs {clause} ORDER BY id DESC LIMIT ?", (*args, limit))
         return [_run_info(r, {}) for r in rows]
 
-    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+    def get_logs(
+        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
+    ) -> list[LogEntry]:
         sql = "SELECT * FROM logs WHERE run_id = ? AND id > ?"
         args: list[Any] = [run_id, since]
         if node_id:
@@ -529,8 +597,12 @@ class SQLiteStore:
         rows = self._read(sql + " ORDER BY id LIMIT ?", (*args, limit))
         return [
             LogEntry(
-                id=r["id"], timestamp=codec.from_ts(r["ts"]), level=LogLevel(r["level"]),
-                message=r["message"], node_id=r["node_id"], data=codec.loads(r["data"]),
+                id=r["id"],
+                timestamp=codec.from_ts(r["ts"]),
+                level=LogLevel(r["level"]),
+                message=r["message"],
+                node_id=r["node_id"],
+                data=codec.loads(r["data"]),
             )
             for r in rows
         ]
@@ -540,12 +612,16 @@ class SQLiteStore:
         nodes = {r[0]: r[1] for r in self._read("SELECT status, COUNT(*) FROM nodes GROUP BY status")}
         return QueueStats(
             workflow=QueueCounts(
-                waiting=runs.get("pending", 0), active=runs.get("running", 0) + runs.get("paused", 0),
-                completed=runs.get("completed", 0), failed=runs.get("failed", 0),
+                waiting=runs.get("pending", 0),
+                active=runs.get("running", 0) + runs.get("paused", 0),
+                completed=runs.get("completed", 0),
+                failed=runs.get("failed", 0),
             ),
             node=QueueCounts(
-                waiting=nodes.get("queued", 0) + nodes.get("retrying", 0), active=nodes.get("running", 0),
-                completed=nodes.get("completed", 0), failed=nodes.get("failed", 0),
+                waiting=nodes.get("queued", 0) + nodes.get("retrying", 0),
+                active=nodes.get("running", 0),
+                completed=nodes.get("completed", 0),
+                failed=nodes.get("failed", 0),
             ),
         )
 
@@ -557,27 +633,31 @@ class SQLiteStore:
             expired = db.execute(
                 "SELECT n.run_id, n.node_id, n.attempt, n.stall_count, n.priority AS node_priority,"
                 " r.priority, r.cancel_requested FROM nodes n JOIN runs r ON r.id = n.run_id"
-                " WHERE n.status = 'running' AND n.lease_until < ?", (now,)
+                " WHERE n.status = 'running' AND n.lease_until < ?",
+                (now,),
             ).fetchall()
             for row in expired:
                 run_id, node_id = row["run_id"], row["node_id"]
                 stalls = row["stall_count"] + 1
                 if row["cancel_requested"]:
-                    db.execute(
-                        "UPDATE nodes SET status = 'cancelled', finished_at = ?, owner = NULL,"
-                        " lease_until = NULL WHERE run_id = ? AND node_id = ?", (now, run_id, node_id)
-                    )
-                    db.execute(
-                        "UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?",
-                        (run_id,),
-                    )
+                    self._cancel_node(db, run_id, node_id, now)
                 elif stalls > max_stalls:
                     db.execute(
                         "UPDATE nodes SET stall_count = ? WHERE run_id = ? AND node_id = ?",
                         (stalls, run_id, node_id),
                     )
-                    self._log(db, run_id, [_engine_log(
-                        LogLevel.ERROR, f"worker lost {stalls} time(s); node failed as crashed", node_id, now)])
+                    self._log(
+                        db,
+                        run_id,
+                        [
+                            _engine_log(
+                                LogLevel.ERROR,
+                                f"worker lost {stalls} time(s); node failed as crashed",
+                                node_id,
+                                now,
+                            )
+                        ],
+                    )
                     ready += self._fail_node(
                         db, run_id, row["priority"], node_id, crash_error(node_id, stalls), now, running=True
                     )
@@ -588,8 +668,18 @@ class SQLiteStore:
                         (stalls, now, run_id, node_id),
                     )
                     db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
-                    self._log(db, run_id, [_engine_log(
-                        LogLevel.WARN, f"worker lost (lease expired); re-queued (stall {stalls})", node_id, now)])
+                    self._log(
+                        db,
+                        run_id,
+                        [
+                            _engine_log(
+                                LogLevel.WARN,
+                                f"worker lost (lease expired); re-queued (stall {stalls})",
+                                node_id,
+                                now,
+                            )
+                        ],
+                    )
                     prio = message_priority(row["priority"], row["node_priority"])
                     ready.append(Ready(run_id, node_id, row["attempt"], prio))
                 finished = self._maybe_finish(db, run_id, now) or finished
@@ -611,9 +701,13 @@ class SQLiteStore:
 
     def purge(self, now: float, retention: float) -> int:
         with self._tx() as db:
-            ids = [r[0] for r in db.execute(
-                "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?", (now - retention,)
-            )]
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?",
+                    (now - retention,),
+                )
+            ]
             for run_id in ids:
                 for table, column in (("logs", "run_id"), ("nodes", "run_id"), ("runs", "id")):
                     db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
@@ -625,7 +719,9 @@ class SQLiteStore:
             self._finished.wait(min(timeout, 0.05))
 
 
-def _engine_log(level: LogLevel, message: str, node_id: str | None = None, now: float | None = None) -> dict[str, Any]:
+def _engine_log(
+    level: LogLevel, message: str, node_id: str | None = None, now: float | None = None
+) -> dict[str, Any]:
     return {"ts": now or time.time(), "level": level.value, "message": message, "node_id": node_id}
 
 
@@ -642,10 +738,21 @@ def _run_info(row: sqlite3.Row, nodes: dict[str, NodeInfo]) -> RunInfo:
             codec.loads(row["inputs"]) or {},
         )
     return RunInfo(
-        id=row["id"], workflow=row["workflow"], definition_hash=row["digest"], status=status,
-        priority=row["priority"], inputs=codec.loads(row["inputs"]) or {}, output=output, error=error,
-        user_id=row["user_id"], organization_id=row["organization_id"], trigger=row["trigger"] or "manual",
-        trigger_data=codec.loads(row["trigger_data"]), created_at=codec.from_ts(row["created_at"]),
-        started_at=codec.from_ts(row["started_at"]), finished_at=codec.from_ts(row["finished_at"]),
-        cancel_requested=bool(row["cancel_requested"]), nodes=nodes,
+        id=row["id"],
+        workflow=row["workflow"],
+        definition_hash=row["digest"],
+        status=status,
+        priority=row["priority"],
+        inputs=codec.loads(row["inputs"]) or {},
+        output=output,
+        error=error,
+        user_id=row["user_id"],
+        organization_id=row["organization_id"],
+        trigger=row["trigger"] or "manual",
+        trigger_data=codec.loads(row["trigger_data"]),
+        created_at=codec.from_ts(row["created_at"]),
+        started_at=codec.from_ts(row["started_at"]),
+        finished_at=codec.from_ts(row["finished_at"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        nodes=nodes,
     )

@@ -1,0 +1,127 @@
+"""Shared fixtures: a private redis-server, stores of both kinds, clients of every backend.
+
+Redis tests use a redis-server started here on a free loopback port (never a database
+we did not create). Without the binary they skip locally, but fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import autoflow as af
+from autoflow.store.redis import RedisStore
+from autoflow.store.sqlite import SQLiteStore
+
+IMPLEMENTATIONS = ["sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _need_redis(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run the Redis tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test session (one per xdist worker)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _need_redis("redis-server is not installed")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--logfile",
+            str(workdir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            _need_redis(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's configuration or write to ~/.autoflow."""
+    for name in ("AUTOFLOW_REDIS_URL", "REDIS_HOST", "AUTOFLOW_SECRET", "AUTOFLOW_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUTOFLOW_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> af.Settings:
+    """Fast recovery settings and a namespace of our own on the shared test Redis."""
+    return af.Settings(
+        home=tmp_path / "home",
+        namespace=f"t{uuid.uuid4().hex[:12]}",
+        lease_seconds=2.0,
+        requeue_seconds=2.0,
+        max_stalls=3,
+        node_concurrency=4,
+        workflow_concurrency=50,
+    )
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def store(request: pytest.FixtureRequest, settings: af.Settings) -> Iterator[SQLiteStore | RedisStore]:
+    if request.param == "sqlite":
+        made: SQLiteStore | RedisStore = SQLiteStore(":memory:")
+    else:
+        made = RedisStore.from_url(request.getfixturevalue("redis_url"), namespace=settings.namespace)
+    yield made
+    made.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, settings: af.Settings) -> Iterator[af.Client]:
+    """A client of each backend, running its nodes in this process."""
+    if request.param == "memory":
+        made = af.Client(immediate=True, settings=settings)
+    elif request.param == "sqlite":
+        made = af.Client(settings=settings)
+    else:
+        made = af.Client(request.getfixturevalue("redis_url"), settings=settings, workers=4)
+    yield made
+    made.close()

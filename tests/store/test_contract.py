@@ -1,0 +1,430 @@
+"""One contract for every store: the same tests run against SQLite and Redis."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from autoflow import codec
+from autoflow.engine.planner import Decision, Rule, decide
+from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
+from autoflow.store.base import NewRun, NodeSeed, Ready, Store
+
+LEASE = 30.0
+ERR = ErrorInfo(type="ValueError", message="boom", traceback="Traceback ...", node_id=None)
+
+
+def seed(
+    store: Store,
+    graph: dict[str, list[str]],
+    *,
+    priority: int = 0,
+    workflow: str = "wf",
+    idempotency_key: str | None = None,
+    output: Any = None,
+    rules: dict[str, str] | None = None,
+) -> str:
+    """Create a run of ``graph`` (node -> parents) and return its id."""
+    children: dict[str, list[str]] = {n: [] for n in graph}
+    for node, parents in graph.items():
+        for p in parents:
+            children[p].append(node)
+    nodes = [
+        NodeSeed(n, "tests:fn", tuple(ps), tuple(children[n]), rule=(rules or {}).get(n, "all_success"))
+        for n, ps in graph.items()
+    ]
+    last = list(graph)[-1]
+    run = NewRun(
+        id=codec.new_run_id(),
+        workflow=workflow,
+        digest="d" * 32,
+        inputs={"x": 1},
+        output=output if output is not None else {"$ref": last},
+        created_at=time.time(),
+        priority=priority,
+        idempotency_key=idempotency_key,
+    )
+    return store.create_run(run, nodes)
+
+
+def start(store: Store, graph: dict[str, list[str]], **kw: Any) -> tuple[str, list[Ready]]:
+    run_id = seed(store, graph, **kw)
+    ready = [r for r in store.admit(1000) if r.run_id == run_id]
+    return run_id, ready
+
+
+def run_node(store: Store, run_id: str, node: str, output: Any = None, attempt: int = 1) -> list[Ready]:
+    claim = store.claim(run_id, node, attempt, "tok-" + node, LEASE)
+    assert claim is not None, f"{node} could not be claimed"
+    progress = store.complete(run_id, node, "tok-" + node, output if output is not None else node, [])
+    assert progress.accepted
+    return progress.ready
+
+
+def statuses(store: Store, run_id: str) -> dict[str, str]:
+    info = store.get_run(run_id)
+    assert info is not None
+    return {k: n.status.value for k, n in info.nodes.items()}
+
+
+DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+
+
+def test_definitions_roundtrip(store: Store) -> None:
+    assert store.get_definition("nope") is None
+    store.put_definition("abc", '{"name": "x"}')
+    store.put_definition("abc", '{"name": "ignored"}')
+    assert store.get_definition("abc") == '{"name": "x"}'
+
+
+def test_created_run_is_pending_until_admitted(store: Store) -> None:
+    run_id = seed(store, DIAMOND)
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.PENDING
+    assert info.inputs == {"x": 1} and info.workflow == "wf"
+    assert list(info.nodes) == ["a", "b", "c", "d"]
+    assert all(n.status is NodeStatus.PENDING for n in info.nodes.values())
+    assert store.claim(run_id, "a", 1, "t", LEASE) is None  # not admitted yet
+    assert store.get_run("missing") is None
+
+
+def test_admit_respects_limit_and_priority(store: Store) -> None:
+    low = seed(store, {"a": []}, priority=0)
+    high = seed(store, {"a": []}, priority=5)
+    mid = seed(store, {"a": []}, priority=1)
+    ready = store.admit(2)
+    assert [r.run_id for r in ready] == [high, mid]
+    assert [r.priority for r in ready] == [5, 1]
+    assert store.admit(2) == []  # both slots taken
+    info = store.get_run(low)
+    assert info is not None and info.status is RunStatus.PENDING
+    run_node(store, high, "a")
+    assert [r.run_id for r in store.admit(2)] == [low]
+
+
+def test_admit_is_fifo_within_a_priority(store: Store) -> None:
+    ids = [seed(store, {"a": []}) for _ in range(5)]
+    assert [r.run_id for r in store.admit(10)] == ids
+
+
+def test_claim_returns_inputs_and_parent_outputs(store: Store) -> None:
+    run_id, ready = start(store, DIAMOND)
+    assert [(r.node_id, r.attempt) for r in ready] == [("a", 1)]
+    claim = store.claim(run_id, "a", 1, "t1", LEASE)
+    assert claim is not None and claim.inputs == {"x": 1} and claim.outputs == {}
+    assert claim.digest == "d" * 32 and claim.workflow == "wf"
+    assert store.claim(run_id, "a", 1, "t2", LEASE) is None  # already running
+    store.complete(run_id, "a", "t1", {"v": [1, 2]}, [])
+    claim_b = store.claim(run_id, "b", 1, "t3", LEASE)
+    assert claim_b is not None and claim_b.outputs == {"a": {"v": [1, 2]}}
+    assert store.claim(run_id, "c", 2, "t4", LEASE) is None  # wrong attempt
+
+
+def test_diamond_runs_to_completion_and_resolves_output(store: Store) -> None:
+    run_id, _ = start(store, DIAMOND, output={"sum": {"$ref": "d"}, "x": {"$input": "x"}})
+    assert {r.node_id for r in run_node(store, run_id, "a", 1)} == {"b", "c"}
+    assert run_node(store, run_id, "b", 2) == []  # d still waits for c
+    ready = run_node(store, run_id, "c", 3)
+    assert [r.node_id for r in ready] == ["d"]
+    claim = store.claim(run_id, "d", 1, "td", LEASE)
+    assert claim is not None and claim.outputs == {"b": 2, "c": 3}
+    progress = store.complete(run_id, "d", "td", 5, [])
+    assert progress.finished is RunStatus.COMPLETED
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.COMPLETED
+    assert info.output == {"sum": 5, "x": 1}
+    assert info.finished_at is not None and info.started_at is not None
+    assert all(n.duration is not None for n in info.nodes.values())
+
+
+def test_completion_is_fenced_by_token(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    store.claim(run_id, "a", 1, "mine", LEASE)
+    assert not store.complete(run_id, "a", "other", 1, []).accepted
+    assert not store.fail(run_id, "a", "other", ERR, None, []).accepted
+    assert store.complete(run_id, "a", "mine", 1, []).accepted
+    assert not store.complete(run_id, "a", "mine", 2, []).accepted  # exactly one result
+    info = store.get_run(run_id)
+    assert info is not None and info.nodes["a"].output == 1
+
+
+def test_retry_moves_to_next_attempt_with_eta(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    store.claim(run_id, "a", 1, "t1", LEASE)
+    eta = time.time() + 5
+    progress = store.fail(run_id, "a", "t1", ERR, eta, [])
+    assert progress.accepted and progress.finished is None
+    (ready,) = progress.ready
+    assert (ready.node_id, ready.attempt) == ("a", 2) and ready.eta == pytest.approx(eta)
+    info = store.get_run(run_id)
+    assert info is not None
+    node = info.nodes["a"]
+    assert node.status is NodeStatus.RETRYING and node.attempt == 2 and node.error == ERR
+    assert store.claim(run_id, "a", 1, "t2", LEASE) is None  # the old attempt is stale
+    assert store.claim(run_id, "a", 2, "t2", LEASE) is not None
+
+
+def test_final_failure_skips_dependants_and_fails_the_run(store: Store) -> None:
+    graph = {"a": [], "b": ["a"], "c": ["b"], "x": [], "y": ["x"]}
+    run_id, ready = start(store, graph)
+    assert {r.node_id for r in ready} == {"a", "x"}
+    store.claim(run_id, "a", 1, "ta", LEASE)
+    progress = store.fail(run_id, "a", "ta", ERR, None, [])
+    assert progress.accepted and progress.ready == [] and progress.finished is None
+    assert statuses(store, run_id) == {
+        "a": "failed", "b": "skipped", "c": "skipped", "x": "queued", "y": "pending",
+    }
+    run_node(store, run_id, "x")  # the independent branch goes on
+    claim = store.claim(run_id, "y", 1, "ty", LEASE)
+    assert claim is not None
+    assert store.complete(run_id, "y", "ty", 1, []).finished is RunStatus.FAILED
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.FAILED
+    assert info.error is not None and info.error.type == "ValueError" and info.output is None
+
+
+@pytest.mark.parametrize(
+    ("rule", "outcome", "expected"),
+    [
+        ("all_done", "fail", "queued"),
+        ("one_failed", "fail", "queued"),
+        ("one_failed", "ok", "skipped"),
+        ("all_failed", "ok", "skipped"),
+        ("none_failed", "ok", "queued"),
+        ("one_success", "ok", "queued"),
+    ],
+)
+def test_trigger_rules_decide_children(store: Store, rule: str, outcome: str, expected: str) -> None:
+    run_id, _ = start(store, {"a": [], "h": ["a"]}, rules={"h": rule})
+    store.claim(run_id, "a", 1, "t", LEASE)
+    if outcome == "ok":
+        store.complete(run_id, "a", "t", 1, [])
+    else:
+        store.fail(run_id, "a", "t", ERR, None, [])
+    assert statuses(store, run_id)["h"] == expected
+
+
+def test_cancel_stops_pending_nodes_and_waits_for_running_ones(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "b": [], "c": ["a", "b"]})
+    store.claim(run_id, "a", 1, "ta", LEASE)
+    assert store.cancel_run(run_id) is RunStatus.RUNNING  # a still runs
+    assert statuses(store, run_id) == {"a": "running", "b": "cancelled", "c": "cancelled"}
+    assert store.claim(run_id, "b", 1, "tb", LEASE) is None
+    assert store.heartbeat([(run_id, "a", "ta")], LEASE).cancelled == {run_id}
+    progress = store.cancel_node(run_id, "a", "ta", [])
+    assert progress.accepted and progress.finished is RunStatus.CANCELLED
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.CANCELLED and info.cancel_requested
+    assert store.cancel_run(run_id) is RunStatus.CANCELLED  # idempotent
+    assert store.cancel_run("missing") is None
+
+
+def test_cancelling_a_pending_run_ends_it_at_once(store: Store) -> None:
+    run_id = seed(store, DIAMOND)
+    assert store.cancel_run(run_id) is RunStatus.CANCELLED
+    assert set(statuses(store, run_id).values()) == {"cancelled"}
+    assert store.admit(10) == []
+
+
+def test_a_run_completing_after_cancel_is_still_cancelled(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "b": ["a"]})
+    store.claim(run_id, "a", 1, "ta", LEASE)
+    store.cancel_run(run_id)
+    progress = store.complete(run_id, "a", "ta", 1, [])
+    assert progress.ready == [] and progress.finished is RunStatus.CANCELLED
+
+
+def test_failure_during_cancel_does_not_retry(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    store.claim(run_id, "a", 1, "ta", LEASE)
+    store.cancel_run(run_id)
+    progress = store.fail(run_id, "a", "ta", ERR, time.time() + 1, [])
+    assert progress.ready == [] and progress.finished is RunStatus.CANCELLED
+
+
+def test_pause_holds_nodes_and_resume_resends_them(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "b": ["a"]})
+    assert store.pause_run(run_id) is RunStatus.PAUSED
+    assert store.claim(run_id, "a", 1, "t", LEASE) is None
+    assert store.reap(time.time() + 1000, 1.0, 3) == []  # paused runs are left alone
+    ready = store.resume_run(run_id)
+    assert [(r.node_id, r.attempt, r.eta) for r in ready] == [("a", 1, None)]
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.RUNNING
+    assert store.claim(run_id, "a", 1, "t", LEASE) is not None
+    assert store.resume_run(run_id) == []  # not paused
+
+
+def test_pausing_a_pending_run_keeps_it_out_of_admission(store: Store) -> None:
+    run_id = seed(store, {"a": []})
+    assert store.pause_run(run_id) is RunStatus.PAUSED
+    assert store.admit(10) == []
+    assert store.resume_run(run_id) == []
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.PENDING
+    assert [r.run_id for r in store.admit(10)] == [run_id]
+
+
+def test_heartbeat_extends_leases_and_reports_lost_claims(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "b": []})
+    store.claim(run_id, "a", 1, "ta", 0.5)
+    store.claim(run_id, "b", 1, "tb", 0.5)
+    result = store.heartbeat([(run_id, "a", "ta"), (run_id, "b", "wrong")], 60)
+    assert result.lost == {(run_id, "b")} and result.cancelled == frozenset()
+    ready = store.reap(time.time() + 5, 1000.0, 3)
+    assert [r.node_id for r in ready] == ["b"]  # a's lease was extended, b's expired
+
+
+def test_reaper_requeues_expired_leases_and_fences_the_old_worker(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "b": ["a"]})
+    store.claim(run_id, "a", 1, "dead", 1.0)
+    ready = store.reap(time.time() + 10, 1000.0, 3)
+    assert [(r.run_id, r.node_id, r.attempt) for r in ready] == [(run_id, "a", 1)]
+    info = store.get_run(run_id)
+    assert info is not None
+    assert info.nodes["a"].status is NodeStatus.QUEUED and info.nodes["a"].stall_count == 1
+    assert not store.complete(run_id, "a", "dead", 1, []).accepted  # the zombie is fenced
+    assert store.claim(run_id, "a", 1, "alive", LEASE) is not None
+    assert [r.node_id for r in store.complete(run_id, "a", "alive", 1, []).ready] == ["b"]
+    assert any("lease expired" in e.message for e in store.get_logs(run_id))
+
+
+def test_reaper_fails_a_node_as_crashed_after_max_stalls(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "b": ["a"]})
+    for stall in range(3):
+        assert store.claim(run_id, "a", 1, f"t{stall}", 1.0) is not None
+        assert len(store.reap(time.time() + 10, 1000.0, 2)) == (1 if stall < 2 else 0)
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.FAILED
+    assert info.nodes["a"].status is NodeStatus.FAILED and info.nodes["b"].status is NodeStatus.SKIPPED
+    assert info.error is not None and info.error.type == "WorkerCrashed" and "'a'" in info.error.message
+
+
+def test_reaper_cancels_a_lost_node_of_a_cancelled_run(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    store.claim(run_id, "a", 1, "dead", 1.0)
+    store.cancel_run(run_id)
+    assert store.reap(time.time() + 10, 1000.0, 3) == []
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.CANCELLED
+
+
+def test_reaper_resends_messages_queued_too_long(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    assert store.reap(time.time(), 60.0, 3) == []  # fresh: its message may still be queued
+    ready = store.reap(time.time() + 120, 60.0, 3)
+    assert [(r.node_id, r.attempt) for r in ready] == [("a", 1)]
+    assert store.reap(time.time() + 121, 60.0, 3) == []  # re-sent just now
+
+
+def test_logs_are_ordered_filterable_and_incremental(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    base = len(store.get_logs(run_id))
+    now = time.time()
+    store.append_logs(run_id, [
+        {"ts": now, "level": "info", "message": "one", "node_id": "a", "data": {"k": 1}},
+        {"ts": now, "level": "warn", "message": "two", "node_id": None},
+    ])
+    store.append_logs(run_id, [{"ts": now, "level": "error", "message": "three", "node_id": "a"}])
+    entries = store.get_logs(run_id)
+    assert [e.message for e in entries[base:]] == ["one", "two", "three"]
+    ids = [e.id for e in entries]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert entries[base].data == {"k": 1} and entries[base].level is LogLevel.INFO
+    assert [e.message for e in store.get_logs(run_id, since=entries[base].id)] == ["two", "three"]
+    assert [e.message for e in store.get_logs(run_id, node_id="a")][-2:] == ["one", "three"]
+    assert store.get_logs("missing") == []
+
+
+def test_stats_count_both_queues(store: Store) -> None:
+    before = store.stats()
+    done, _ = start(store, {"a": []})
+    run_node(store, done, "a")
+    running, _ = start(store, {"a": [], "b": []})
+    store.claim(running, "a", 1, "t", LEASE)
+    seed(store, {"a": []})
+    stats = store.stats()
+    assert stats.workflow.waiting - before.workflow.waiting == 1
+    assert stats.workflow.active - before.workflow.active == 1
+    assert stats.workflow.completed - before.workflow.completed == 1
+    assert stats.node.active - before.node.active == 1
+    assert stats.node.waiting - before.node.waiting == 1
+    assert stats.node.completed - before.node.completed == 1
+
+
+def test_list_runs_newest_first_with_filters(store: Store) -> None:
+    first = seed(store, {"a": []}, workflow="one")
+    time.sleep(0.002)
+    second = seed(store, {"a": []}, workflow="two")
+    time.sleep(0.002)
+    third = seed(store, {"a": []}, workflow="one")
+    store.cancel_run(third)
+    assert [r.id for r in store.list_runs(None, None, 10)][:3] == [third, second, first]
+    assert [r.id for r in store.list_runs("one", None, 10)] == [third, first]
+    assert [r.id for r in store.list_runs("one", RunStatus.CANCELLED, 10)] == [third]
+    assert len(store.list_runs(None, None, 2)) == 2
+
+
+def test_idempotency_key_returns_the_existing_run(store: Store) -> None:
+    first = seed(store, {"a": []}, idempotency_key="k1")
+    assert seed(store, {"a": []}, idempotency_key="k1") == first
+    assert seed(store, {"a": []}, idempotency_key="k2") != first
+
+
+def test_purge_deletes_runs_finished_before_retention(store: Store) -> None:
+    old, _ = start(store, {"a": []})
+    run_node(store, old, "a")
+    live = seed(store, {"a": []})
+    assert store.purge(time.time() + 100, 50.0) == 1
+    assert store.get_run(old) is None and store.get_logs(old) == []
+    assert store.get_run(live) is not None
+    assert old not in [r.id for r in store.list_runs(None, None, 50)]
+
+
+def test_wait_finished_returns_within_its_timeout(store: Store) -> None:
+    run_id, _ = start(store, {"a": []})
+    started = time.monotonic()
+    store.wait_finished(run_id, 0.2)
+    assert time.monotonic() - started < 1.5
+    run_node(store, run_id, "a")
+    started = time.monotonic()
+    store.wait_finished(run_id, 5.0)
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_wide_fan_in_waits_for_every_parent(store: Store) -> None:
+    graph: dict[str, list[str]] = {f"p{i}": [] for i in range(50)}
+    graph["join"] = list(graph)
+    run_id, ready = start(store, graph)
+    assert len(ready) == 50
+    for i in range(49):
+        assert run_node(store, run_id, f"p{i}", i) == []
+    assert [r.node_id for r in run_node(store, run_id, "p49", 49)] == ["join"]
+    claim = store.claim(run_id, "join", 1, "t", LEASE)
+    assert claim is not None and claim.outputs == {f"p{i}": i for i in range(50)}
+
+
+def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
+    """The Redis scripts mirror planner.decide; check every rule on every tally up to 3 parents."""
+    pytest.importorskip("redis")
+    from importlib import resources
+
+    from autoflow.store.redis import RedisStore
+
+    store = RedisStore.from_url(request.getfixturevalue("redis_url"))
+    lib = resources.files("autoflow.store").joinpath("lua/lib.lua").read_text()
+    script = store.r.register_script(
+        lib + "return decide(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))"
+    )
+    for rule in Rule:
+        for total in range(4):
+            for ok, failed, skipped in itertools.product(range(total + 1), repeat=3):
+                if ok + failed + skipped > total:
+                    continue
+                expected: Decision = decide(rule, total, ok, failed, skipped)
+                got = script(keys=[f"k{i}" for i in range(14)], args=[rule.value, total, ok, failed, skipped])
+                assert got == expected.value, (rule, total, ok, failed, skipped)
+    store.close()
