@@ -593,6 +593,8 @@ def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Re
     try:
         returned = fn(**refs)
     except WorkflowError as exc:
+        if str(exc).startswith(f"workflow {name!r}"):
+            raise
         raise WorkflowError(f"workflow {name!r}: {exc}") from None
     finally:
         current_builder.reset(token)
