@@ -92,7 +92,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _import(module)
     settings = Settings()
     backend = open_backend(args.redis, settings)
-    worker = Worker(backend, default_registry(), settings, workers=args.workers, kind=args.kind)
+    worker = Worker(
+        backend,
+        default_registry(),
+        settings,
+        workers=args.workers,
+        kind=args.kind,
+        shutdown_timeout=args.shutdown_timeout,
+    )
     print(
         f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True
     )
@@ -204,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("modules", nargs="+", metavar="MODULE")
     p.add_argument("--workers", "-w", type=int, default=None, help="node workers (default NODE_CONCURRENCY)")
     p.add_argument("--kind", "-k", choices=KINDS, default="thread")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGINT/SIGTERM, seconds running nodes get to finish (default 30)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = add("run", "start a workflow run and show its progress")

@@ -47,7 +47,7 @@ _SECRET_TEXT = [
         re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)\s*[=:]\s*([^\s,;'\"&]+)"),
         r"\1=***",
     ),
-    (re.compile(r"(\w+://[^:/@\s]+:)[^@/\s]+@"), r"\1***@"),
+    (re.compile(r"(\w+://[^:/@\s]*:)[^@/\s]+@"), r"\1***@"),
 ]
 REDACTED = "***"
 

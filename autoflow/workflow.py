@@ -8,6 +8,7 @@ as markers ``{"$ref": node_id}`` and ``{"$input": name}``; the engine fills them
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import re
@@ -292,7 +293,7 @@ def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]
         if not isinstance(config, Mapping):
             raise WorkflowError(f"{where} ({node_id}): 'config' must be an object")
         options = NodeOptions.from_dict(raw.get("options") or {}, where=f"node {node_id!r} options")
-        specs[node_id] = NodeSpec(node_id, node_type, dict(config), options)
+        specs[node_id] = NodeSpec(node_id, node_type, copy.deepcopy(dict(config)), options)
     for i, edge in enumerate(data.get("edges") or []):
         where = f"workflow {name!r}, edges[{i}]"
         if not isinstance(edge, Mapping):

@@ -230,7 +230,10 @@ def test_failure_skips_dependants_and_keeps_the_traceback(client: af.Client) -> 
     assert "hunter2" not in exc.message and "hunter2" not in exc.traceback  # secrets redacted
     info = run.status()
     assert {k: n.status.value for k, n in info.nodes.items()} == {
-        "explode": "failed", "after": "skipped", "double": "completed", "total": "skipped",
+        "explode": "failed",
+        "after": "skipped",
+        "double": "completed",
+        "total": "skipped",
     }
     assert info.nodes["explode"].attempt == 1  # retries=0
 

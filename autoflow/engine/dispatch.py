@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -213,7 +214,7 @@ class HueyDispatcher:
                 serializer=JsonSerializer(secret),
                 utc=True,
                 blocking=True,
-                read_timeout=1,
+                read_timeout=0.5,
             )
 
         return cls(make("nodes"), make("workflows"), codec.redact_text(url))
@@ -269,8 +270,19 @@ class HueyDispatcher:
         }
 
     # -- consumers -------------------------------------------------------------------------
-    def consumer(self, queue: str, *, workers: int, kind: str = "thread", embedded: bool = True) -> Consumer:
-        """A Huey consumer of ``queue`` ("nodes" or "workflows") with low-latency polling."""
+    def consumer(
+        self,
+        queue: str,
+        *,
+        workers: int,
+        kind: str = "thread",
+        embedded: bool = True,
+        shutdown_timeout: float | None = None,
+    ) -> Consumer:
+        """A Huey consumer of ``queue`` ("nodes" or "workflows") with low-latency polling.
+
+        A graceful stop lets running nodes finish for up to ``shutdown_timeout`` seconds
+        (None: as long as they take); nodes cut short are re-run by the reaper."""
         huey = self.nodes if queue == "nodes" else self.workflows
         return _Consumer(
             huey,
@@ -284,7 +296,19 @@ class HueyDispatcher:
             max_delay=0.25,
             check_worker_health=True,
             health_check_interval=1.0,
+            shutdown_timeout=shutdown_timeout,
+            graceful_signal="TERM",  # containers stop with SIGTERM: finish running nodes first
         )
+
+    @staticmethod
+    def stop_consumers(consumers: Sequence[Consumer], timeout: float) -> None:
+        """Stop consumers and wait up to ``timeout`` seconds in all for their workers."""
+        for consumer in consumers:
+            consumer.stop_flag.set()
+        deadline = time.monotonic() + timeout
+        for consumer in consumers:
+            for _, thread in consumer.worker_threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     @staticmethod
     def serve(consumer: Consumer, started: Callable[[], None]) -> None:
@@ -292,7 +316,7 @@ class HueyDispatcher:
         stopped; ``started`` runs once its workers exist."""
         consumer.start()
         started()
-        health = None
+        health = time.monotonic()
         try:
             while True:
                 health = consumer.loop(health)

@@ -59,6 +59,7 @@ class Worker:
         *,
         workers: int | None = None,
         kind: str = "thread",
+        shutdown_timeout: float = 30.0,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"worker kind must be one of {KINDS}, got {kind!r}")
@@ -66,6 +67,7 @@ class Worker:
         self.settings = settings
         self.workers = workers or settings.node_concurrency
         self.kind = kind
+        self.shutdown_timeout = shutdown_timeout
         self._parent_pid = os.getpid()
         store, dispatcher = backend.store, backend.dispatcher
         self.executor = Executor(
@@ -133,7 +135,13 @@ class Worker:
     def run(self) -> None:
         """Run in the foreground until SIGINT or SIGTERM (graceful: running nodes finish)."""
         dispatcher = self._dispatcher()
-        nodes = dispatcher.consumer("nodes", workers=self.workers, kind=self.kind, embedded=False)
+        nodes = dispatcher.consumer(
+            "nodes",
+            workers=self.workers,
+            kind=self.kind,
+            embedded=False,
+            shutdown_timeout=self.shutdown_timeout,
+        )
         flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True)
         self._consumers = [nodes, flows]
 
@@ -149,12 +157,14 @@ class Worker:
         finally:
             self.stop()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop taking messages; give running nodes up to ``timeout`` seconds to finish
+        (a node cut short is re-run elsewhere once its lease expires)."""
         self.reaper.stop()
+        consumers, self._consumers = self._consumers, []
+        if consumers:
+            self._dispatcher().stop_consumers(consumers, timeout)
         self.executor.tracker.stop()
-        for consumer in self._consumers:
-            consumer.stop(graceful=False)
-        self._consumers = []
 
     def drain(self, done: Any) -> None:
         """Immediate mode: handle queued messages inline until ``done()``."""

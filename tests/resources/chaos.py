@@ -1,8 +1,8 @@
 """The fan-out/fan-in DAG of the chaos tests (``autoflow worker tests.resources.chaos``).
 
-    chaos_source(seed) --> chaos_branch(k=1) --\
-                       \-> chaos_branch(k=2) ---> chaos_join
-                       \-> chaos_branch(k=3) --/
+    chaos_source(seed) --+--> chaos_branch(k=1) --+
+                         +--> chaos_branch(k=2) --+--> chaos_join
+                         +--> chaos_branch(k=3) --+
 
 Every node is deterministic in its inputs (see :func:`expected`) and takes a little
 time, so that a SIGKILL lands mid-node. Every *execution* (not only the accepted one)
@@ -91,4 +91,4 @@ def expected(seed: int) -> dict[str, int]:
     source = seed * 7 + 3
     branches = [source * k + k for k in BRANCHES]
     join = branches[0] + 10 * branches[1] + 100 * branches[2]
-    return {SOURCE: source, **dict(zip(BRANCH_IDS, branches)), JOIN: join}
+    return {SOURCE: source, **dict(zip(BRANCH_IDS, branches, strict=True)), JOIN: join}

@@ -49,3 +49,13 @@ def chain10(x: int = 0):
 @af.workflow
 def slow(seconds: float = 5.0):
     return sleepy(seconds)
+
+
+@af.node(retries=0)
+def boom(x: int) -> int:
+    raise RuntimeError(f"boom {x}")
+
+
+@af.workflow
+def broken(x: int = 1):
+    return double(boom(x))

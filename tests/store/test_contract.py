@@ -175,7 +175,11 @@ def test_final_failure_skips_dependants_and_fails_the_run(store: Store) -> None:
     progress = store.fail(run_id, "a", "ta", ERR, None, [])
     assert progress.accepted and progress.ready == [] and progress.finished is None
     assert statuses(store, run_id) == {
-        "a": "failed", "b": "skipped", "c": "skipped", "x": "queued", "y": "pending",
+        "a": "failed",
+        "b": "skipped",
+        "c": "skipped",
+        "x": "queued",
+        "y": "pending",
     }
     run_node(store, run_id, "x")  # the independent branch goes on
     claim = store.claim(run_id, "y", 1, "ty", LEASE)
@@ -313,7 +317,7 @@ def test_reaper_cancels_a_lost_node_of_a_cancelled_run(store: Store) -> None:
 
 
 def test_reaper_resends_messages_queued_too_long(store: Store) -> None:
-    run_id, _ = start(store, {"a": []})
+    _run_id, _ = start(store, {"a": []})
     assert store.reap(time.time(), 60.0, 3) == []  # fresh: its message may still be queued
     ready = store.reap(time.time() + 120, 60.0, 3)
     assert [(r.node_id, r.attempt) for r in ready] == [("a", 1)]
@@ -324,10 +328,13 @@ def test_logs_are_ordered_filterable_and_incremental(store: Store) -> None:
     run_id, _ = start(store, {"a": []})
     base = len(store.get_logs(run_id))
     now = time.time()
-    store.append_logs(run_id, [
-        {"ts": now, "level": "info", "message": "one", "node_id": "a", "data": {"k": 1}},
-        {"ts": now, "level": "warn", "message": "two", "node_id": None},
-    ])
+    store.append_logs(
+        run_id,
+        [
+            {"ts": now, "level": "info", "message": "one", "node_id": "a", "data": {"k": 1}},
+            {"ts": now, "level": "warn", "message": "two", "node_id": None},
+        ],
+    )
     store.append_logs(run_id, [{"ts": now, "level": "error", "message": "three", "node_id": "a"}])
     entries = store.get_logs(run_id)
     assert [e.message for e in entries[base:]] == ["one", "two", "three"]
@@ -417,7 +424,8 @@ def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
     store = RedisStore.from_url(request.getfixturevalue("redis_url"))
     lib = resources.files("autoflow.store").joinpath("lua/lib.lua").read_text()
     script = store.r.register_script(
-        lib + "return decide(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))"
+        lib
+        + "return decide(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))"
     )
     for rule in Rule:
         for total in range(4):

@@ -1,0 +1,110 @@
+"""Admission (WORKFLOW_CONCURRENCY), priorities on both queues, and where nodes may run."""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+
+import pytest
+
+import autoflow as af
+from autoflow.models import RunStatus
+from autoflow.store.base import Ready
+
+_order: list[str] = []
+_order_lock = threading.Lock()
+
+
+@af.node(retries=0)
+def mark(tag: str, seconds: float = 0.0) -> str:
+    time.sleep(seconds)
+    with _order_lock:
+        _order.append(tag)
+    return tag
+
+
+@af.workflow
+def marked(tag: str, seconds: float = 0.0):
+    return mark(tag, seconds)
+
+
+def _client(
+    kind: str, request: pytest.FixtureRequest, settings: af.Settings, workers: int | None = None, **over: int
+) -> af.Client:
+    tuned = settings.model_copy(update=over)
+    url = None if kind == "sqlite" else request.getfixturevalue("redis_url")
+    return af.Client(url, settings=tuned, workers=tuned.node_concurrency if workers is None else workers)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_workflow_concurrency_admits_runs_by_priority(
+    kind: str, request: pytest.FixtureRequest, settings: af.Settings
+) -> None:
+    _order.clear()
+    client = _client(kind, request, settings, workflow_concurrency=1, node_concurrency=2)
+    try:
+        first = client.execute(marked, tag="first", seconds=0.5)
+        time.sleep(0.2)
+        low = client.execute(marked, tag="low", priority=0)
+        high = client.execute(marked, tag="high", priority=9)
+        time.sleep(0.1)
+        assert low.status().status is RunStatus.PENDING and high.status().status is RunStatus.PENDING
+        assert client.stats().workflow.waiting == 2
+        for run in (first, low, high):
+            run.wait(timeout=20)
+        assert _order == ["first", "high", "low"]
+        assert first.status().finished_at <= high.status().started_at  # type: ignore[operator]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_node_queue_serves_higher_priority_first(
+    kind: str, request: pytest.FixtureRequest, settings: af.Settings
+) -> None:
+    """Queue nodes of three runs while no worker runs; one worker then takes them by priority."""
+    _order.clear()
+    submitter = _client(kind, request, settings, workers=0, workflow_concurrency=10)
+    runs = {tag: submitter.execute(marked, tag=tag, priority=p) for tag, p in (("b", 1), ("c", 0), ("a", 7))}
+    ready = submitter.backend.store.admit(10)  # what the workflow queue would do
+    assert sorted(r.priority for r in ready) == [0, 1, 7]
+    submitter.backend.dispatcher.send(ready)
+    worker = _client(kind, request, settings, workers=1, workflow_concurrency=10)
+    worker.start()
+    try:
+        for run in runs.values():
+            run.wait(timeout=20)
+        assert _order == ["a", "b", "c"]
+    finally:
+        worker.close()
+        submitter.close()
+
+
+def test_main_module_nodes_cannot_go_to_remote_workers(redis_url: str, settings: af.Settings) -> None:
+    def local_fn(x: int) -> int:
+        return x
+
+    local_fn.__module__ = "__main__"
+    local = af.node(name="local_fn_main")(local_fn)
+
+    @af.workflow
+    def uses_main(x: int):
+        return local(x)
+
+    remote = af.Client(redis_url, settings=settings)  # no workers in this process
+    with pytest.raises(af.WorkflowError, match=r"__main__.*autoflow worker"):
+        remote.execute(uses_main, x=1)
+    assert remote.runs() == []
+    remote.close()
+    here = af.Client(redis_url, settings=settings, workers=1)  # runs them itself: fine
+    assert here.execute(uses_main, x=3).result(timeout=10) == 3
+    here.close()
+
+
+def test_immediate_mode_needs_no_server(settings: af.Settings) -> None:
+    client = af.Client(immediate=True, settings=settings)
+    run = client.execute(marked, tag="now")
+    assert run.status().status is RunStatus.COMPLETED  # done by the time execute returns
+    assert client.backend.kind == "memory" and isinstance(client.backend.store, object)
+    assert types.SimpleNamespace(x=Ready("r", "n", 1)).x.attempt == 1
