@@ -1,20 +1,16 @@
 """``@workflow``: compose nodes into a networkx DAG, validate it, (de)serialise it.
 
-The workflow body runs once, at decoration time, with references in place of values:
-each node call adds a vertex and returns a :class:`NodeRef`; each workflow parameter is
-an :class:`InputRef`. Arguments are stored as JSON *templates* where references appear
-as markers ``{"$ref": node_id}`` and ``{"$input": name}``; the engine fills them in.
+The workflow body runs once, at decoration time, with references in place of values (see
+``building.py``); the result is a :class:`Workflow`: node calls, a graph, input schemas
+and an output template, in the JSON definition format of ``definition.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
-import re
 import typing
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any, overload
 
 import networkx as nx
@@ -22,340 +18,28 @@ from croniter import croniter
 from pydantic import TypeAdapter, ValidationError
 
 from autoflow import codec
+from autoflow.building import Builder, InputRef, NodeCall, to_template
+from autoflow.definition import (
+    FORMAT_VERSION,
+    ID_PATTERN,
+    NodeSpec,
+    definition_edges,
+    marker,
+    parse_definition,
+    sorted_json,
+    template_refs,
+)
 from autoflow.errors import InputError, OutputError, WorkflowError
-from autoflow.node import Node, NodeOptions, current_builder
+from autoflow.node import Node, current_builder
 from autoflow.registry import Registry, default_registry
-from autoflow.schema import check_json_schema, compatible
+from autoflow.schema import check_json_schema
 
-__all__ = [
-    "RESERVED_INPUTS",
-    "InputRef",
-    "NodeCall",
-    "NodeRef",
-    "NodeSpec",
-    "Workflow",
-    "parse_definition",
-    "resolve_template",
-    "template_refs",
-    "workflow",
-]
+__all__ = ["RESERVED_INPUTS", "Workflow", "workflow"]
 
 #: Options of ``Client.execute``; a workflow parameter may not use these names.
 RESERVED_INPUTS = frozenset(
     {"priority", "user_id", "organization_id", "trigger_data", "idempotency_key", "display", "inputs"}
 )
-FORMAT_VERSION = 1
-_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
-
-
-class _Ref:
-    """Common behaviour of references: Python control flow on them is an error."""
-
-    _what = "reference"
-
-    def _refuse(self, action: str, instead: str) -> WorkflowError:
-        return WorkflowError(
-            f"cannot {action} {self._what} inside a workflow definition: its value is only "
-            f"known when the workflow runs; {instead}"
-        )
-
-    def __bool__(self) -> bool:
-        raise self._refuse("test the truth of", "use a node to decide, or when= branching")
-
-    def __iter__(self) -> Iterator[Any]:
-        raise self._refuse("iterate over", "pass the whole value to a node (or use .map)")
-
-    def __len__(self) -> int:
-        raise self._refuse("take len() of", "compute it in a node")
-
-    def __getitem__(self, key: Any) -> Any:
-        raise self._refuse("index", "pass the whole value to a node that picks the field")
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise self._refuse(f"read attribute {name!r} of", "pass the value to a node that reads it")
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        raise self._refuse("compare", "compare inside a node")
-
-    def marker(self) -> dict[str, str]:
-        raise NotImplementedError
-
-
-class NodeRef(_Ref):
-    """The future output of one node call inside a workflow body."""
-
-    _what = "a node's output"
-
-    def __init__(self, node_id: str, node: Node[Any, Any]) -> None:
-        object.__setattr__(self, "node_id", node_id)
-        object.__setattr__(self, "node", node)
-
-    node_id: str
-    node: Node[Any, Any]
-
-    def marker(self) -> dict[str, str]:
-        return {"$ref": self.node_id}
-
-    def __repr__(self) -> str:
-        return f"<NodeRef {self.node_id}>"
-
-
-class InputRef(_Ref):
-    """A workflow parameter inside the workflow body."""
-
-    _what = "a workflow input"
-
-    def __init__(self, name: str, annotation: Any) -> None:
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "annotation", annotation)
-
-    name: str
-    annotation: Any
-
-    def marker(self) -> dict[str, str]:
-        return {"$input": self.name}
-
-    def __repr__(self) -> str:
-        return f"<InputRef {self.name}>"
-
-
-def _marker(value: Any) -> tuple[str, str] | None:
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, target),) = value.items()
-        if key in ("$ref", "$input") and isinstance(target, str):
-            return key, target
-    return None
-
-
-def template_refs(template: Any) -> Iterator[tuple[str, str]]:
-    """Yield every marker ``("$ref"|"$input", target)`` inside a template."""
-    found = _marker(template)
-    if found:
-        yield found
-    elif isinstance(template, dict):
-        for item in template.values():
-            yield from template_refs(item)
-    elif isinstance(template, list):
-        for item in template:
-            yield from template_refs(item)
-
-
-def resolve_template(template: Any, outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-    """Replace markers in ``template`` with node outputs and workflow inputs."""
-    found = _marker(template)
-    if found:
-        kind, target = found
-        return outputs.get(target) if kind == "$ref" else inputs.get(target)
-    if isinstance(template, dict):
-        return {k: resolve_template(v, outputs, inputs) for k, v in template.items()}
-    if isinstance(template, list):
-        return [resolve_template(v, outputs, inputs) for v in template]
-    return template
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """A node of a definition, as the engine needs it: id, registry type, argument
-    templates and options. Functions are not resolved here."""
-
-    id: str
-    type: str
-    args: dict[str, Any]
-    options: NodeOptions
-
-    @property
-    def parents(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for kind, target in template_refs(self.args):
-            if kind == "$ref":
-                seen[target] = None
-        return tuple(seen)
-
-
-@dataclass(frozen=True)
-class NodeCall:
-    """One call of a node inside a workflow: a vertex of the graph."""
-
-    spec: NodeSpec
-    node: Node[Any, Any]
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-
-def _to_template(value: Any, where: str, refs: list[_Ref], depth: int = 0) -> Any:
-    """JSON template of an argument; references may be the argument itself or an item of
-    a list/dict argument (what edges can express), not deeper."""
-    if isinstance(value, _Ref):
-        if depth > 1:
-            raise WorkflowError(
-                f"{where}: a reference nested more than one level deep; pass it directly or as an "
-                "item of a list/dict argument"
-            )
-        refs.append(value)
-        return value.marker()
-    if isinstance(value, dict):
-        return {str(k): _to_template(v, f"{where}[{k!r}]", refs, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_template(v, f"{where}[{i}]", refs, depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, Workflow):
-        raise WorkflowError(f"{where}: a workflow cannot be passed as an argument")
-    if isinstance(value, Node):
-        raise WorkflowError(f"{where}: pass the node's output (call it), not the node {value.name!r}")
-    try:
-        return codec.to_json_value(value, where=where)
-    except OutputError as exc:
-        raise WorkflowError(f"{exc} (constant arguments are stored as JSON)") from None
-
-
-class _Builder:
-    """Collects node calls while a workflow body runs (see ``node.current_builder``)."""
-
-    def __init__(self, name: str, params: Mapping[str, inspect.Parameter]) -> None:
-        self.name = name
-        self.params = params
-        self.calls: dict[str, NodeCall] = {}
-
-    def _unique(self, base: str) -> str:
-        if base not in self.calls:
-            return base
-        n = 2
-        while f"{base}_{n}" in self.calls:
-            n += 1
-        return f"{base}_{n}"
-
-    def add_call(self, node: Node[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeRef:
-        node_id = self._unique(node.name)
-        bound = node.bind(args, kwargs)
-        templates: dict[str, Any] = {}
-        for param_name, value in bound.items():
-            refs: list[_Ref] = []
-            where = f"workflow {self.name!r}, node {node_id!r}, argument {param_name!r}"
-            templates[param_name] = _to_template(value, where, refs)
-            param = node.params[param_name]
-            if isinstance(value, _Ref):
-                _check_types(value, param.annotation, where)
-            elif param.kind is inspect.Parameter.VAR_POSITIONAL:
-                for item in value:
-                    if isinstance(item, _Ref):
-                        _check_types(item, param.annotation, where)
-        spec = NodeSpec(node_id, node.key, templates, node.options)
-        self.calls[node_id] = NodeCall(spec, node)
-        return NodeRef(node_id, node)
-
-
-def _check_types(ref: _Ref, target: Any, where: str) -> None:
-    source = ref.node.returns if isinstance(ref, NodeRef) else ref.annotation
-    if not compatible(source, target):
-        what = f"node {ref.node_id!r} returns" if isinstance(ref, NodeRef) else f"input {ref.name!r} is"
-        raise WorkflowError(
-            f"{where}: {what} {_type_name(source)} but the parameter expects {_type_name(target)}"
-        )
-
-
-def _type_name(t: Any) -> str:
-    if t is inspect.Parameter.empty:
-        return "Any"
-    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
-
-
-def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]:
-    """Parse the ``nodes``/``edges``/``output`` of a definition into node specs.
-
-    Edges become ``$ref`` markers in the target's argument templates. Raises
-    :class:`WorkflowError` naming the node or edge at fault; does not check cycles.
-    """
-    if not isinstance(data, Mapping):
-        raise WorkflowError(f"a workflow definition must be a JSON object, got {type(data).__name__}")
-    name = data.get("name", "?")
-    nodes_in = data.get("nodes")
-    if not isinstance(nodes_in, list) or not nodes_in:
-        raise WorkflowError(f"workflow {name!r}: 'nodes' must be a non-empty list")
-    specs: dict[str, NodeSpec] = {}
-    for i, raw in enumerate(nodes_in):
-        where = f"workflow {name!r}, nodes[{i}]"
-        if not isinstance(raw, Mapping):
-            raise WorkflowError(f"{where}: each node must be an object")
-        node_id, node_type = raw.get("id"), raw.get("type")
-        if not isinstance(node_id, str) or not _ID.match(node_id):
-            raise WorkflowError(f"{where}: 'id' must match {_ID.pattern}, got {node_id!r}")
-        if node_id in specs:
-            raise WorkflowError(f"{where}: duplicate node id {node_id!r}")
-        if not isinstance(node_type, str) or not node_type:
-            raise WorkflowError(f"{where} ({node_id}): 'type' must be a non-empty string")
-        config = raw.get("config") or {}
-        if not isinstance(config, Mapping):
-            raise WorkflowError(f"{where} ({node_id}): 'config' must be an object")
-        options = NodeOptions.from_dict(raw.get("options") or {}, where=f"node {node_id!r} options")
-        specs[node_id] = NodeSpec(node_id, node_type, copy.deepcopy(dict(config)), options)
-    for i, edge in enumerate(data.get("edges") or []):
-        where = f"workflow {name!r}, edges[{i}]"
-        if not isinstance(edge, Mapping):
-            raise WorkflowError(f"{where}: each edge must be an object")
-        source, target, param = edge.get("source"), edge.get("target"), edge.get("input")
-        if source not in specs:
-            raise WorkflowError(f"{where}: unknown source node {source!r}")
-        if target not in specs:
-            raise WorkflowError(f"{where}: unknown target node {target!r}")
-        if not isinstance(param, str) or not param:
-            raise WorkflowError(f"{where}: 'input' must name a parameter of {target!r}")
-        args = specs[target].args
-        marker = {"$ref": source}
-        if "index" in edge:
-            index = edge["index"]
-            container = args.setdefault(param, [] if isinstance(index, int) else {})
-            if isinstance(index, int) and isinstance(container, list) and index >= 0:
-                container.extend([None] * (index + 1 - len(container)))
-                container[index] = marker
-            elif isinstance(index, str) and isinstance(container, dict):
-                container[index] = marker
-            else:
-                raise WorkflowError(f"{where}: index {index!r} does not fit argument {param!r}")
-        else:
-            args[param] = marker
-    return specs, data.get("output")
-
-
-def _definition_edges(
-    specs: Mapping[str, NodeSpec],
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Split templates into edges (node refs) and configs (constants and $input markers)."""
-    edges: list[dict[str, Any]] = []
-    configs: dict[str, dict[str, Any]] = {}
-    for spec in specs.values():
-        config: dict[str, Any] = {}
-        for param, tpl in spec.args.items():
-            found = _marker(tpl)
-            if found and found[0] == "$ref":
-                edges.append({"source": found[1], "target": spec.id, "input": param})
-                continue
-            if isinstance(tpl, list):
-                items = []
-                for i, item in enumerate(tpl):
-                    m = _marker(item)
-                    if m and m[0] == "$ref":
-                        edges.append({"source": m[1], "target": spec.id, "input": param, "index": i})
-                        item = None
-                    items.append(item)
-                tpl = items
-            elif isinstance(tpl, dict) and not found:
-                kept = {}
-                for key, item in tpl.items():
-                    m = _marker(item)
-                    if m and m[0] == "$ref":
-                        edges.append({"source": m[1], "target": spec.id, "input": param, "index": key})
-                        continue
-                    kept[key] = item
-                tpl = kept
-            config[param] = tpl
-        configs[spec.id] = config
-    return edges, configs
 
 
 class Workflow:
@@ -385,8 +69,8 @@ class Workflow:
         schedule: str | None = None,
         input_types: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _ID.match(name):
-            raise WorkflowError(f"workflow name must match {_ID.pattern}, got {name!r}")
+        if not isinstance(name, str) or not ID_PATTERN.match(name):
+            raise WorkflowError(f"workflow name must match {ID_PATTERN.pattern}, got {name!r}")
         self.name = name
         self.calls = dict(calls)
         self.inputs = dict(inputs)
@@ -398,7 +82,7 @@ class Workflow:
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self.graph = self._build_graph()
         self.validate()
-        self.digest = hashlib.sha256(codec.dumps(_sorted(self.to_dict())).encode()).hexdigest()[:32]
+        self.digest = hashlib.sha256(codec.dumps(sorted_json(self.to_dict())).encode()).hexdigest()[:32]
 
     # -- graph -----------------------------------------------------------------------------
     def _build_graph(self) -> nx.DiGraph:
@@ -407,7 +91,7 @@ class Workflow:
             graph.add_node(
                 call.id, type=call.spec.type, label=call.node.name, options=call.spec.options.to_dict()
             )
-        edges, _ = _definition_edges({c.id: c.spec for c in self.calls.values()})
+        edges, _ = definition_edges({c.id: c.spec for c in self.calls.values()})
         for edge in edges:
             if edge["source"] in self.calls:
                 graph.add_edge(edge["source"], edge["target"], input=edge["input"])
@@ -484,8 +168,8 @@ class Workflow:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The JSON definition: name, version, inputs, nodes, edges, output."""
-        edges, configs = _definition_edges(self.specs)
-        out_marker = _marker(self.output)
+        edges, configs = definition_edges(self.specs)
+        out_marker = marker(self.output)
         data: dict[str, Any] = {
             "name": self.name,
             "version": FORMAT_VERSION,
@@ -547,14 +231,6 @@ class Workflow:
         return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"
 
 
-def _sorted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return value
-
-
 def _input_schemas(fn: Callable[..., Any], name: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     try:
         hints = typing.get_type_hints(fn)
@@ -588,7 +264,7 @@ def _input_schemas(fn: Callable[..., Any], name: str) -> tuple[dict[str, dict[st
 def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Registry) -> Workflow:
     schemas, types = _input_schemas(fn, name)
     params = inspect.signature(fn).parameters
-    builder = _Builder(name, params)
+    builder = Builder(name, params)
     refs = {p: InputRef(p, types[p]) for p in params}
     token = current_builder.set(builder)
     try:
@@ -601,7 +277,7 @@ def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Re
         current_builder.reset(token)
     if not builder.calls:
         raise WorkflowError(f"workflow {name!r} calls no node; call @af.node functions in its body")
-    output = _to_template(returned, f"workflow {name!r} output", [])
+    output = to_template(returned, f"workflow {name!r} output", [])
     if schedule is not None:
         _check_cron(schedule, name)
     made = Workflow(

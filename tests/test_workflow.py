@@ -10,7 +10,8 @@ import networkx as nx
 import pytest
 
 import autoflow as af
-from autoflow.workflow import NodeRef, parse_definition, resolve_template
+from autoflow.building import NodeRef
+from autoflow.definition import parse_definition, resolve_template
 
 
 @af.node

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from autoflow import codec
 from autoflow.context import Context, LogBuffer, log_record
+from autoflow.definition import NodeSpec, parse_definition, resolve_template
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.planner import retry_delay
@@ -20,7 +21,6 @@ from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputErro
 from autoflow.models import LogLevel, RunStatus
 from autoflow.registry import Registry
 from autoflow.store.base import Claim, Progress, Ready, Store
-from autoflow.workflow import NodeSpec, parse_definition, resolve_template
 
 __all__ = ["Executor"]
 

@@ -168,7 +168,7 @@ def _counts(rows: Sequence[NodeRow]) -> str:
 
 def nodes_table_html(rows: Sequence[NodeRow], *, limit: int = MAX_TABLE_ROWS) -> str:
     """The per-node table (state, attempt, duration, error), capped at ``limit`` rows."""
-    cell = "padding:2px 8px;border-bottom:1px solid #e9ecef;text-align:left"
+    cell = "padding:2px 8px;border-bottom:1px solid #e9ecef;text-align:left;line-height:18px"
     head = "".join(
         f'<th style="{cell};font-weight:600">{h}</th>'
         for h in ("node", "state", "attempt", "duration", "error")
@@ -178,7 +178,7 @@ def nodes_table_html(rows: Sequence[NodeRow], *, limit: int = MAX_TABLE_ROWS) ->
         fill, stroke = state_color(row.status)
         state = (
             f'<span style="display:inline-block;padding:0 6px;border-radius:8px;background:{fill};'
-            f'border:1px solid {stroke}">{_esc(row.status)}</span>'
+            f'border:1px solid {stroke};font-size:11px;line-height:15px">{_esc(row.status)}</span>'
         )
         error = (
             f'<span title="{_esc(_clip(row.error, 2000))}" style="color:#c92a2a">'

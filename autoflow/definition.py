@@ -1,0 +1,188 @@
+"""The JSON definition format of workflows and the argument templates inside it.
+
+A node's arguments are stored as JSON *templates* in which references appear as markers
+``{"$ref": node_id}`` (another node's output) and ``{"$input": name}`` (a workflow input).
+In the definition format (``to_dict``), ``$ref`` markers travel as ``edges`` and the rest
+of each template as the node's ``config``. Pure functions only: no functions resolved.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autoflow.errors import WorkflowError
+from autoflow.node import NodeOptions
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ID_PATTERN",
+    "NodeSpec",
+    "definition_edges",
+    "marker",
+    "parse_definition",
+    "resolve_template",
+    "sorted_json",
+    "template_refs",
+]
+
+FORMAT_VERSION = 1
+ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+
+
+def marker(value: Any) -> tuple[str, str] | None:
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, target),) = value.items()
+        if key in ("$ref", "$input") and isinstance(target, str):
+            return key, target
+    return None
+
+
+def template_refs(template: Any) -> Iterator[tuple[str, str]]:
+    """Yield every marker ``("$ref"|"$input", target)`` inside a template."""
+    found = marker(template)
+    if found:
+        yield found
+    elif isinstance(template, dict):
+        for item in template.values():
+            yield from template_refs(item)
+    elif isinstance(template, list):
+        for item in template:
+            yield from template_refs(item)
+
+
+def resolve_template(template: Any, outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+    """Replace markers in ``template`` with node outputs and workflow inputs."""
+    found = marker(template)
+    if found:
+        kind, target = found
+        return outputs.get(target) if kind == "$ref" else inputs.get(target)
+    if isinstance(template, dict):
+        return {k: resolve_template(v, outputs, inputs) for k, v in template.items()}
+    if isinstance(template, list):
+        return [resolve_template(v, outputs, inputs) for v in template]
+    return template
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node of a definition, as the engine needs it: id, registry type, argument
+    templates and options. Functions are not resolved here."""
+
+    id: str
+    type: str
+    args: dict[str, Any]
+    options: NodeOptions
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for kind, target in template_refs(self.args):
+            if kind == "$ref":
+                seen[target] = None
+        return tuple(seen)
+
+
+def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]:
+    """Parse the ``nodes``/``edges``/``output`` of a definition into node specs.
+
+    Edges become ``$ref`` markers in the target's argument templates. Raises
+    :class:`WorkflowError` naming the node or edge at fault; does not check cycles.
+    """
+    if not isinstance(data, Mapping):
+        raise WorkflowError(f"a workflow definition must be a JSON object, got {type(data).__name__}")
+    name = data.get("name", "?")
+    nodes_in = data.get("nodes")
+    if not isinstance(nodes_in, list) or not nodes_in:
+        raise WorkflowError(f"workflow {name!r}: 'nodes' must be a non-empty list")
+    specs: dict[str, NodeSpec] = {}
+    for i, raw in enumerate(nodes_in):
+        where = f"workflow {name!r}, nodes[{i}]"
+        if not isinstance(raw, Mapping):
+            raise WorkflowError(f"{where}: each node must be an object")
+        node_id, node_type = raw.get("id"), raw.get("type")
+        if not isinstance(node_id, str) or not ID_PATTERN.match(node_id):
+            raise WorkflowError(f"{where}: 'id' must match {ID_PATTERN.pattern}, got {node_id!r}")
+        if node_id in specs:
+            raise WorkflowError(f"{where}: duplicate node id {node_id!r}")
+        if not isinstance(node_type, str) or not node_type:
+            raise WorkflowError(f"{where} ({node_id}): 'type' must be a non-empty string")
+        config = raw.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise WorkflowError(f"{where} ({node_id}): 'config' must be an object")
+        options = NodeOptions.from_dict(raw.get("options") or {}, where=f"node {node_id!r} options")
+        specs[node_id] = NodeSpec(node_id, node_type, copy.deepcopy(dict(config)), options)
+    for i, edge in enumerate(data.get("edges") or []):
+        where = f"workflow {name!r}, edges[{i}]"
+        if not isinstance(edge, Mapping):
+            raise WorkflowError(f"{where}: each edge must be an object")
+        source, target, param = edge.get("source"), edge.get("target"), edge.get("input")
+        if source not in specs:
+            raise WorkflowError(f"{where}: unknown source node {source!r}")
+        if target not in specs:
+            raise WorkflowError(f"{where}: unknown target node {target!r}")
+        if not isinstance(param, str) or not param:
+            raise WorkflowError(f"{where}: 'input' must name a parameter of {target!r}")
+        args = specs[target].args
+        ref = {"$ref": source}
+        if "index" in edge:
+            index = edge["index"]
+            container = args.setdefault(param, [] if isinstance(index, int) else {})
+            if isinstance(index, int) and isinstance(container, list) and index >= 0:
+                container.extend([None] * (index + 1 - len(container)))
+                container[index] = ref
+            elif isinstance(index, str) and isinstance(container, dict):
+                container[index] = ref
+            else:
+                raise WorkflowError(f"{where}: index {index!r} does not fit argument {param!r}")
+        else:
+            args[param] = ref
+    return specs, data.get("output")
+
+
+def definition_edges(
+    specs: Mapping[str, NodeSpec],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Split templates into edges (node refs) and configs (constants and $input markers)."""
+    edges: list[dict[str, Any]] = []
+    configs: dict[str, dict[str, Any]] = {}
+    for spec in specs.values():
+        config: dict[str, Any] = {}
+        for param, tpl in spec.args.items():
+            found = marker(tpl)
+            if found and found[0] == "$ref":
+                edges.append({"source": found[1], "target": spec.id, "input": param})
+                continue
+            if isinstance(tpl, list):
+                items = []
+                for i, item in enumerate(tpl):
+                    m = marker(item)
+                    if m and m[0] == "$ref":
+                        edges.append({"source": m[1], "target": spec.id, "input": param, "index": i})
+                        item = None
+                    items.append(item)
+                tpl = items
+            elif isinstance(tpl, dict) and not found:
+                kept = {}
+                for key, item in tpl.items():
+                    m = marker(item)
+                    if m and m[0] == "$ref":
+                        edges.append({"source": m[1], "target": spec.id, "input": param, "index": key})
+                        continue
+                    kept[key] = item
+                tpl = kept
+            config[param] = tpl
+        configs[spec.id] = config
+    return edges, configs
+
+
+def sorted_json(value: Any) -> Any:
+    """A copy of JSON data with every object's keys sorted (for stable digests)."""
+    if isinstance(value, dict):
+        return {k: sorted_json(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_json(v) for v in value]
+    return value

@@ -1,0 +1,227 @@
+"""Redis store, the read side: snapshots, history, logs and stats; shared helpers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import RedisError
+
+from autoflow import codec
+from autoflow.definition import resolve_template
+from autoflow.errors import BackendError
+from autoflow.models import (
+    ErrorInfo,
+    LogEntry,
+    LogLevel,
+    NodeInfo,
+    NodeStatus,
+    QueueCounts,
+    QueueStats,
+    RunInfo,
+    RunStatus,
+)
+
+__all__ = ["RUN_KEYS", "RedisReads"]
+
+#: The keys of one run, in the order the Lua scripts expect them (see lua/lib.lua).
+RUN_KEYS = (
+    "run",
+    "st",
+    "att",
+    "cnt",
+    "topo",
+    "own",
+    "lease",
+    "due",
+    "tm",
+    "out",
+    "err",
+    "logs",
+    "done",
+    "order",
+)
+_FINISHED = {s.value for s in RunStatus if s.finished}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guard(method: F) -> F:
+    """Turn connection and server errors into BackendError naming the URL."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisReads, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except RedisError as exc:
+            raise BackendError(self.url, f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisReads:
+    """Queries of :class:`~autoflow.store.redis.RedisStore` that change nothing."""
+
+    r: redis.Redis
+    url: str
+    retention: float
+
+    def _keys(self, run_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def _g(self, name: str) -> str:
+        raise NotImplementedError
+
+    @_guard
+    def get_run(self, run_id: str) -> RunInfo | None:
+        k = dict(zip(RUN_KEYS, self._keys(run_id), strict=True))
+        pipe = self.r.pipeline(transaction=False)
+        for name in ("run", "st", "att", "cnt", "topo", "tm", "out", "err"):
+            pipe.hgetall(k[name])
+        pipe.lrange(k["order"], 0, -1)
+        run, st, att, cnt, topo, tm, out, err, order = pipe.execute()
+        if not run:
+            return None
+        nodes = {}
+        for node_id in order:
+            nodes[node_id] = NodeInfo(
+                id=node_id,
+                type=topo.get(f"{node_id}|t", ""),
+                status=NodeStatus(st.get(node_id, "pending")),
+                attempt=int(att.get(node_id, 1)),
+                stall_count=int(cnt.get(f"{node_id}|stall", 0)),
+                started_at=codec.from_ts(_f(tm.get(f"{node_id}|s"))),
+                finished_at=codec.from_ts(_f(tm.get(f"{node_id}|f"))),
+                output=codec.loads(out.get(node_id)),
+                error=ErrorInfo.model_validate_json(err[node_id]) if node_id in err else None,
+            )
+        return self._run_info(run, nodes)
+
+    @staticmethod
+    def _run_info(run: dict[str, str], nodes: dict[str, NodeInfo]) -> RunInfo:
+        status = RunStatus(run["status"])
+        inputs = codec.loads(run.get("inputs")) or {}
+        output = None
+        if status is RunStatus.COMPLETED and nodes:
+            output = resolve_template(
+                codec.loads(run.get("output_tpl")), {k: n.output for k, n in nodes.items()}, inputs
+            )
+        first = run.get("first_error")
+        return RunInfo(
+            id=run["id"],
+            workflow=run["workflow"],
+            definition_hash=run.get("digest", ""),
+            status=status,
+            priority=int(run.get("priority", 0)),
+            inputs=inputs,
+            output=output,
+            error=nodes[first].error if first and first in nodes else None,
+            user_id=run.get("user_id") or None,
+            organization_id=run.get("organization_id") or None,
+            trigger=run.get("trigger") or "manual",
+            trigger_data=codec.loads(run.get("trigger_data")),
+            created_at=codec.from_ts(float(run["created_at"])),
+            started_at=codec.from_ts(_f(run.get("started_at"))),
+            finished_at=codec.from_ts(_f(run.get("finished_at"))),
+            cancel_requested=run.get("cancel") == "1",
+            nodes=nodes,
+        )
+
+    @_guard
+    def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
+        index = self._g(f"wf:{workflow}") if workflow else self._g("runs")
+        found: list[RunInfo] = []
+        start, page = 0, max(50, limit)
+        while len(found) < limit:
+            ids = [_s(i) for i in self.r.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            start += page
+            pipe = self.r.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hgetall(self._keys(run_id)[0])
+            gone: list[str] = []
+            for run_id, run in zip(ids, pipe.execute(), strict=True):
+                if not run:
+                    gone.append(run_id)
+                elif status is None or run["status"] == RunStatus(status).value:
+                    found.append(self._run_info(run, {}))
+            if gone:
+                self.r.zrem(index, *gone)
+                start -= len(gone)
+        return found[:limit]
+
+    @_guard
+    def get_logs(
+        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
+    ) -> list[LogEntry]:
+        key = self._keys(run_id)[11]
+        entries: list[LogEntry] = []
+        start = max(0, since)
+        while len(entries) < limit:
+            raw = self.r.lrange(key, start, start + 999)
+            if not raw:
+                break
+            for offset, text in enumerate(raw):
+                record = json.loads(text)
+                if node_id and record.get("node_id") != node_id:
+                    continue
+                entries.append(
+                    LogEntry(
+                        id=start + offset + 1,
+                        timestamp=codec.from_ts(record["ts"]),
+                        level=LogLevel(record["level"]),
+                        message=record["message"],
+                        node_id=record.get("node_id"),
+                        data=record.get("data"),
+                    )
+                )
+            start += len(raw)
+        return entries[:limit]
+
+    @_guard
+    def stats(self) -> QueueStats:
+        now = time.time()
+        active = [_s(i) for i in self.r.smembers(self._g("active"))]
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(self._g("pending"))
+        for status in ("completed", "failed"):
+            pipe.zcount(self._g(f"done:{status}"), now - self.retention, "+inf")
+        for run_id in active:
+            pipe.hmget(self._keys(run_id)[0], "queued", "running", "n_ok", "failed", "status")
+        hours = math.ceil(self.retention / 3600)
+        for h in range(hours + 1):
+            pipe.hmget(self._g(f"nstat:{int(now // 3600) - h}"), "completed", "failed")
+        res = pipe.execute()
+        waiting, completed, failed = res[0], res[1], res[2]
+        live = res[3 : 3 + len(active)]
+        buckets = res[3 + len(active) :]
+        node = QueueCounts()
+        running_runs = 0
+        for queued, running, ok, bad, status in live:
+            if status in _FINISHED or status is None:
+                continue
+            running_runs += 1
+            node.waiting += int(queued or 0)
+            node.active += int(running or 0)
+            node.completed += int(ok or 0)
+            node.failed += int(bad or 0)
+        for ok, bad in buckets:
+            node.completed += int(ok or 0)
+            node.failed += int(bad or 0)
+        return QueueStats(
+            workflow=QueueCounts(waiting=waiting, active=running_runs, completed=completed, failed=failed),
+            node=node,
+        )
+
+
+def _f(value: Any) -> float | None:
+    return float(value) if value not in (None, "") else None

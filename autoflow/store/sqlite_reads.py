@@ -1,0 +1,173 @@
+"""SQLite store, the read side: schema, snapshots, history, logs and stats."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from autoflow import codec
+from autoflow.definition import resolve_template
+from autoflow.models import (
+    ErrorInfo,
+    LogEntry,
+    LogLevel,
+    NodeInfo,
+    NodeStatus,
+    QueueCounts,
+    QueueStats,
+    RunInfo,
+    RunStatus,
+)
+
+__all__ = ["SCHEMA", "SQLiteReads"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS definitions (digest TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, digest TEXT NOT NULL, status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0, inputs TEXT, output_tpl TEXT,
+    user_id TEXT, organization_id TEXT, trigger TEXT, trigger_data TEXT,
+    idempotency_key TEXT UNIQUE, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    remaining INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
+    first_error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_queue ON runs (status, priority DESC, id);
+CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, id);
+CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at);
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL, node_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
+    status TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 1,
+    stall_count INTEGER NOT NULL DEFAULT 0, n_parents INTEGER NOT NULL,
+    n_ok INTEGER NOT NULL DEFAULT 0, n_fail INTEGER NOT NULL DEFAULT 0,
+    n_skip INTEGER NOT NULL DEFAULT 0, rule TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
+    parents TEXT NOT NULL, children TEXT NOT NULL, owner TEXT, lease_until REAL, due_at REAL,
+    started_at REAL, finished_at REAL, output TEXT, error TEXT,
+    PRIMARY KEY (run_id, node_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nodes_lease ON nodes (status, lease_until);
+CREATE INDEX IF NOT EXISTS nodes_due ON nodes (status, due_at);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts REAL NOT NULL,
+    level TEXT NOT NULL, message TEXT NOT NULL, node_id TEXT, data TEXT
+);
+CREATE INDEX IF NOT EXISTS logs_run ON logs (run_id, id);
+"""
+
+
+class SQLiteReads:
+    """Queries of :class:`~autoflow.store.sqlite.SQLiteStore` that change nothing."""
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
+    # -- reads -----------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunInfo | None:
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            return None
+        nodes = self._read(
+            "SELECT node_id, type, status, attempt, stall_count, started_at, finished_at, output, error"
+            " FROM nodes WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        infos = {
+            n["node_id"]: NodeInfo(
+                id=n["node_id"],
+                type=n["type"],
+                status=NodeStatus(n["status"]),
+                attempt=n["attempt"],
+                stall_count=n["stall_count"],
+                started_at=codec.from_ts(n["started_at"]),
+                finished_at=codec.from_ts(n["finished_at"]),
+                output=codec.loads(n["output"]),
+                error=ErrorInfo.model_validate_json(n["error"]) if n["error"] else None,
+            )
+            for n in nodes
+        }
+        return _run_info(rows[0], infos)
+
+    def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
+        where, args = [], []
+        if workflow:
+            where.append("workflow = ?")
+            args.append(workflow)
+        if status:
+            where.append("status = ?")
+            args.append(RunStatus(status).value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT * FROM runs {clause} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [_run_info(r, {}) for r in rows]
+
+    def get_logs(
+        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
+    ) -> list[LogEntry]:
+        sql = "SELECT * FROM logs WHERE run_id = ? AND id > ?"
+        args: list[Any] = [run_id, since]
+        if node_id:
+            sql += " AND node_id = ?"
+            args.append(node_id)
+        rows = self._read(sql + " ORDER BY id LIMIT ?", (*args, limit))
+        return [
+            LogEntry(
+                id=r["id"],
+                timestamp=codec.from_ts(r["ts"]),
+                level=LogLevel(r["level"]),
+                message=r["message"],
+                node_id=r["node_id"],
+                data=codec.loads(r["data"]),
+            )
+            for r in rows
+        ]
+
+    def stats(self) -> QueueStats:
+        runs = {r[0]: r[1] for r in self._read("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+        nodes = {r[0]: r[1] for r in self._read("SELECT status, COUNT(*) FROM nodes GROUP BY status")}
+        return QueueStats(
+            workflow=QueueCounts(
+                waiting=runs.get("pending", 0),
+                active=runs.get("running", 0) + runs.get("paused", 0),
+                completed=runs.get("completed", 0),
+                failed=runs.get("failed", 0),
+            ),
+            node=QueueCounts(
+                waiting=nodes.get("queued", 0) + nodes.get("retrying", 0),
+                active=nodes.get("running", 0),
+                completed=nodes.get("completed", 0),
+                failed=nodes.get("failed", 0),
+            ),
+        )
+
+
+def _run_info(row: sqlite3.Row, nodes: dict[str, NodeInfo]) -> RunInfo:
+    status = RunStatus(row["status"])
+    error = None
+    if row["first_error"] and row["first_error"] in nodes:
+        error = nodes[row["first_error"]].error
+    output = None
+    if status is RunStatus.COMPLETED and nodes:
+        output = resolve_template(
+            codec.loads(row["output_tpl"]),
+            {k: n.output for k, n in nodes.items()},
+            codec.loads(row["inputs"]) or {},
+        )
+    return RunInfo(
+        id=row["id"],
+        workflow=row["workflow"],
+        definition_hash=row["digest"],
+        status=status,
+        priority=row["priority"],
+        inputs=codec.loads(row["inputs"]) or {},
+        output=output,
+        error=error,
+        user_id=row["user_id"],
+        organization_id=row["organization_id"],
+        trigger=row["trigger"] or "manual",
+        trigger_data=codec.loads(row["trigger_data"]),
+        created_at=codec.from_ts(row["created_at"]),
+        started_at=codec.from_ts(row["started_at"]),
+        finished_at=codec.from_ts(row["finished_at"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        nodes=nodes,
+    )
