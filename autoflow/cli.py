@@ -88,6 +88,8 @@ def _watch(client: Client, run_id: str, out: TextIO) -> RunInfo:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if not args.modules and not args.accept_code:
+        raise AutoflowError("name the module(s) that define your nodes: autoflow worker MODULE [MODULE...]")
     for module in args.modules:
         _import(module)
     settings = Settings()
@@ -99,6 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         workers=args.workers,
         kind=args.kind,
         shutdown_timeout=args.shutdown_timeout,
+        accept_code=args.accept_code,
     )
     print(
         f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True
@@ -208,14 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("worker", "execute nodes (imports MODULEs to register their nodes)")
-    p.add_argument("modules", nargs="+", metavar="MODULE")
+    p.add_argument("modules", nargs="*", metavar="MODULE")
     p.add_argument("--workers", "-w", type=int, default=None, help="node workers (default NODE_CONCURRENCY)")
     p.add_argument("--kind", "-k", choices=KINDS, default="thread")
     p.add_argument(
         "--shutdown-timeout",
         type=float,
         default=30.0,
-        help="on SIGINT/SIGTERM, seconds running nodes get to finish (default 30)",
+        help="on SIGTERM, seconds running nodes get to finish (default 30)",
+    )
+    p.add_argument(
+        "--accept-code",
+        action="store_true",
+        help="run node code shipped by value from notebooks (needs AUTOFLOW_SECRET; see docs/notebook.md)",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -11,6 +11,7 @@ from autoflow import codec
 from autoflow.config import Settings
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.planner import Rule
+from autoflow.engine.shipping import blob_key, pack
 from autoflow.engine.worker import Worker
 from autoflow.errors import InputError, NotFoundError, RunCancelled, RunFailed, RunTimeout, WorkflowError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
@@ -97,6 +98,7 @@ class Client:
         registry: Registry | None = None,
         workers: int | None = None,
         immediate: bool = False,
+        ship_code: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -105,6 +107,7 @@ class Client:
         if workers is None:
             workers = self.settings.node_concurrency if self.backend.kind in ("sqlite", "memory") else 0
         self.workers = workers
+        self.ship_code = ship_code
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
@@ -169,8 +172,7 @@ class Client:
             raise InputError(str(exc)) from None
         self._check_local(wf)
         if wf.digest not in self._stored:
-            self.backend.store.put_definition(wf.digest, codec.dumps(wf.to_dict()))
-            self._stored.add(wf.digest)
+            self._store_definition(wf)
         new = NewRun(
             id=codec.new_run_id(),
             workflow=wf.name,
@@ -197,14 +199,22 @@ class Client:
             _display(run)
         return run
 
+    def _store_definition(self, wf: Workflow) -> None:
+        main = {c.node.key: c.node for c in wf.calls.values() if c.node.module == "__main__"}
+        if self.ship_code and main:
+            self.backend.store.put_blob(blob_key(wf.digest), pack(main, self.settings.secret_bytes))
+        self.backend.store.put_definition(wf.digest, codec.dumps(wf.to_dict()))
+        self._stored.add(wf.digest)
+
     def _check_local(self, wf: Workflow) -> None:
-        if "__main__" in wf.node_modules and not self.runs_locally:
+        if "__main__" in wf.node_modules and not (self.runs_locally or self.ship_code):
             main = sorted(c.id for c in wf.calls.values() if c.node.module == "__main__")
             raise WorkflowError(
                 f"workflow {wf.name!r} uses nodes defined in __main__ (a notebook or script): "
                 f"{', '.join(main)}; workers on {self.url} cannot import them. Move them into a "
-                "module and start `autoflow worker <module>`, or run them in this process with "
-                "af.Client(url, workers=N)"
+                "module and start `autoflow worker <module>`, run them in this process with "
+                "af.Client(url, workers=N), or ship them by value with af.Client(url, ship_code=True) "
+                "to workers started with --accept-code"
             )
 
     def _drain(self, run_id: str) -> None:

@@ -263,11 +263,9 @@ class HueyDispatcher:
             with self._wake:
                 self._wake.notify_all()
 
-    def queue_sizes(self) -> dict[str, int]:
-        return {
-            "nodes": self.nodes.pending_count() + self.nodes.scheduled_count(),
-            "workflows": self.workflows.pending_count(),
-        }
+    def backlog(self) -> int:
+        """Node messages waiting in the queue or its schedule."""
+        return int(self.nodes.pending_count()) + int(self.nodes.scheduled_count())
 
     # -- consumers -------------------------------------------------------------------------
     def consumer(

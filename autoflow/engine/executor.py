@@ -10,6 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from autoflow import codec
 from autoflow.context import Context, LogBuffer, log_record
@@ -17,8 +18,10 @@ from autoflow.definition import NodeSpec, parse_definition, resolve_template
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.planner import retry_delay
+from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
+from autoflow.node import Node
 from autoflow.registry import Registry
 from autoflow.store.base import Claim, Progress, Ready, Store
 
@@ -46,6 +49,7 @@ class Executor:
         lease: float,
         on_finished: Callable[[str, RunStatus], None] | None = None,
         invoker: Invoker | None = None,
+        code_secret: bytes | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -56,6 +60,9 @@ class Executor:
         self.tracker = LeaseTracker(store, lease)
         self._plans: OrderedDict[str, dict[str, NodeSpec]] = OrderedDict()
         self._plans_lock = threading.Lock()
+        self.accepts_code = code_secret is not None
+        self._code_secret = code_secret
+        self._shipped: OrderedDict[str, dict[str, Node[Any, Any]]] = OrderedDict()
 
     # -- plans -----------------------------------------------------------------------------
     def _spec(self, claim: Claim) -> NodeSpec:
@@ -76,6 +83,31 @@ class Executor:
             return specs[claim.node_id]
         except KeyError:
             raise NotFoundError(f"node {claim.node_id!r} is not in workflow {claim.workflow!r}") from None
+
+    def _node(self, node_type: str, digest: str) -> Node[Any, Any]:
+        """The function of ``node_type``: from the registry, else shipped with the definition."""
+        try:
+            return self.registry.node(node_type)
+        except NotFoundError as missing:
+            with self._plans_lock:
+                shipped = self._shipped.get(digest)
+            if shipped is None:
+                blob = self.store.get_blob(blob_key(digest))
+                if blob is None:
+                    raise
+                if not self.accepts_code:
+                    raise CodeRefused(
+                        f"{missing}. It was shipped by value, but this worker does not accept code: "
+                        "start it with `autoflow worker ... --accept-code` and the sender's AUTOFLOW_SECRET"
+                    ) from None
+                shipped = unpack(blob, self._code_secret)
+                with self._plans_lock:
+                    self._shipped[digest] = shipped
+                    while len(self._shipped) > 64:
+                        self._shipped.popitem(last=False)
+            if node_type not in shipped:
+                raise
+            return shipped[node_type]
 
     # -- one message -----------------------------------------------------------------------
     def run_node(self, run_id: str, node_id: str, attempt: int) -> None:
@@ -110,7 +142,7 @@ class Executor:
         spec: NodeSpec | None = None
         try:
             spec = self._spec(claim)
-            node = self.registry.node(spec.type)
+            node = self._node(spec.type, claim.digest)
             values = node.validate_inputs(resolve_template(spec.args, claim.outputs, claim.inputs))
             timeout = spec.options.timeout
             ctx = Context(
@@ -131,13 +163,15 @@ class Executor:
             except ValueError as exc:  # NaN and infinities are not JSON
                 raise OutputError(f"the output of node {node_id!r} is not valid JSON: {exc}") from None
         except NodeCancelled:
-            logs.add(log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id))
-            return self.store.cancel_node(run_id, node_id, token, logs.drain())
+            stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
+            return self.store.cancel_node(run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             return self._failed(claim, token, spec, exc, logs, cancel)
         elapsed = (time.monotonic() - started) * 1000
-        logs.add(log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id))
-        return self.store.complete(run_id, node_id, token, output, logs.drain())
+        # The closing line goes with the transition, not through the buffer: the heartbeat
+        # could flush it although the store then refuses a claim whose lease was lost.
+        done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
+        return self.store.complete(run_id, node_id, token, output, [*logs.drain(), done])
 
     def _failed(
         self,
@@ -156,9 +190,9 @@ class Executor:
         total = spec.options.max_attempts if spec else attempt
         if delay is not None:
             message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
-            logs.add(log_record(LogLevel.WARN, message, node_id, {"error": error.type}))
+            closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
             retry_at: float | None = time.time() + delay
         else:
-            logs.add(log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id))
+            closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
             retry_at = None
-        return self.store.fail(claim.run_id, node_id, token, error, retry_at, logs.drain())
+        return self.store.fail(claim.run_id, node_id, token, error, retry_at, [*logs.drain(), closing])

@@ -34,6 +34,9 @@ class InlineDispatcher:
     def nudge(self, priority: int = 0) -> None:
         heapq.heappush(self._heap, (0.0, -priority, next(self._seq), None))
 
+    def backlog(self) -> int:
+        return sum(1 for *_, item in self._heap if item is not None)
+
     def drain(self, done: Callable[[], bool]) -> None:
         """Handle messages (sleeping until etas) until ``done()`` or nothing is left."""
         while self._heap and not done():

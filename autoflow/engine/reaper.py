@@ -27,6 +27,7 @@ class Reaper:
         store: Store,
         send: Callable[[Sequence[Ready]], None],
         admit: Callable[[], None],
+        backlog: Callable[[], int],
         *,
         lease: float,
         requeue_after: float,
@@ -37,6 +38,7 @@ class Reaper:
         self.store = store
         self.send = send
         self.admit = admit
+        self.backlog = backlog
         self.requeue_after = requeue_after
         self.max_stalls = max_stalls
         self.retention = retention
@@ -49,9 +51,13 @@ class Reaper:
     def tick(self, now: float | None = None) -> int:
         """One pass; returns how many messages were re-sent."""
         now = time.time() if now is None else now
-        ready = self.store.reap(now, self.requeue_after, self.max_stalls)
+        # Nodes waiting in the store beyond the messages in the queue had their message
+        # lost (a sender or a popping worker died): re-send that many, oldest first. A long
+        # backlog is not mistaken for losses, and duplicates are harmless anyway.
+        budget = max(0, self.store.count_waiting() - self.backlog())
+        ready = self.store.reap(now, self.requeue_after, self.max_stalls, budget)
         if ready:
-            log.warning("re-sending %d node message(s) lost with a worker or in transit", len(ready))
+            log.warning("re-sending %d node message(s) (lost worker or lost message)", len(ready))
             self.send(ready)
         self.admit()
         if now >= self._next_purge:

@@ -21,6 +21,7 @@ from autoflow.engine.executor import Executor
 from autoflow.engine.inline import InlineDispatcher
 from autoflow.engine.invoke import SignalInvoker, ThreadInvoker
 from autoflow.engine.reaper import Reaper
+from autoflow.engine.shipping import CodeRefused
 from autoflow.models import RunStatus
 from autoflow.registry import Registry
 
@@ -60,6 +61,7 @@ class Worker:
         workers: int | None = None,
         kind: str = "thread",
         shutdown_timeout: float = 30.0,
+        accept_code: bool = False,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"worker kind must be one of {KINDS}, got {kind!r}")
@@ -77,6 +79,7 @@ class Worker:
             lease=settings.lease_seconds,
             on_finished=self._on_finished,
             invoker=SignalInvoker() if kind == "process" else ThreadInvoker(),
+            code_secret=self._code_secret(settings) if accept_code else None,
         )
         dispatcher.node_handler = self._handle_node
         dispatcher.admit_handler = self.admit
@@ -84,6 +87,7 @@ class Worker:
             store,
             dispatcher.send,
             self.admit,
+            dispatcher.backlog,
             lease=settings.lease_seconds,
             requeue_after=settings.requeue_seconds,
             max_stalls=settings.max_stalls,
@@ -92,6 +96,13 @@ class Worker:
         self._consumers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._child_ready = False
+
+    @staticmethod
+    def _code_secret(settings: Settings) -> bytes:
+        secret = settings.secret_bytes
+        if not secret:
+            raise CodeRefused("--accept-code needs AUTOFLOW_SECRET (the same as the senders') to verify code")
+        return secret
 
     # -- handlers --------------------------------------------------------------------------
     def _handle_node(self, run_id: str, node_id: str, attempt: int) -> None:

@@ -124,6 +124,12 @@ class Store(Protocol):
     def get_definition(self, digest: str) -> str | None:
         """The definition stored under ``digest``, or None."""
 
+    def put_blob(self, key: str, data: bytes) -> None:
+        """Store opaque bytes (e.g. shipped code) under ``key``; overwrites."""
+
+    def get_blob(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, or None."""
+
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
         """Create a pending run and its pending nodes atomically. With an
         ``idempotency_key`` already used by a retained run, create nothing and return
@@ -190,10 +196,16 @@ class Store(Protocol):
     def stats(self) -> QueueStats:
         """Counts of the workflow queue and the node queue."""
 
-    def reap(self, now: float, requeue_after: float, max_stalls: int) -> list[Ready]:
+    def reap(
+        self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None
+    ) -> list[Ready]:
         """Recover from lost workers and lost messages: expired leases go back to queued
-        (or fail as crashed after ``max_stalls``), queued nodes whose message is older
-        than ``requeue_after`` are re-sent. Returns the messages to send."""
+        (or fail as crashed after ``max_stalls``); queued nodes whose message is older than
+        ``requeue_after`` are re-sent, oldest first, at most ``resend_limit`` of them
+        (None: all). Returns the messages to send."""
+
+    def count_waiting(self) -> int:
+        """How many nodes wait for a message (queued or retrying)."""
 
     def purge(self, now: float, retention: float) -> int:
         """Delete runs finished more than ``retention`` seconds ago; returns how many."""

@@ -6,6 +6,8 @@ repaired by the reaper if a worker dies in between.
 
 from __future__ import annotations
 
+import base64
+import math
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -95,6 +97,15 @@ class RedisStore(RedisReads):
     def get_definition(self, digest: str) -> str | None:
         value = self.r.get(f"{self.ns}:def:{digest}")
         return None if value is None else _s(value)
+
+    @_guard
+    def put_blob(self, key: str, data: bytes) -> None:
+        self.r.set(f"{self.ns}:blob:{key}", base64.b64encode(data).decode())
+
+    @_guard
+    def get_blob(self, key: str) -> bytes | None:
+        value = self.r.get(f"{self.ns}:blob:{key}")
+        return None if value is None else base64.b64decode(value)
 
     @_guard
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
@@ -341,9 +352,20 @@ class RedisStore(RedisReads):
 
     # -- recovery --------------------------------------------------------------------------
     @_guard
-    def reap(self, now: float, requeue_after: float, max_stalls: int) -> list[Ready]:
+    def reap(
+        self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None
+    ) -> list[Ready]:
         ready: list[Ready] = []
-        for run_id in [_s(i) for i in self.r.smembers(self._g("active"))]:
+        budget = -1 if resend_limit is None else resend_limit
+        active = [_s(i) for i in self.r.smembers(self._g("active"))]
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in active:
+            pipe.zrange(self._keys(run_id)[7], 0, 0, withscores=True)
+        oldest = {
+            run_id: (due[0][1] if due else math.inf)
+            for run_id, due in zip(active, pipe.execute(), strict=True)
+        }
+        for run_id in sorted(active, key=oldest.__getitem__):  # runs waiting longest first
             res = self._call(
                 "reap",
                 run_id,
@@ -352,7 +374,10 @@ class RedisStore(RedisReads):
                 max_stalls,
                 self._retention_ms,
                 CRASH_MESSAGE,
+                budget,
             )
+            if budget > 0:
+                budget -= int(res[2])
             status, finished = _s(res[0]), _s(res[1])
             if status == "gone":
                 self.r.srem(self._g("active"), run_id)
@@ -360,8 +385,15 @@ class RedisStore(RedisReads):
                 ready += self._start(run_id)
             elif status in _FINISHED or finished:
                 self._finished(run_id, RunStatus(finished or status))
-            ready += self._ready(run_id, res[2:])
+            ready += self._ready(run_id, res[3:])
         return ready
+
+    @_guard
+    def count_waiting(self) -> int:
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in [_s(i) for i in self.r.smembers(self._g("active"))]:
+            pipe.hget(self._keys(run_id)[0], "queued")
+        return sum(int(n or 0) for n in pipe.execute())
 
     @_guard
     def purge(self, now: float, retention: float) -> int:

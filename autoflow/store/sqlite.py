@@ -108,6 +108,14 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
         rows = self._read("SELECT body FROM definitions WHERE digest = ?", (digest,))
         return rows[0]["body"] if rows else None
 
+    def put_blob(self, key: str, data: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?)", (key, data))
+
+    def get_blob(self, key: str) -> bytes | None:
+        rows = self._read("SELECT data FROM blobs WHERE key = ?", (key,))
+        return bytes(rows[0]["data"]) if rows else None
+
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
         with self._tx() as db:
             if run.idempotency_key:
@@ -302,6 +310,9 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
             )
             for r in rows
         ]
+
+    def count_waiting(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM nodes WHERE status IN ('queued', 'retrying')")[0][0])
 
     def purge(self, now: float, retention: float) -> int:
         with self._tx() as db:

@@ -24,6 +24,7 @@ __all__ = ["SCHEMA", "SQLiteReads"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS definitions (digest TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, workflow TEXT NOT NULL, digest TEXT NOT NULL, status TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0, inputs TEXT, output_tpl TEXT,

@@ -241,7 +241,9 @@ class SQLiteTransitions:
                 self._finished.notify_all()
         return progress
 
-    def reap(self, now: float, requeue_after: float, max_stalls: int) -> list[Ready]:
+    def reap(
+        self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None
+    ) -> list[Ready]:
         ready: list[Ready] = []
         finished: RunStatus | None = None
         with self._tx() as db:
@@ -301,8 +303,9 @@ class SQLiteTransitions:
             stale = db.execute(
                 "SELECT n.run_id, n.node_id, n.attempt, n.priority AS node_priority, r.priority"
                 " FROM nodes n JOIN runs r ON r.id = n.run_id WHERE n.status IN ('queued', 'retrying')"
-                " AND n.due_at < ? AND r.status = 'running' AND r.cancel_requested = 0",
-                (now - requeue_after,),
+                " AND n.due_at < ? AND r.status = 'running' AND r.cancel_requested = 0"
+                " ORDER BY n.due_at LIMIT ?",
+                (now - requeue_after, -1 if resend_limit is None else resend_limit),
             ).fetchall()
             for row in stale:
                 db.execute(

@@ -1,8 +1,8 @@
 """The fan-out/fan-in DAG of the chaos tests (``autoflow worker tests.resources.chaos``).
 
-    chaos_source(seed) --+--> chaos_branch(k=1) --+
-                         +--> chaos_branch(k=2) --+--> chaos_join
-                         +--> chaos_branch(k=3) --+
+    source = chaos_source(seed) --+--> branch_1 = chaos_branch(source, k=1) --+
+                                  +--> branch_2 = chaos_branch(source, k=2) --+--> join = chaos_join
+                                  +--> branch_3 = chaos_branch(source, k=3) --+
 
 Every node is deterministic in its inputs (see :func:`expected`) and takes a little
 time, so that a SIGKILL lands mid-node. Every *execution* (not only the accepted one)
@@ -30,9 +30,9 @@ import autoflow as af
 AUDIT_ENV = "AUTOFLOW_CHAOS_AUDIT"
 SLEEP_ENV = "AUTOFLOW_CHAOS_SLEEP"
 BRANCHES = (1, 2, 3)
-#: Node ids as the workflow builder names them.
-SOURCE, JOIN = "chaos_source", "chaos_join"
-BRANCH_IDS = ("chaos_branch", "chaos_branch_2", "chaos_branch_3")
+#: Node ids in the graph (set explicitly with ``with_options(name=...)``).
+SOURCE, JOIN = "source", "join"
+BRANCH_IDS = tuple(f"branch_{k}" for k in BRANCHES)
 NODE_IDS = (SOURCE, *BRANCH_IDS, JOIN)
 PARENTS: dict[str, tuple[str, ...]] = {SOURCE: (), **{b: (SOURCE,) for b in BRANCH_IDS}, JOIN: BRANCH_IDS}
 
@@ -81,9 +81,9 @@ def chaos_join(a: int, b: int, c: int, ctx: af.Context) -> int:
 @af.workflow
 def chaos_fan(seed: int = 0):
     """source -> 3 branches -> join."""
-    source = chaos_source(seed)
-    a, b, c = (chaos_branch(source, k) for k in BRANCHES)
-    return chaos_join(a, b, c)
+    source = chaos_source.with_options(name=SOURCE)(seed)
+    a, b, c = (chaos_branch.with_options(name=f"branch_{k}")(source, k) for k in BRANCHES)
+    return chaos_join.with_options(name=JOIN)(a, b, c)
 
 
 def expected(seed: int) -> dict[str, int]:

@@ -80,6 +80,13 @@ def test_definitions_roundtrip(store: Store) -> None:
     assert store.get_definition("abc") == '{"name": "x"}'
 
 
+def test_blobs_roundtrip(store: Store) -> None:
+    assert store.get_blob("k") is None
+    store.put_blob("k", b"\x00\xffbytes")
+    store.put_blob("k", b"\x00\xffbytes2")
+    assert store.get_blob("k") == b"\x00\xffbytes2"
+
+
 def test_created_run_is_pending_until_admitted(store: Store) -> None:
     run_id = seed(store, DIAMOND)
     info = store.get_run(run_id)
@@ -322,6 +329,16 @@ def test_reaper_resends_messages_queued_too_long(store: Store) -> None:
     ready = store.reap(time.time() + 120, 60.0, 3)
     assert [(r.node_id, r.attempt) for r in ready] == [("a", 1)]
     assert store.reap(time.time() + 121, 60.0, 3) == []  # re-sent just now
+    assert store.count_waiting() >= 1
+
+
+def test_reaper_resends_at_most_its_budget_oldest_first(store: Store) -> None:
+    first, _ = start(store, {"a": []})
+    time.sleep(0.01)
+    start(store, {"a": []})
+    later = time.time() + 120
+    assert store.reap(later, 60.0, 3, resend_limit=0) == []
+    assert [r.run_id for r in store.reap(later, 60.0, 3, resend_limit=1)] == [first]
 
 
 def test_logs_are_ordered_filterable_and_incremental(store: Store) -> None:

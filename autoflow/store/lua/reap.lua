@@ -1,10 +1,12 @@
--- ARGV: now, requeue_before, max_stalls, retention_ms, crash message format.
--- Expired leases go back to queued (or fail as crashed); stale queued nodes are re-sent.
+-- ARGV: now, requeue_before, max_stalls, retention_ms, crash message format, resend limit
+-- (-1: no limit). Expired leases go back to queued (or fail as crashed); up to `limit`
+-- queued nodes whose message is older than requeue_before are re-sent.
+-- Reply: {status, finished status or '', stale nodes re-sent, messages (4 fields each)...}
 local now, max_stalls = ARGV[1], tonumber(ARGV[3])
 local status = redis.call('HGET', K.run, 'status')
-if not status then return {'gone', ''} end
-if status ~= 'running' and status ~= 'paused' then return {status, ''} end
-local res = {status, ''}
+if not status then return {'gone', '', 0} end
+if status ~= 'running' and status ~= 'paused' then return {status, '', 0} end
+local res = {status, '', 0}
 local cancel = redis.call('HGET', K.run, 'cancel') == '1'
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.lease, '-inf', '(' .. now)) do
   local stalls = redis.call('HINCRBY', K.cnt, node .. '|stall', 1)
@@ -26,10 +28,11 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.lease, '-inf', '(' .. now)) 
     ready(res, node, num(redis.call('HGET', K.att, node)), '')
   end
 end
-if status == 'running' and not cancel then
-  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', '(' .. ARGV[2])) do
+if status == 'running' and not cancel and tonumber(ARGV[6]) ~= 0 then
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[6])) do
     redis.call('ZADD', K.due, now, node)
     ready(res, node, num(redis.call('HGET', K.att, node)), '')
+    res[3] = res[3] + 1
   end
 end
 res[2] = maybe_finish(now, ARGV[4])
