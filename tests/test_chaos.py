@@ -82,8 +82,17 @@ SQLITE_SLEEP = "0.1,0.2"  # longer nodes, so every kill lands mid-node
 SQLITE_DEADLINE = 100.0
 
 _SCRUBBED_ENV = (
-    "AUTOFLOW_REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "AUTOFLOW_SECRET",
-    "AUTOFLOW_NAMESPACE", "AUTOFLOW_HOME", "WORKFLOW_CONCURRENCY", "NODE_CONCURRENCY", "PYTEST_CURRENT_TEST",
+    "AUTOFLOW_REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "AUTOFLOW_SECRET",
+    "AUTOFLOW_NAMESPACE",
+    "AUTOFLOW_HOME",
+    "WORKFLOW_CONCURRENCY",
+    "NODE_CONCURRENCY",
+    "PYTEST_CURRENT_TEST",
 )
 
 
@@ -99,7 +108,7 @@ def _group_members(pgid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry))
     return members
@@ -115,9 +124,22 @@ class WorkerGroup:
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 (closed in kill())
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoflow.cli", "worker", MODULE,
-             "--workers", str(procs), "--kind", "process"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "autoflow.cli",
+                "worker",
+                MODULE,
+                "--workers",
+                str(procs),
+                "--kind",
+                "process",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.pgid = self.proc.pid
@@ -151,10 +173,14 @@ class WorkerGroup:
 def _worker_env(audit: Path, namespace: str, concurrency: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     env.update(
-        AUTOFLOW_NAMESPACE=namespace, AUTOFLOW_LEASE_SECONDS=str(LEASE),
-        AUTOFLOW_REQUEUE_SECONDS=str(REQUEUE), AUTOFLOW_MAX_STALLS=str(MAX_STALLS),
-        WORKFLOW_CONCURRENCY=str(concurrency), PYTHONUNBUFFERED="1",
-        **{chaos.AUDIT_ENV: str(audit)}, **extra,
+        AUTOFLOW_NAMESPACE=namespace,
+        AUTOFLOW_LEASE_SECONDS=str(LEASE),
+        AUTOFLOW_REQUEUE_SECONDS=str(REQUEUE),
+        AUTOFLOW_MAX_STALLS=str(MAX_STALLS),
+        WORKFLOW_CONCURRENCY=str(concurrency),
+        PYTHONUNBUFFERED="1",
+        **{chaos.AUDIT_ENV: str(audit)},
+        **extra,
     )
     return env
 
@@ -375,8 +401,12 @@ def test_chaos_redis(redis_url: str, tmp_path: Path) -> None:
     namespace = f"chaos{uuid.uuid4().hex[:10]}"
     audit = tmp_path / "audit.jsonl"
     settings = af.Settings(
-        home=tmp_path / "home", namespace=namespace, lease_seconds=LEASE, requeue_seconds=REQUEUE,
-        max_stalls=MAX_STALLS, workflow_concurrency=REDIS_RUNS,
+        home=tmp_path / "home",
+        namespace=namespace,
+        lease_seconds=LEASE,
+        requeue_seconds=REQUEUE,
+        max_stalls=MAX_STALLS,
+        workflow_concurrency=REDIS_RUNS,
     )
     env = _worker_env(audit, namespace, REDIS_RUNS, AUTOFLOW_REDIS_URL=redis_url)
     fleet = Fleet(env, tmp_path, REDIS_PROCS)
@@ -430,7 +460,11 @@ def test_chaos_sqlite(tmp_path: Path) -> None:
     home = tmp_path / "home"
     audit = tmp_path / "audit.jsonl"
     settings = af.Settings(
-        home=home, namespace=namespace, lease_seconds=LEASE, requeue_seconds=REQUEUE, max_stalls=MAX_STALLS,
+        home=home,
+        namespace=namespace,
+        lease_seconds=LEASE,
+        requeue_seconds=REQUEUE,
+        max_stalls=MAX_STALLS,
         workflow_concurrency=SQLITE_RUNS,
     )
     env = _worker_env(
