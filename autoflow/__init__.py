@@ -31,6 +31,7 @@ from autoflow.errors import (
     RunTimeout,
     WorkflowError,
 )
+from autoflow.flow import delay
 from autoflow.models import (
     ErrorInfo,
     LogEntry,
@@ -41,6 +42,7 @@ from autoflow.models import (
     QueueStats,
     RunInfo,
     RunStatus,
+    TriggerRule,
 )
 from autoflow.node import Backoff, Node, NodeOptions, node
 from autoflow.registry import Registry, default_registry
@@ -75,9 +77,11 @@ __all__ = [
     "RunStatus",
     "RunTimeout",
     "Settings",
+    "TriggerRule",
     "Workflow",
     "WorkflowError",
     "default_registry",
+    "delay",
     "node",
     "workflow",
 ]

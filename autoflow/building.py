@@ -2,23 +2,30 @@
 
 While a workflow body runs, each node call adds a :class:`NodeCall` and returns a
 :class:`NodeRef`; workflow parameters are :class:`InputRef`. Python control flow on a
-reference is refused with a message that says what to do instead.
+reference is refused with a message that says what to do instead. Control flow is
+expressed as graph elements: ``node(x, when=cond)`` / ``when=~cond`` branches,
+``node.map(items)`` fans out over a list known only at run time, and calling a workflow
+inside another runs it as a sub-workflow node.
 """
 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoflow import codec
-from autoflow.definition import NodeSpec
+from autoflow.definition import SUBWORKFLOW_TYPE, NodeSpec
 from autoflow.errors import OutputError, WorkflowError
-from autoflow.node import Node
+from autoflow.node import Node, NodeOptions
 from autoflow.schema import compatible
 
-__all__ = ["Builder", "InputRef", "NodeCall", "NodeRef", "to_template"]
+if TYPE_CHECKING:
+    from autoflow.workflow import Workflow
+
+__all__ = ["Builder", "Condition", "InputRef", "NodeCall", "NodeRef", "to_template"]
 
 
 class Ref:
@@ -33,10 +40,10 @@ class Ref:
         )
 
     def __bool__(self) -> bool:
-        raise self._refuse("test the truth of", "use a node to decide, or when= branching")
+        raise self._refuse("test the truth of", "branch with node(..., when=ref) or when=~ref")
 
     def __iter__(self) -> Iterator[Any]:
-        raise self._refuse("iterate over", "pass the whole value to a node (or use .map)")
+        raise self._refuse("iterate over", "fan out with node.map(ref)")
 
     def __len__(self) -> int:
         raise self._refuse("take len() of", "compute it in a node")
@@ -64,18 +71,38 @@ class NodeRef(Ref):
 
     _what = "a node's output"
 
-    def __init__(self, node_id: str, node: Node[Any, Any]) -> None:
+    def __init__(self, node_id: str, returns: Any) -> None:
         object.__setattr__(self, "node_id", node_id)
-        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "returns", returns)
 
     node_id: str
-    node: Node[Any, Any]
+    returns: Any
 
     def marker(self) -> dict[str, str]:
         return {"$ref": self.node_id}
 
+    def __invert__(self) -> Condition:
+        return Condition(self, expected=False)
+
     def __repr__(self) -> str:
         return f"<NodeRef {self.node_id}>"
+
+
+class Condition:
+    """``when=ref`` runs a node if ``ref`` returned True; ``when=~ref`` if it returned False."""
+
+    def __init__(self, ref: NodeRef, expected: bool = True) -> None:
+        self.ref = ref
+        self.expected = expected
+
+    def __invert__(self) -> Condition:
+        return Condition(self.ref, not self.expected)
+
+    def __bool__(self) -> bool:
+        raise self.ref._refuse("test the truth of", "use it as when=")
+
+    def __repr__(self) -> str:
+        return f"<Condition {'' if self.expected else '~'}{self.ref.node_id}>"
 
 
 class InputRef(Ref):
@@ -99,14 +126,19 @@ class InputRef(Ref):
 
 @dataclass(frozen=True)
 class NodeCall:
-    """One call of a node inside a workflow: a vertex of the graph."""
+    """One vertex of the graph: a node call (``node``) or a sub-workflow (``workflow``)."""
 
     spec: NodeSpec
-    node: Node[Any, Any]
+    node: Node[Any, Any] | None = None
+    workflow: Workflow | None = None
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def module(self) -> str:
+        return self.node.module if self.node is not None else ""
 
 
 def to_template(value: Any, where: str, refs: list[Ref], depth: int = 0) -> Any:
@@ -120,6 +152,8 @@ def to_template(value: Any, where: str, refs: list[Ref], depth: int = 0) -> Any:
             )
         refs.append(value)
         return value.marker()
+    if isinstance(value, Condition):
+        raise WorkflowError(f"{where}: a ~condition only goes in when=")
     if isinstance(value, dict):
         return {str(k): to_template(v, f"{where}[{k!r}]", refs, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -130,6 +164,21 @@ def to_template(value: Any, where: str, refs: list[Ref], depth: int = 0) -> Any:
         return codec.to_json_value(value, where=where)
     except OutputError as exc:
         raise WorkflowError(f"{exc} (constant arguments are stored as JSON)") from None
+
+
+def _when(value: Any, where: str) -> tuple[str, bool] | None:
+    if value is None:
+        return None
+    cond = Condition(value) if isinstance(value, NodeRef) else value
+    if not isinstance(cond, Condition):
+        raise WorkflowError(f"{where}: when= takes the output of a node that returns bool (or ~that), got {value!r}")
+    returns = cond.ref.returns
+    if returns is not bool and typing.get_args(returns) not in ((bool, type(None)), (type(None), bool)):
+        raise WorkflowError(
+            f"{where}: when= needs a node that returns bool, but node {cond.ref.node_id!r} is annotated "
+            f"{_type_name(returns)}; annotate it `-> bool`"
+        )
+    return cond.ref.node_id, cond.expected
 
 
 class Builder:
@@ -148,33 +197,119 @@ class Builder:
             n += 1
         return f"{base}_{n}"
 
-    def add_call(self, node: Node[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeRef:
-        node_id = self._unique(node.name)
-        bound = node.bind(args, kwargs)
+    def _templates(
+        self, node_id: str, bound: Mapping[str, Any], targets: Mapping[str, tuple[Any, bool]]
+    ) -> dict[str, Any]:
+        """Templates of bound arguments; ``targets`` maps a parameter to (annotation, varargs)."""
         templates: dict[str, Any] = {}
-        for param_name, value in bound.items():
-            refs: list[Ref] = []
-            where = f"workflow {self.name!r}, node {node_id!r}, argument {param_name!r}"
-            templates[param_name] = to_template(value, where, refs)
-            param = node.params[param_name]
+        for name, value in bound.items():
+            where = f"workflow {self.name!r}, node {node_id!r}, argument {name!r}"
+            templates[name] = to_template(value, where, [])
+            annotation, varargs = targets[name]
             if isinstance(value, Ref):
-                _check_types(value, param.annotation, where)
-            elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+                _check_types(value, annotation, where)
+            elif varargs:
                 for item in value:
                     if isinstance(item, Ref):
-                        _check_types(item, param.annotation, where)
-        spec = NodeSpec(node_id, node.key, templates, node.options)
+                        _check_types(item, annotation, where)
+        return templates
+
+    @staticmethod
+    def _targets(node: Node[Any, Any]) -> dict[str, tuple[Any, bool]]:
+        return {name: (p.annotation, p.kind is inspect.Parameter.VAR_POSITIONAL) for name, p in node.params.items()}
+
+    def add_call(self, node: Node[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeRef:
+        node_id = self._unique(node.name)
+        when = None if "when" in node.params else kwargs.pop("when", None)
+        where = f"workflow {self.name!r}, node {node_id!r}"
+        spec = NodeSpec(
+            node_id,
+            node.key,
+            self._templates(node_id, node.bind(args, kwargs), self._targets(node)),
+            node.options,
+            when=_when(when, where),
+        )
         self.calls[node_id] = NodeCall(spec, node)
-        return NodeRef(node_id, node)
+        return NodeRef(node_id, node.returns)
+
+    def add_map(
+        self,
+        node: Node[Any, Any],
+        items: Any,
+        over: str | None,
+        max_parallel: int | None,
+        fixed: dict[str, Any],
+    ) -> NodeRef:
+        node_id = self._unique(node.name)
+        where = f"workflow {self.name!r}, node {node_id!r} (.map)"
+        when = None if "when" in node.params else fixed.pop("when", None)
+        free = [name for name in node.params if name not in fixed]
+        over = over or (free[0] if free else None)
+        if over is None or over not in node.params or over in fixed:
+            raise WorkflowError(f"{where}: name the parameter that receives each item with over=")
+        if not isinstance(items, Ref):
+            raise WorkflowError(f"{where}: .map takes the output of a node or a workflow input, got {items!r}")
+        if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+            raise WorkflowError(f"{where}: max_parallel must be an int >= 1, got {max_parallel!r}")
+        bound = node.bind((), {**fixed, over: None})
+        targets = self._targets(node)
+        templates = self._templates(node_id, {k: v for k, v in bound.items() if k != over}, targets)
+        source = items.returns if isinstance(items, NodeRef) else items.annotation
+        if not compatible(source, list):
+            raise WorkflowError(f"{where}: .map needs a list, but its items are {_type_name(source)}")
+        templates[over] = items.marker()
+        spec = NodeSpec(
+            node_id,
+            node.key,
+            templates,
+            node.options,
+            when=_when(when, where),
+            map_over=over,
+            max_parallel=max_parallel,
+        )
+        self.calls[node_id] = NodeCall(spec, node)
+        item = Any if node.returns is inspect.Parameter.empty else node.returns
+        return NodeRef(node_id, list.__class_getitem__(item))
+
+    def add_workflow(self, workflow: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeRef:
+        node_id = self._unique(workflow.name)
+        where = f"workflow {self.name!r}, sub-workflow {node_id!r}"
+        when = kwargs.pop("when", None)
+        names = list(workflow.inputs)
+        if len(args) > len(names):
+            raise WorkflowError(f"{where}: {workflow.name} takes {len(names)} inputs, got {len(args)} positional")
+        bound = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in workflow.inputs:
+                raise WorkflowError(f"{where}: {workflow.name} has no input {key!r}; it takes {names}")
+            if key in bound:
+                raise WorkflowError(f"{where}: input {key!r} given twice")
+            bound[key] = value
+        missing = [n for n, schema in workflow.inputs.items() if n not in bound and "default" not in schema]
+        if missing:
+            raise WorkflowError(f"{where}: missing input(s) {missing} of {workflow.name}")
+        targets = {n: (workflow.input_types.get(n, inspect.Parameter.empty), False) for n in names}
+        spec = NodeSpec(
+            node_id,
+            SUBWORKFLOW_TYPE,
+            self._templates(node_id, bound, targets),
+            NodeOptions(retries=0),
+            when=_when(when, where),
+            workflow=(workflow.name, workflow.digest),
+        )
+        self.calls[node_id] = NodeCall(spec, workflow=workflow)
+        return NodeRef(node_id, inspect.Parameter.empty)
 
 
 def _check_types(ref: Ref, target: Any, where: str) -> None:
-    source = ref.node.returns if isinstance(ref, NodeRef) else ref.annotation
+    if isinstance(ref, NodeRef):
+        source, what = ref.returns, f"node {ref.node_id!r} returns"
+    elif isinstance(ref, InputRef):
+        source, what = ref.annotation, f"input {ref.name!r} is"
+    else:
+        return
     if not compatible(source, target):
-        what = f"node {ref.node_id!r} returns" if isinstance(ref, NodeRef) else f"input {ref.name!r} is"
-        raise WorkflowError(
-            f"{where}: {what} {_type_name(source)} but the parameter expects {_type_name(target)}"
-        )
+        raise WorkflowError(f"{where}: {what} {_type_name(source)} but the parameter expects {_type_name(target)}")
 
 
 def _type_name(t: Any) -> str:

@@ -103,9 +103,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         accept_code=args.accept_code,
     )
-    print(
-        f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True
-    )
+    print(f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True)
     worker.run()
     return EXIT_OK
 

@@ -10,13 +10,14 @@ from typing import Any
 from autoflow import codec
 from autoflow.config import Settings
 from autoflow.engine.backend import Backend, open_backend
-from autoflow.engine.planner import Rule
+from autoflow.engine.plan import node_seeds
 from autoflow.engine.shipping import blob_key, pack
+from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
 from autoflow.errors import InputError, NotFoundError, RunCancelled, RunFailed, RunTimeout, WorkflowError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.registry import Registry, default_registry
-from autoflow.store.base import NewRun, NodeSeed
+from autoflow.store.base import NewRun
 from autoflow.workflow import Workflow
 
 __all__ = ["Client", "Run"]
@@ -187,7 +188,7 @@ class Client:
             trigger_data=trigger_json,
             idempotency_key=idempotency_key,
         )
-        run_id = self.backend.store.create_run(new, _seeds(wf))
+        run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
         if run_id == new.id:
             self.start()
             self.backend.dispatcher.nudge(priority)
@@ -200,15 +201,17 @@ class Client:
         return run
 
     def _store_definition(self, wf: Workflow) -> None:
-        main = {c.node.key: c.node for c in wf.calls.values() if c.node.module == "__main__"}
-        if self.ship_code and main:
-            self.backend.store.put_blob(blob_key(wf.digest), pack(main, self.settings.secret_bytes))
-        self.backend.store.put_definition(wf.digest, codec.dumps(wf.to_dict()))
-        self._stored.add(wf.digest)
+        """Store the definition (and those of its sub-workflows, and shipped code)."""
+        for each in (*wf.subworkflows().values(), wf):
+            main = {c.node.key: c.node for c in each.calls.values() if c.node and c.node.module == "__main__"}
+            if self.ship_code and main:
+                self.backend.store.put_blob(blob_key(each.digest), pack(main, self.settings.secret_bytes))
+            self.backend.store.put_definition(each.digest, codec.dumps(each.to_dict()))
+            self._stored.add(each.digest)
 
     def _check_local(self, wf: Workflow) -> None:
         if "__main__" in wf.node_modules and not (self.runs_locally or self.ship_code):
-            main = sorted(c.id for c in wf.calls.values() if c.node.module == "__main__")
+            main = sorted(c.id for c in wf.calls.values() if c.module == "__main__")
             raise WorkflowError(
                 f"workflow {wf.name!r} uses nodes defined in __main__ (a notebook or script): "
                 f"{', '.join(main)}; workers on {self.url} cannot import them. Move them into a "
@@ -267,13 +270,29 @@ class Client:
         raise RunFailed(run_id, error.node_id, error.type, error.message, error.traceback)
 
     def cancel(self, run_id: str) -> RunStatus:
-        """Cancel a run: pending nodes never start; running ones are told to stop."""
-        status = self.backend.store.cancel_run(run_id)
+        """Cancel a run: pending nodes never start; running ones are told to stop; its
+        sub-workflow runs are cancelled too."""
+        store = self.backend.store
+        status = store.cancel_run(run_id)
         if status is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url}")
+        for child in store.child_runs(run_id):
+            info = store.get_run(child)
+            if info is not None and not info.finished:
+                self.cancel(child)
         if status.finished:
+            self._settle_parent(run_id)
             self.backend.dispatcher.nudge()  # a slot was freed
         return status
+
+    def _settle_parent(self, run_id: str) -> None:
+        """A sub-workflow run ended here (cancelled by hand): settle its parent node."""
+        outcome = SubFlows(self.backend.store).settle_parent(run_id)
+        if outcome is not None:
+            progress, parent = outcome
+            self.backend.dispatcher.send(progress.ready)
+            if progress.finished is not None:
+                self._settle_parent(parent)
 
     def pause(self, run_id: str) -> RunStatus:
         """No new node of the run starts until :meth:`resume`; running nodes finish."""
@@ -300,21 +319,6 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.url} workers={self.workers}>"
-
-
-def _seeds(wf: Workflow) -> list[NodeSeed]:
-    graph = wf.graph
-    return [
-        NodeSeed(
-            id=call.id,
-            type=call.spec.type,
-            parents=tuple(graph.predecessors(call.id)),
-            children=tuple(graph.successors(call.id)),
-            rule=Rule.ALL_SUCCESS.value,
-            priority=call.spec.options.priority,
-        )
-        for call in wf.calls.values()
-    ]
 
 
 def _display(run: Run) -> None:

@@ -69,8 +69,7 @@ def to_json_value(value: Any, *, where: str = "value") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise OutputError(
-                    f"{where} has a dict key of type {type(key).__name__} ({key!r}); "
-                    "JSON object keys must be str"
+                    f"{where} has a dict key of type {type(key).__name__} ({key!r}); JSON object keys must be str"
                 )
             out[key] = to_json_value(item, where=f"{where}[{key!r}]")
         return out
@@ -136,10 +135,7 @@ def redact_text(text: str) -> str:
 def redact(value: Any) -> Any:
     """Redact secrets in JSON-like data: values under secret-looking keys and in strings."""
     if isinstance(value, dict):
-        return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v))
-            for k, v in value.items()
-        }
+        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str):

@@ -41,9 +41,7 @@ class Settings(BaseSettings):
     redis_port: int = Field(6379, validation_alias=_env("REDIS_PORT", "redis_port"))
     redis_password: SecretStr | None = Field(None, validation_alias=_env("REDIS_PASSWORD", "redis_password"))
     redis_db: int = Field(0, validation_alias=_env("REDIS_DB", "redis_db"))
-    workflow_concurrency: int = Field(
-        5, ge=1, validation_alias=_env("WORKFLOW_CONCURRENCY", "workflow_concurrency")
-    )
+    workflow_concurrency: int = Field(5, ge=1, validation_alias=_env("WORKFLOW_CONCURRENCY", "workflow_concurrency"))
     node_concurrency: int = Field(10, ge=1, validation_alias=_env("NODE_CONCURRENCY", "node_concurrency"))
     monitoring_enabled: bool = Field(False, validation_alias=_env("MONITORING_ENABLED", "monitoring_enabled"))
     monitoring_port: int = Field(3001, validation_alias=_env("MONITORING_PORT", "monitoring_port"))
@@ -56,9 +54,7 @@ class Settings(BaseSettings):
         7 * 24 * 3600, gt=0, validation_alias=_env("AUTOFLOW_RETENTION_SECONDS", "retention_seconds")
     )
     lease_seconds: float = Field(15.0, gt=0, validation_alias=_env("AUTOFLOW_LEASE_SECONDS", "lease_seconds"))
-    requeue_seconds: float = Field(
-        30.0, gt=0, validation_alias=_env("AUTOFLOW_REQUEUE_SECONDS", "requeue_seconds")
-    )
+    requeue_seconds: float = Field(30.0, gt=0, validation_alias=_env("AUTOFLOW_REQUEUE_SECONDS", "requeue_seconds"))
     max_stalls: int = Field(3, ge=0, validation_alias=_env("AUTOFLOW_MAX_STALLS", "max_stalls"))
 
     @field_validator("home")

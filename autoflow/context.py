@@ -12,7 +12,7 @@ from autoflow import codec
 from autoflow.errors import NodeCancelled
 from autoflow.models import LogLevel
 
-__all__ = ["Context", "LogBuffer", "RunLogger"]
+__all__ = ["Context", "Defer", "LogBuffer", "RunLogger"]
 
 _py_logger = logging.getLogger("autoflow.run")
 _PY_LEVELS = {
@@ -21,6 +21,15 @@ _PY_LEVELS = {
     LogLevel.WARN: logging.WARNING,
     LogLevel.ERROR: logging.ERROR,
 }
+
+
+class Defer(Exception):
+    """Raised by a node to be run again at ``until`` (unix seconds) without holding a
+    worker meanwhile; the engine parks it in the queue's schedule. Used by ``af.delay``."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(f"deferred until {until}")
+        self.until = until
 
 
 class LogBuffer:
@@ -112,6 +121,7 @@ class Context:
         log_sink: Callable[[dict[str, Any]], None] | None = None,
         cancel_event: threading.Event | None = None,
         deadline: float | None = None,
+        wake_at: float | None = None,
     ) -> None:
         self.run_id = run_id
         self.node_id = node_id
@@ -119,6 +129,7 @@ class Context:
         self.workflow = workflow
         self._cancel = cancel_event or threading.Event()
         self._deadline = deadline
+        self.wake_at = wake_at  # when a deferred node asked to be woken (see Defer)
         self.log = RunLogger(node_id, log_sink or (lambda record: None))
 
     @classmethod

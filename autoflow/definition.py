@@ -20,6 +20,7 @@ from autoflow.node import NodeOptions
 __all__ = [
     "FORMAT_VERSION",
     "ID_PATTERN",
+    "SUBWORKFLOW_TYPE",
     "NodeSpec",
     "definition_edges",
     "marker",
@@ -31,6 +32,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+#: The node type of a sub-workflow call (its spec names the workflow).
+SUBWORKFLOW_TYPE = "autoflow.workflow"
 
 
 def marker(value: Any) -> tuple[str, str] | None:
@@ -76,14 +79,55 @@ class NodeSpec:
     type: str
     args: dict[str, Any]
     options: NodeOptions
+    when: tuple[str, bool] | None = None  # run only if this node returned this bool
+    map_over: str | None = None  # .map: the parameter that receives each item
+    max_parallel: int | None = None  # .map: how many items run at once
+    workflow: tuple[str, str] | None = None  # sub-workflow: (name, digest)
 
     @property
     def parents(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
+        if self.when:
+            seen[self.when[0]] = None
         for kind, target in template_refs(self.args):
             if kind == "$ref":
                 seen[target] = None
         return tuple(seen)
+
+    def extras(self) -> dict[str, Any]:
+        """The control-flow fields of this node in the definition format."""
+        out: dict[str, Any] = {}
+        if self.when:
+            out["when"] = {"node": self.when[0], "value": self.when[1]}
+        if self.map_over:
+            out["map"] = {"over": self.map_over, "max_parallel": self.max_parallel}
+        if self.workflow:
+            out["workflow"] = {"name": self.workflow[0], "digest": self.workflow[1]}
+        return out
+
+
+def _extras(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Parse the control-flow fields of a node of a definition."""
+    out: dict[str, Any] = {}
+    when = raw.get("when")
+    if when is not None:
+        if not (
+            isinstance(when, Mapping) and isinstance(when.get("node"), str) and isinstance(when.get("value"), bool)
+        ):
+            raise WorkflowError(f'{where}: \'when\' must be {{"node": id, "value": true|false}}')
+        out["when"] = (when["node"], when["value"])
+    mapping = raw.get("map")
+    if mapping is not None:
+        over, parallel = (mapping.get("over"), mapping.get("max_parallel")) if isinstance(mapping, Mapping) else (0, 0)
+        if not isinstance(over, str) or not (parallel is None or (isinstance(parallel, int) and parallel >= 1)):
+            raise WorkflowError(f'{where}: \'map\' must be {{"over": param, "max_parallel": int|null}}')
+        out["map_over"], out["max_parallel"] = over, parallel
+    sub = raw.get("workflow")
+    if sub is not None:
+        if not (isinstance(sub, Mapping) and isinstance(sub.get("name"), str) and isinstance(sub.get("digest"), str)):
+            raise WorkflowError(f'{where}: \'workflow\' must be {{"name": ..., "digest": ...}}')
+        out["workflow"] = (sub["name"], sub["digest"])
+    return out
 
 
 def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]:
@@ -114,12 +158,16 @@ def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]
         if not isinstance(config, Mapping):
             raise WorkflowError(f"{where} ({node_id}): 'config' must be an object")
         options = NodeOptions.from_dict(raw.get("options") or {}, where=f"node {node_id!r} options")
-        specs[node_id] = NodeSpec(node_id, node_type, copy.deepcopy(dict(config)), options)
+        specs[node_id] = NodeSpec(
+            node_id, node_type, copy.deepcopy(dict(config)), options, **_extras(raw, f"{where} ({node_id})")
+        )
     for i, edge in enumerate(data.get("edges") or []):
         where = f"workflow {name!r}, edges[{i}]"
         if not isinstance(edge, Mapping):
             raise WorkflowError(f"{where}: each edge must be an object")
         source, target, param = edge.get("source"), edge.get("target"), edge.get("input")
+        if param == "$when":  # drawn as a branch edge; the node's "when" holds the condition
+            continue
         if source not in specs:
             raise WorkflowError(f"{where}: unknown source node {source!r}")
         if target not in specs:
@@ -151,6 +199,8 @@ def definition_edges(
     configs: dict[str, dict[str, Any]] = {}
     for spec in specs.values():
         config: dict[str, Any] = {}
+        if spec.when:
+            edges.append({"source": spec.when[0], "target": spec.id, "input": "$when", "kind": "branch"})
         for param, tpl in spec.args.items():
             found = marker(tpl)
             if found and found[0] == "$ref":

@@ -21,6 +21,7 @@ __all__ = [
     "QueueStats",
     "RunInfo",
     "RunStatus",
+    "TriggerRule",
 ]
 
 
@@ -52,6 +53,7 @@ class NodeStatus(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    WAITING = "waiting"  # a durable delay or a rate-limit pause: holds no worker
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -65,9 +67,27 @@ class NodeStatus(str, enum.Enum):
         return self.value
 
 
-_NODE_FINISHED = frozenset(
-    {NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
-)
+_NODE_FINISHED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED})
+
+
+class TriggerRule(str, enum.Enum):
+    """When a node may run, given its parents' outcomes (Airflow's names).
+
+    ``all_success`` (default): no parent failed and at least one completed (a parent on a
+    branch not taken does not block). ``all_done``: every parent finished, however.
+    ``one_success`` / ``one_failed``: as soon as one parent completed / failed.
+    ``all_failed``: every parent failed. ``none_failed``: no parent failed (all may be skipped).
+    """
+
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    ALL_FAILED = "all_failed"
+    NONE_FAILED = "none_failed"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class LogLevel(str, enum.Enum):
@@ -110,6 +130,9 @@ class NodeInfo(BaseModel):
     finished_at: datetime | None = None
     output: Any = None
     error: ErrorInfo | None = None
+    items_total: int | None = None
+    items_done: int = 0
+    child_run_id: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -148,6 +171,8 @@ class RunInfo(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     cancel_requested: bool = False
+    parent_run_id: str | None = None
+    parent_node_id: str | None = None
     nodes: dict[str, NodeInfo] = Field(default_factory=dict)
 
     @property

@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 import random
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from autoflow.context import Context
 from autoflow.errors import InputError, WorkflowError
+from autoflow.models import TriggerRule
 from autoflow.registry import Registry, default_registry
 
 if typing.TYPE_CHECKING:
@@ -31,7 +33,7 @@ if typing.TYPE_CHECKING:
 else:
     P = TypeVar("P")
 
-__all__ = ["Backoff", "Node", "NodeOptions", "Param", "node"]
+__all__ = ["Backoff", "Node", "NodeOptions", "Param", "RateLimit", "node"]
 
 R = TypeVar("R")
 
@@ -69,6 +71,50 @@ class Backoff:
         return dataclasses.asdict(self)
 
 
+_PERIODS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A parsed rate limit: ``count`` calls per ``per`` seconds, shared under ``key``
+    (None: the node's own key). Written ``"10/s"``, ``"100/m"``, ``"5/10s"``, or
+    ``("api.example.com", "100/m")`` to share one budget between nodes."""
+
+    key: str | None
+    count: int
+    per: float
+
+    @classmethod
+    def parse(cls, spec: str | tuple[str, str] | list[str]) -> RateLimit:
+        key: str | None = None
+        text = spec
+        if isinstance(spec, (tuple, list)):
+            if len(spec) != 2 or not all(isinstance(x, str) for x in spec) or not spec[0].strip():
+                raise WorkflowError(f"rate_limit must be 'N/period' or (key, 'N/period'), got {spec!r}")
+            key, text = spec[0], spec[1]
+        match = _RATE.match(text) if isinstance(text, str) else None
+        if not match or match.group(3) not in _PERIODS or int(match.group(1)) < 1:
+            raise WorkflowError(
+                f"rate_limit {spec!r} does not parse: write 'N/s', 'N/m', 'N/h', 'N/d' or 'N/10s' (N >= 1)"
+            )
+        multiple = float(match.group(2)) if match.group(2) else 1.0
+        if multiple <= 0:
+            raise WorkflowError(f"rate_limit {spec!r}: the period must be > 0")
+        return cls(key, int(match.group(1)), multiple * _PERIODS[match.group(3)])
+
+
 @dataclass(frozen=True)
 class NodeOptions:
     """Every option of a node, in one place. Defaults follow the seed: 3 attempts."""
@@ -79,6 +125,9 @@ class NodeOptions:
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float | None = None
     priority: int = 0
+    trigger: str = "all_success"
+    rate_limit: str | tuple[str, str] | None = None
+    concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -89,6 +138,19 @@ class NodeOptions:
             raise WorkflowError(f"priority must be an int, got {self.priority!r}")
         if not isinstance(self.backoff, Backoff):
             raise WorkflowError(f"backoff must be an af.Backoff, got {self.backoff!r}")
+        try:
+            object.__setattr__(self, "trigger", TriggerRule(self.trigger).value)
+        except ValueError:
+            rules = ", ".join(r.value for r in TriggerRule)
+            raise WorkflowError(f"unknown trigger rule {self.trigger!r}; use one of {rules}") from None
+        if isinstance(self.rate_limit, list):
+            object.__setattr__(self, "rate_limit", tuple(self.rate_limit))
+        if self.rate_limit is not None:
+            RateLimit.parse(self.rate_limit)
+        if self.concurrency is not None and (
+            not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1
+        ):
+            raise WorkflowError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
         for label in ("name", "type"):
             value = getattr(self, label)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -97,6 +159,10 @@ class NodeOptions:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    @property
+    def rate(self) -> RateLimit | None:
+        return None if self.rate_limit is None else RateLimit.parse(self.rate_limit)
 
     def to_dict(self) -> dict[str, Any]:
         """The options that differ from the defaults, as JSON (name/type excluded)."""
@@ -107,7 +173,9 @@ class NodeOptions:
             value = getattr(self, f.name)
             default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if value != default:
-                out[f.name] = value.to_dict() if isinstance(value, Backoff) else value
+                if isinstance(value, Backoff):
+                    value = value.to_dict()
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
@@ -152,15 +220,24 @@ class Param:
 
 
 class GraphBuilder(Protocol):
-    """What a workflow under construction offers to node calls (see ``workflow.py``)."""
+    """What a workflow under construction offers to node calls (see ``building.py``)."""
 
     def add_call(self, node: Node[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
+    def add_map(
+        self,
+        node: Node[Any, Any],
+        items: Any,
+        over: str | None,
+        max_parallel: int | None,
+        fixed: dict[str, Any],
+    ) -> Any: ...
+
+    def add_workflow(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+
 
 #: The workflow being built in this context, if any (set by ``@workflow``).
-current_builder: contextvars.ContextVar[GraphBuilder | None] = contextvars.ContextVar(
-    "autoflow_builder", default=None
-)
+current_builder: contextvars.ContextVar[GraphBuilder | None] = contextvars.ContextVar("autoflow_builder", default=None)
 
 
 def _is_context_annotation(annotation: Any) -> bool:
@@ -231,6 +308,8 @@ class Node(Generic[P, R]):
             options = dataclasses.replace(self.options, **changes)
         except TypeError as exc:
             raise TypeError(f"{self.name}.with_options: {exc}") from None
+        except WorkflowError as exc:
+            raise WorkflowError(f"node {self.name!r}: {exc}") from None
         clone = Node(self.fn, options)
         clone.key = self.key  # the registry key never changes with per-call options
         return clone
@@ -243,12 +322,21 @@ class Node(Generic[P, R]):
             kwargs[self.ctx_param] = Context.local(self.name)
         return self.fn(*args, **kwargs)
 
+    def map(self, items: Any, *, over: str | None = None, max_parallel: int | None = None, **fixed: Any) -> Any:
+        """Inside a workflow: run this node once per item of ``items`` (a list known only at
+        run time), in parallel, at most ``max_parallel`` at once. ``over`` names the
+        parameter that receives each item (default: the first one not given in ``fixed``).
+        Downstream nodes receive the list of results, in item order."""
+        builder = current_builder.get()
+        if builder is None:
+            raise TypeError(f"{self.name}.map() builds a workflow; outside one, use a loop over {self.name}()")
+        return builder.add_map(self, items, over, max_parallel, dict(fixed))
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Map call arguments to parameter names; raise a WorkflowError naming the problem."""
         if self.ctx_param and self.ctx_param in kwargs:
             raise WorkflowError(
-                f"node {self.name!r}: do not pass {self.ctx_param!r} inside a workflow; "
-                "the engine injects the context"
+                f"node {self.name!r}: do not pass {self.ctx_param!r} inside a workflow; the engine injects the context"
             )
         sig = inspect.Signature([p for p in self.signature.parameters.values() if p.name != self.ctx_param])
         try:
@@ -316,6 +404,9 @@ def node(
     backoff: Backoff | None = None,
     timeout: float | None = None,
     priority: int = 0,
+    trigger: str = "all_success",
+    rate_limit: str | tuple[str, str] | None = None,
+    concurrency: int | None = None,
     registry: Registry | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
@@ -325,17 +416,23 @@ def node(fn: Callable[..., Any] | None = None, /, *, registry: Registry | None =
 
     Options: ``name`` (node id in graphs; also the registry key when given), ``type``
     (explicit registry key), ``retries`` (default 2, i.e. 3 attempts), ``backoff``
-    (:class:`Backoff`), ``timeout`` (seconds per attempt), ``priority`` (higher first).
+    (:class:`Backoff`), ``timeout`` (seconds per attempt), ``priority`` (higher first),
+    ``trigger`` (a :class:`TriggerRule`, e.g. ``"one_failed"`` for an error handler),
+    ``rate_limit`` (``"10/s"`` or ``(key, "100/m")``, shared by all workers) and
+    ``concurrency`` (how many may run at once across all workers).
     The node is registered in ``registry`` (default: ``af.default_registry()``).
     """
     if options.get("backoff") is None:
         options.pop("backoff", None)
-    try:
-        opts = NodeOptions(**options)
-    except TypeError as exc:
-        raise TypeError(f"@af.node: {exc}") from None
+    unknown = set(options) - {f.name for f in dataclasses.fields(NodeOptions)}
+    if unknown:
+        raise TypeError(f"@af.node got unexpected keyword argument(s) {sorted(unknown)}")
 
     def decorate(f: Callable[..., Any]) -> Node[Any, Any]:
+        try:
+            opts = NodeOptions(**options)
+        except WorkflowError as exc:
+            raise WorkflowError(f"node {options.get('name') or getattr(f, '__name__', f)!r}: {exc}") from None
         made: Node[Any, Any] = Node(f, opts)
         (registry or default_registry()).add_node(made)
         return made

@@ -79,8 +79,7 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._workflows)) or "none"
             raise NotFoundError(
-                f"no workflow named {name!r} is registered (known: {known}); "
-                "import the module that defines it"
+                f"no workflow named {name!r} is registered (known: {known}); import the module that defines it"
             ) from None
 
     def has_node(self, key: str) -> bool:

@@ -30,6 +30,7 @@ from autoflow.definition import (
     template_refs,
 )
 from autoflow.errors import InputError, OutputError, WorkflowError
+from autoflow.flow import resolve_node
 from autoflow.node import Node, current_builder
 from autoflow.registry import Registry, default_registry
 from autoflow.schema import check_json_schema
@@ -78,7 +79,7 @@ class Workflow:
         self.module = module
         self.description = description
         self.schedule = schedule
-        self._input_types = dict(input_types or {})
+        self.input_types = dict(input_types or {})
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self.graph = self._build_graph()
         self.validate()
@@ -86,15 +87,23 @@ class Workflow:
 
     # -- graph -----------------------------------------------------------------------------
     def _build_graph(self) -> nx.DiGraph:
+        """One vertex per call; edges carry the parameter they feed and a ``kind``:
+        ``data``, ``branch`` (a when= condition) or ``error`` (into an error handler)."""
         graph = nx.DiGraph(name=self.name)
         for call in self.calls.values():
-            graph.add_node(
-                call.id, type=call.spec.type, label=call.node.name, options=call.spec.options.to_dict()
-            )
-        edges, _ = definition_edges({c.id: c.spec for c in self.calls.values()})
+            spec = call.spec
+            label = call.node.name if call.node is not None else (spec.workflow or ("", ""))[0]
+            graph.add_node(call.id, type=spec.type, label=label, options=spec.options.to_dict(), **spec.extras())
+        edges, _ = definition_edges(self.specs)
         for edge in edges:
-            if edge["source"] in self.calls:
-                graph.add_edge(edge["source"], edge["target"], input=edge["input"])
+            source, target = edge["source"], edge["target"]
+            if source not in self.calls or target not in self.calls:
+                continue
+            kind = edge.get("kind", "data")
+            if kind == "data" and self.calls[target].spec.options.trigger in ("one_failed", "all_failed"):
+                kind = "error"
+            if not graph.has_edge(source, target) or kind == "branch":
+                graph.add_edge(source, target, input=edge["input"], kind=kind)
         return graph
 
     @property
@@ -104,12 +113,26 @@ class Workflow:
     def validate(self) -> None:
         """Check wiring, cycles, parameters and output; raise WorkflowError naming the fault."""
         for call in self.calls.values():
-            spec, node = call.spec, call.node
+            spec = call.spec
             for kind, target in template_refs(spec.args):
                 if kind == "$ref" and target not in self.calls:
                     raise WorkflowError(f"node {spec.id!r} uses the output of unknown node {target!r}")
                 if kind == "$input" and target not in self.inputs:
                     raise WorkflowError(f"node {spec.id!r} uses unknown workflow input {target!r}")
+            self._validate_control(call)
+            if call.workflow is not None:
+                child = call.workflow
+                unknown = set(spec.args) - set(child.inputs)
+                missing = [n for n, s in child.inputs.items() if n not in spec.args and "default" not in s]
+                if unknown or missing:
+                    raise WorkflowError(
+                        f"sub-workflow {spec.id!r} ({child.name}): unknown input(s) {sorted(unknown)}, "
+                        f"missing input(s) {missing}"
+                    )
+                continue
+            node = call.node
+            if node is None:
+                raise WorkflowError(f"node {spec.id!r} has neither a function nor a workflow")
             unknown = set(spec.args) - set(node.params)
             if unknown:
                 raise WorkflowError(
@@ -123,10 +146,39 @@ class Workflow:
             cycle = " -> ".join(edge[0] for edge in nx.find_cycle(self.graph))
             raise WorkflowError(f"workflow {self.name!r} has a cycle: {cycle}")
         for kind, target in template_refs(self.output):
-            if (kind == "$ref" and target not in self.calls) or (
-                kind == "$input" and target not in self.inputs
-            ):
+            if (kind == "$ref" and target not in self.calls) or (kind == "$input" and target not in self.inputs):
                 raise WorkflowError(f"workflow {self.name!r}: output refers to unknown {target!r}")
+
+    def _validate_control(self, call: NodeCall) -> None:
+        spec = call.spec
+        if spec.when:
+            cond = self.calls.get(spec.when[0])
+            if cond is None:
+                raise WorkflowError(f"node {spec.id!r}: when= refers to unknown node {spec.when[0]!r}")
+            returns = cond.node.returns if cond.node is not None else bool
+            if returns is not bool and bool not in typing.get_args(returns):
+                raise WorkflowError(
+                    f"node {spec.id!r}: when= needs a node that returns bool, but {cond.id!r} does not "
+                    "(annotate it `-> bool`)"
+                )
+        if spec.map_over and (call.node is None or spec.map_over not in call.node.params):
+            raise WorkflowError(f"node {spec.id!r}: .map over unknown parameter {spec.map_over!r}")
+        if spec.workflow and call.workflow is None:
+            raise WorkflowError(f"node {spec.id!r}: sub-workflow {spec.workflow[0]!r} is unknown")
+
+    @property
+    def conditions(self) -> set[str]:
+        """Ids of nodes used in when=: their outputs must be booleans."""
+        return {c.spec.when[0] for c in self.calls.values() if c.spec.when}
+
+    def subworkflows(self) -> dict[str, Workflow]:
+        """Every workflow called inside this one (recursively), by digest."""
+        found: dict[str, Workflow] = {}
+        for call in self.calls.values():
+            if call.workflow is not None:
+                found[call.workflow.digest] = call.workflow
+                found.update(call.workflow.subworkflows())
+        return found
 
     # -- inputs ----------------------------------------------------------------------------
     def validate_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,8 +186,7 @@ class Workflow:
         unknown = set(values) - set(self.inputs)
         if unknown:
             raise InputError(
-                f"workflow {self.name!r} has no input(s) {sorted(unknown)}; "
-                f"it takes {sorted(self.inputs) or 'none'}"
+                f"workflow {self.name!r} has no input(s) {sorted(unknown)}; it takes {sorted(self.inputs) or 'none'}"
             )
         out: dict[str, Any] = {}
         for name, schema in self.inputs.items():
@@ -145,8 +196,8 @@ class Workflow:
                 out[name] = schema["default"]
                 continue
             value = values[name]
-            if name in self._input_types:
-                adapter = self._adapters.get(name) or TypeAdapter(self._input_types[name])
+            if name in self.input_types:
+                adapter = self._adapters.get(name) or TypeAdapter(self.input_types[name])
                 self._adapters[name] = adapter
                 try:
                     value = adapter.validate_python(value)
@@ -180,12 +231,16 @@ class Workflow:
                     "type": c.spec.type,
                     "config": configs[c.id],
                     "options": c.spec.options.to_dict(),
+                    **c.spec.extras(),
                 }
                 for c in self.calls.values()
             ],
             "edges": edges,
             "output": out_marker[1] if out_marker and out_marker[0] == "$ref" else self.output,
         }
+        children = {c.workflow.name: c.workflow.to_dict() for c in self.calls.values() if c.workflow}
+        if children:
+            data["workflows"] = children
         if self.description:
             data["description"] = self.description
         if self.schedule:
@@ -205,7 +260,20 @@ class Workflow:
         inputs = data.get("inputs") or {}
         if not isinstance(inputs, Mapping) or not all(isinstance(v, Mapping) for v in inputs.values()):
             raise WorkflowError("'inputs' must map each input name to a JSON schema object")
-        calls = {sid: NodeCall(spec, registry.node(spec.type)) for sid, spec in specs.items()}
+        children = data.get("workflows") or {}
+        calls: dict[str, NodeCall] = {}
+        for sid, spec in specs.items():
+            if spec.workflow is None:
+                calls[sid] = NodeCall(spec, resolve_node(registry, spec.type))
+                continue
+            name, digest = spec.workflow
+            child = cls.from_dict(children[name], registry) if name in children else registry.workflow(name)
+            if child.digest != digest:
+                raise WorkflowError(
+                    f"sub-workflow {sid!r}: workflow {name!r} has changed since this definition was made "
+                    f"(digest {child.digest} != {digest})"
+                )
+            calls[sid] = NodeCall(spec, workflow=child)
         return cls(
             str(data.get("name", "")),
             calls,
@@ -219,13 +287,22 @@ class Workflow:
     # -- misc ------------------------------------------------------------------------------
     @property
     def node_modules(self) -> set[str]:
-        return {call.node.module for call in self.calls.values()}
+        """Modules defining the nodes of this workflow and of its sub-workflows."""
+        modules = {call.node.module for call in self.calls.values() if call.node is not None}
+        for child in self.subworkflows().values():
+            modules |= child.node_modules
+        return modules
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"workflow {self.name!r} is not called directly; run it with "
-            f"af.Client().execute({self.name}, ...) (sub-workflows are not supported yet)"
-        )
+        """Inside another workflow's body: run this one as a sub-workflow node."""
+        builder = current_builder.get()
+        if builder is None:
+            raise TypeError(
+                f"workflow {self.name!r} is not called directly; run it with "
+                f"af.Client().execute({self.name}, ...), or call it inside another @af.workflow "
+                "to run it as a sub-workflow"
+            )
+        return builder.add_workflow(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"

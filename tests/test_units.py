@@ -19,9 +19,7 @@ from autoflow.schema import check_json_schema, compatible
 
 def test_public_names_match_all() -> None:
     exported = {
-        name
-        for name in dir(af)
-        if not name.startswith("_") and not isinstance(getattr(af, name), types.ModuleType)
+        name for name in dir(af) if not name.startswith("_") and not isinstance(getattr(af, name), types.ModuleType)
     }
     assert sorted(af.__all__) == af.__all__
     assert exported == set(af.__all__)
@@ -85,7 +83,9 @@ def test_error_info_keeps_type_and_traceback() -> None:
         (Rule.ALL_SUCCESS, (2, 1, 0, 0), Decision.WAIT),
         (Rule.ALL_SUCCESS, (2, 2, 0, 0), Decision.READY),
         (Rule.ALL_SUCCESS, (3, 1, 1, 0), Decision.SKIP),  # decided before the last parent ends
-        (Rule.ALL_SUCCESS, (2, 1, 0, 1), Decision.SKIP),
+        (Rule.ALL_SUCCESS, (2, 1, 0, 1), Decision.READY),  # a join after a branch not taken
+        (Rule.ALL_SUCCESS, (2, 0, 0, 1), Decision.WAIT),
+        (Rule.ALL_SUCCESS, (2, 0, 0, 2), Decision.SKIP),
         (Rule.ALL_DONE, (2, 0, 1, 0), Decision.WAIT),
         (Rule.ALL_DONE, (2, 0, 1, 1), Decision.READY),
         (Rule.ONE_SUCCESS, (3, 1, 0, 0), Decision.READY),

@@ -71,9 +71,7 @@ class JsonSerializer(Serializer):  # type: ignore[misc]
             sig, sep, body = data.partition(b".")
             expected = hmac.new(self._key, body, hashlib.sha256).hexdigest().encode()
             if not sep or not hmac.compare_digest(sig, expected):
-                raise MessageError(
-                    "queue message has no valid signature (is AUTOFLOW_SECRET the same everywhere?)"
-                )
+                raise MessageError("queue message has no valid signature (is AUTOFLOW_SECRET the same everywhere?)")
             data = body
         try:
             payload = json.loads(data)
@@ -84,10 +82,7 @@ class JsonSerializer(Serializer):  # type: ignore[misc]
         if _WIRE_NAMES.get(name) is None or not isinstance(args, list):
             raise MessageError(f"queue message for unknown task {name!r}")
         if _WIRE_NAMES[name] == NODE_TASK and not (
-            len(args) == 3
-            and isinstance(args[0], str)
-            and isinstance(args[1], str)
-            and isinstance(args[2], int)
+            len(args) == 3 and isinstance(args[0], str) and isinstance(args[1], str) and isinstance(args[2], int)
         ):
             raise MessageError("run_node message must carry (run_id, node_id, attempt)")
         return Message(payload.get("id"), name, eta, 0, 0, payload.get("priority"), tuple(args), {})
@@ -146,9 +141,7 @@ class _Consumer(Consumer):  # type: ignore[misc]
     worker_class = _WakeableWorker
     scheduler_class = _FastScheduler
 
-    def __init__(
-        self, huey: Huey, *, embedded: bool, wake: threading.Condition | None, **kwargs: Any
-    ) -> None:
+    def __init__(self, huey: Huey, *, embedded: bool, wake: threading.Condition | None, **kwargs: Any) -> None:
         self._embedded = embedded
         self._wake = wake
         super().__init__(huey, **kwargs)
@@ -186,9 +179,7 @@ class HueyDispatcher:
         self._admit_task = workflows.task(name=ADMIT_TASK)(self._on_admit)
 
     @classmethod
-    def sqlite(
-        cls, filename: str, *, namespace: str = "autoflow", secret: bytes | None = None
-    ) -> HueyDispatcher:
+    def sqlite(cls, filename: str, *, namespace: str = "autoflow", secret: bytes | None = None) -> HueyDispatcher:
         def make(queue: str) -> Huey:
             return _SqliteHuey(
                 f"{namespace}_{queue}",

@@ -1,11 +1,15 @@
 """Runs one node message: claim, resolve inputs, call (timeout, cancel, logs), record.
 
-Retries, timeouts, logging and cancellation live here, once, for every node.
+Retries, timeouts, logging, cancellation, rate and concurrency limits live here, once, for
+every node. A map node expands into items instead of running; a sub-workflow node starts
+a child run and waits for it; a deferred node (``af.delay``, a rate-limit pause) goes back
+to the queue's schedule without holding a worker.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -13,13 +17,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from autoflow import codec
-from autoflow.context import Context, LogBuffer, log_record
+from autoflow.context import Context, Defer, LogBuffer, log_record
 from autoflow.definition import NodeSpec, parse_definition, resolve_template
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.planner import retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
+from autoflow.engine.subflows import SubFlows
 from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
+from autoflow.flow import resolve_node
 from autoflow.models import LogLevel, RunStatus
 from autoflow.node import Node
 from autoflow.registry import Registry
@@ -31,6 +37,14 @@ log = logging.getLogger("autoflow.executor")
 
 #: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
 _PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError)
+
+
+class _Plan:
+    """A parsed definition: node specs and the nodes used as when= conditions."""
+
+    def __init__(self, specs: dict[str, NodeSpec]) -> None:
+        self.specs = specs
+        self.conditions = {s.when[0] for s in specs.values() if s.when}
 
 
 class Executor:
@@ -58,38 +72,36 @@ class Executor:
         self.on_finished = on_finished
         self.invoker: Invoker = invoker or ThreadInvoker()
         self.tracker = LeaseTracker(store, lease)
-        self._plans: OrderedDict[str, dict[str, NodeSpec]] = OrderedDict()
-        self._plans_lock = threading.Lock()
+        self.subflows = SubFlows(store)
+        self._plans: OrderedDict[str, _Plan] = OrderedDict()
+        self._lock = threading.Lock()
         self.accepts_code = code_secret is not None
         self._code_secret = code_secret
         self._shipped: OrderedDict[str, dict[str, Node[Any, Any]]] = OrderedDict()
 
-    # -- plans -----------------------------------------------------------------------------
-    def _spec(self, claim: Claim) -> NodeSpec:
-        with self._plans_lock:
-            specs = self._plans.get(claim.digest)
-            if specs is not None:
+    # -- definitions and functions ---------------------------------------------------------
+    def _plan(self, claim: Claim) -> _Plan:
+        with self._lock:
+            plan = self._plans.get(claim.digest)
+            if plan is not None:
                 self._plans.move_to_end(claim.digest)
-        if specs is None:
-            body = self.store.get_definition(claim.digest)
-            if body is None:
-                raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
-            specs, _ = parse_definition(codec.loads(body))
-            with self._plans_lock:
-                self._plans[claim.digest] = specs
-                while len(self._plans) > 256:
-                    self._plans.popitem(last=False)
-        try:
-            return specs[claim.node_id]
-        except KeyError:
-            raise NotFoundError(f"node {claim.node_id!r} is not in workflow {claim.workflow!r}") from None
+                return plan
+        body = self.store.get_definition(claim.digest)
+        if body is None:
+            raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
+        plan = _Plan(parse_definition(codec.loads(body))[0])
+        with self._lock:
+            self._plans[claim.digest] = plan
+            while len(self._plans) > 256:
+                self._plans.popitem(last=False)
+        return plan
 
     def _node(self, node_type: str, digest: str) -> Node[Any, Any]:
-        """The function of ``node_type``: from the registry, else shipped with the definition."""
+        """The function of ``node_type``: built-in, registered, else shipped with the definition."""
         try:
-            return self.registry.node(node_type)
+            return resolve_node(self.registry, node_type)
         except NotFoundError as missing:
-            with self._plans_lock:
+            with self._lock:
                 shipped = self._shipped.get(digest)
             if shipped is None:
                 blob = self.store.get_blob(blob_key(digest))
@@ -101,7 +113,7 @@ class Executor:
                         "start it with `autoflow worker ... --accept-code` and the sender's AUTOFLOW_SECRET"
                     ) from None
                 shipped = unpack(blob, self._code_secret)
-                with self._plans_lock:
+                with self._lock:
                     self._shipped[digest] = shipped
                     while len(self._shipped) > 64:
                         self._shipped.popitem(last=False)
@@ -130,20 +142,39 @@ class Executor:
         self.after(progress, run_id)
 
     def after(self, progress: Progress, run_id: str) -> None:
-        """Send what became ready; report a finished run."""
+        """Send what became ready; settle a parent of a finished sub-workflow run; report."""
         if progress.ready:
             self.send(progress.ready)
-        if progress.finished is not None and self.on_finished is not None:
+        if progress.finished is None:
+            return
+        parent = self.subflows.settle_parent(run_id)
+        if parent is not None:
+            self.after(*parent)
+        if self.on_finished is not None:
             self.on_finished(run_id, progress.finished)
 
     def _execute(self, claim: Claim, token: str, logs: LogBuffer, cancel: threading.Event) -> Progress:
         run_id, node_id, attempt = claim.run_id, claim.node_id, claim.attempt
         started = time.monotonic()
         spec: NodeSpec | None = None
+        slot: str | None = None
         try:
-            spec = self._spec(claim)
+            plan = self._plan(claim)
+            spec = plan.specs[claim.map_of or node_id]
+            values = resolve_template(spec.args, claim.outputs, claim.inputs)
+            if spec.workflow is not None:
+                return self.subflows.start_child(claim, spec, token, values, self.send)
+            if spec.map_over is not None and claim.map_of is None:
+                return self._expand(claim, spec, token, values[spec.map_over], logs)
+            if claim.map_of is not None:
+                values[spec.map_over or ""] = claim.item
             node = self._node(spec.type, claim.digest)
-            values = node.validate_inputs(resolve_template(spec.args, claim.outputs, claim.inputs))
+            values = node.validate_inputs(values)
+            paused = self._limits(claim, node, spec, token, logs)
+            if paused is not None:
+                return paused
+            if spec.options.concurrency:
+                slot = node.key
             timeout = spec.options.timeout
             ctx = Context(
                 run_id,
@@ -153,25 +184,73 @@ class Executor:
                 log_sink=logs.add,
                 cancel_event=cancel,
                 deadline=None if timeout is None else started + timeout,
+                wake_at=claim.wake_at,
             )
             value = self.invoker.call(
                 lambda: node.invoke(values, ctx), is_async=node.is_async, timeout=timeout, cancel=cancel
             )
-            output = codec.to_json_value(value, where=f"the output of node {node_id!r}")
-            try:
-                codec.dumps(output)
-            except ValueError as exc:  # NaN and infinities are not JSON
-                raise OutputError(f"the output of node {node_id!r} is not valid JSON: {exc}") from None
+            output = self._output(value, node_id, node_id in plan.conditions)
+        except Defer as deferred:
+            note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
+            return self.store.defer(run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled:
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
             return self.store.cancel_node(run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             return self._failed(claim, token, spec, exc, logs, cancel)
+        finally:
+            if slot is not None:
+                self.store.release_slot(slot, token)
         elapsed = (time.monotonic() - started) * 1000
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
         return self.store.complete(run_id, node_id, token, output, [*logs.drain(), done])
+
+    @staticmethod
+    def _output(value: Any, node_id: str, is_condition: bool) -> Any:
+        if is_condition and not isinstance(value, bool):
+            raise OutputError(
+                f"node {node_id!r} decides a when= branch and must return a bool, got {type(value).__name__}"
+            )
+        output = codec.to_json_value(value, where=f"the output of node {node_id!r}")
+        try:
+            codec.dumps(output)
+        except ValueError as exc:  # NaN and infinities are not JSON
+            raise OutputError(f"the output of node {node_id!r} is not valid JSON: {exc}") from None
+        return output
+
+    def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Progress:
+        if not isinstance(items, list):
+            raise InputError(
+                f"node {spec.id!r}: .map needs a list for parameter {spec.map_over!r}, got {type(items).__name__}"
+            )
+        note = log_record(LogLevel.INFO, f"mapping over {len(items)} item(s)", spec.id)
+        texts = [
+            codec.dumps(codec.to_json_value(item, where=f"item {i} of {spec.id!r}")) for i, item in enumerate(items)
+        ]
+        return self.store.expand(claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
+
+    def _limits(
+        self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer
+    ) -> Progress | None:
+        """Rate limit and concurrency: a node over its limit goes back to the queue with a
+        delay instead of blocking this worker."""
+        rate = spec.options.rate
+        wait = 0.0
+        why = ""
+        if rate is not None:
+            wait = self.store.take_token(rate.key or node.key, rate.count, rate.per)
+            why = f"rate limit {spec.options.rate_limit}"
+        if not wait and spec.options.concurrency:
+            if not self.store.acquire_slot(node.key, token, spec.options.concurrency, self.lease):
+                wait, why = 0.1 + random.random() * 0.4, f"concurrency limit {spec.options.concurrency}"
+            else:
+                self.tracker.hold_slot(claim.run_id, claim.node_id, node.key)
+        if not wait:
+            return None
+        note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
+        return self.store.defer(claim.run_id, claim.node_id, token, time.time() + wait, False, [*logs.drain(), note])
 
     def _failed(
         self,

@@ -24,6 +24,7 @@ class _Tracked:
     logs: LogBuffer
     interrupt: Callable[[], None]
     lost: bool = False
+    slot: str | None = None  # a concurrency slot held while the node runs
 
 
 class LeaseTracker:
@@ -59,6 +60,13 @@ class LeaseTracker:
                 self._stop = threading.Event()
                 threading.Thread(target=self._loop, name="autoflow-heartbeat", daemon=True).start()
 
+    def hold_slot(self, run_id: str, node_id: str, key: str) -> None:
+        """Renew the concurrency slot ``key`` with this claim's lease."""
+        with self._lock:
+            tracked = self._claims.get((run_id, node_id))
+            if tracked is not None:
+                tracked.slot = key
+
     def untrack(self, run_id: str, node_id: str) -> bool:
         """Stop tracking; True if the claim was reported lost meanwhile."""
         with self._lock:
@@ -85,6 +93,9 @@ class LeaseTracker:
             if records:
                 self._store.append_logs(run_id, records)
         result = self._store.heartbeat([(r, n, t.token) for (r, n), t in claims.items()], self._lease)
+        slots = [(t.slot, t.token) for t in claims.values() if t.slot]
+        if slots:
+            self._store.renew_slots(slots, self._lease)
         for key, tracked in claims.items():
             with self._lock:
                 if self._claims.get(key) is not tracked:

@@ -33,9 +33,7 @@ class NodeTimeout(TimeoutError):
 
 
 class Invoker(Protocol):
-    def call(
-        self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event
-    ) -> Any:
+    def call(self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event) -> Any:
         """Run ``fn`` (returning a value, or an awaitable when ``is_async``); raise
         NodeTimeout after ``timeout`` seconds, NodeCancelled once ``cancel`` is set."""
 
@@ -119,9 +117,7 @@ class ThreadInvoker:
             self._local.helper = helper
         return helper
 
-    def call(
-        self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event
-    ) -> Any:
+    def call(self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event) -> Any:
         call = _Call(lambda: _run(fn, is_async, timeout, cancel))
         self._helper().submit(call)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -130,9 +126,7 @@ class ThreadInvoker:
             if remaining is not None and remaining <= 0:
                 if call.done.wait(0.05 if is_async else 0):
                     break
-                raise NodeTimeout(
-                    f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)"
-                )
+                raise NodeTimeout(f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)")
             step = 0.1 if remaining is None else min(0.1, remaining)
             if call.done.wait(step):
                 break
@@ -170,9 +164,7 @@ class SignalInvoker:
         if self._deadline is not None and time.monotonic() >= self._deadline - 0.001:
             raise NodeTimeout(f"timed out after {self._timeout:g}s")
 
-    def call(
-        self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event
-    ) -> Any:
+    def call(self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event) -> Any:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("SignalInvoker only works in the main thread")
         if not self._installed:

@@ -9,21 +9,22 @@ import enum
 import random
 from collections.abc import Callable
 
-from autoflow.models import RunStatus
+from autoflow.models import RunStatus, TriggerRule
 from autoflow.node import NodeOptions
 
-__all__ = ["Decision", "Rule", "decide", "final_status", "message_priority", "retry_delay"]
+__all__ = [
+    "HANDLER_RULES",
+    "Decision",
+    "Rule",
+    "decide",
+    "final_status",
+    "message_priority",
+    "retry_delay",
+    "skip_outcome",
+]
 
 
-class Rule(str, enum.Enum):
-    """Trigger rules (Airflow's names): when may a node run, given its parents' outcomes."""
-
-    ALL_SUCCESS = "all_success"
-    ALL_DONE = "all_done"
-    ONE_SUCCESS = "one_success"
-    ONE_FAILED = "one_failed"
-    ALL_FAILED = "all_failed"
-    NONE_FAILED = "none_failed"
+Rule = TriggerRule
 
 
 class Decision(enum.Enum):
@@ -35,8 +36,13 @@ class Decision(enum.Enum):
 def decide(rule: Rule | str, total: int, ok: int, failed: int, skipped: int) -> Decision:
     """Decide a node's fate from its parents' outcomes so far.
 
-    ``total`` parents, of which ``ok`` completed, ``failed`` failed and ``skipped`` were
-    skipped. A decision is taken as soon as it is certain, so no join waits forever.
+    ``total`` parents, of which ``ok`` completed, ``failed`` failed (or were skipped
+    because of a failure upstream) and ``skipped`` were skipped because a branch was not
+    taken. A decision is taken as soon as it is certain, so no join waits forever.
+
+    ``all_success`` (the default) runs when no parent failed and at least one completed:
+    a parent on a branch not taken does not block a join, but a node whose parents were
+    all skipped is skipped too.
     """
     rule = Rule(rule)
     done = ok + failed + skipped
@@ -44,9 +50,11 @@ def decide(rule: Rule | str, total: int, ok: int, failed: int, skipped: int) -> 
         raise ValueError(f"inconsistent tallies: total={total} ok={ok} failed={failed} skipped={skipped}")
     all_done = done == total
     if rule is Rule.ALL_SUCCESS:
-        if failed or skipped:
+        if failed:
             return Decision.SKIP
-        return Decision.READY if all_done else Decision.WAIT
+        if not all_done:
+            return Decision.WAIT
+        return Decision.READY if ok else Decision.SKIP
     if rule is Rule.ALL_DONE:
         return Decision.READY if all_done else Decision.WAIT
     if rule is Rule.ONE_SUCCESS:
@@ -67,6 +75,19 @@ def decide(rule: Rule | str, total: int, ok: int, failed: int, skipped: int) -> 
     return Decision.READY if all_done else Decision.WAIT
 
 
+#: Rules under which a node can run after a parent failed: its completion handles the failure.
+HANDLER_RULES = frozenset({Rule.ONE_FAILED, Rule.ALL_FAILED, Rule.ALL_DONE})
+
+
+def skip_outcome(rule: Rule | str, failed: int) -> str:
+    """What a skipped node tells its children: ``"fail"`` when it was skipped because of a
+    failure upstream (so the failure keeps travelling down), else ``"skip"`` (a branch
+    not taken)."""
+    if failed and Rule(rule) in (Rule.ALL_SUCCESS, Rule.NONE_FAILED, Rule.ONE_SUCCESS):
+        return "fail"
+    return "skip"
+
+
 def final_status(cancel_requested: bool, failed: int) -> RunStatus:
     """How a run ends once none of its nodes can change any more."""
     if cancel_requested:
@@ -79,9 +100,7 @@ def message_priority(run_priority: int, node_priority: int) -> int:
     return run_priority + node_priority
 
 
-def retry_delay(
-    options: NodeOptions, attempt: int, rand: Callable[[], float] = random.random
-) -> float | None:
+def retry_delay(options: NodeOptions, attempt: int, rand: Callable[[], float] = random.random) -> float | None:
     """Seconds before the next attempt after attempt ``attempt`` failed, or None if the
     node has no attempts left."""
     if attempt >= options.max_attempts:

@@ -28,6 +28,7 @@ class Reaper:
         send: Callable[[Sequence[Ready]], None],
         admit: Callable[[], None],
         backlog: Callable[[], int],
+        recover: Callable[[], None] = lambda: None,
         *,
         lease: float,
         requeue_after: float,
@@ -39,6 +40,7 @@ class Reaper:
         self.send = send
         self.admit = admit
         self.backlog = backlog
+        self.recover = recover
         self.requeue_after = requeue_after
         self.max_stalls = max_stalls
         self.retention = retention
@@ -59,6 +61,7 @@ class Reaper:
         if ready:
             log.warning("re-sending %d node message(s) (lost worker or lost message)", len(ready))
             self.send(ready)
+        self.recover()
         self.admit()
         if now >= self._next_purge:
             self._next_purge = now + self._purge_every

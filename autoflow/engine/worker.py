@@ -88,6 +88,7 @@ class Worker:
             dispatcher.send,
             self.admit,
             dispatcher.backlog,
+            self._recover,
             lease=settings.lease_seconds,
             requeue_after=settings.requeue_seconds,
             max_stalls=settings.max_stalls,
@@ -116,6 +117,11 @@ class Worker:
         ready = self.backend.store.admit(self.settings.workflow_concurrency)
         if ready:
             self.backend.dispatcher.send(ready)
+
+    def _recover(self) -> None:
+        """Settle sub-workflow nodes whose child run ended while their worker died."""
+        for progress, run_id in self.executor.subflows.settle_lost():
+            self.executor.after(progress, run_id)
 
     def _on_finished(self, run_id: str, status: RunStatus) -> None:
         log.info("run %s %s", run_id, status.value)
@@ -159,9 +165,7 @@ class Worker:
         def started() -> None:  # process workers are forked by now; threads may start
             threading.Thread(target=flows.run, name="autoflow-admission", daemon=True).start()
             self.reaper.start()
-            log.info(
-                "worker %d up: %d %s worker(s) on %s", os.getpid(), self.workers, self.kind, self.backend.url
-            )
+            log.info("worker %d up: %d %s worker(s) on %s", os.getpid(), self.workers, self.kind, self.backend.url)
 
         try:
             dispatcher.serve(nodes, started)

@@ -46,6 +46,8 @@ class NewRun:
     trigger: str = "manual"
     trigger_data: Any = None
     idempotency_key: str | None = None
+    parent_run_id: str | None = None
+    parent_node_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class NodeSeed:
     children: tuple[str, ...]
     rule: str = "all_success"
     priority: int = 0
+    when: tuple[str, bool] | None = None  # (condition node, value it must return)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,12 @@ class Ready:
 
 @dataclass(frozen=True)
 class Claim:
-    """What a worker gets when it claims a node: enough to run it in one round trip."""
+    """What a worker gets when it claims a node: enough to run it in one round trip.
+
+    ``outputs`` holds what each parent passes on: its output, its error as a dict if it
+    failed (for error handlers), or None if it was skipped. For an item of a ``.map``,
+    ``map_of`` names the map node and ``item`` is the item. ``wake_at`` is when a
+    deferred node asked to be woken."""
 
     run_id: str
     node_id: str
@@ -82,6 +90,10 @@ class Claim:
     digest: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    map_of: str | None = None
+    item: Any = None
+    wake_at: float | None = None
+    run_priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -139,14 +151,15 @@ class Store(Protocol):
         """Start pending runs, highest priority first, while fewer than ``limit`` runs are
         running; their root nodes become queued and are returned."""
 
+    def start_run(self, run_id: str) -> list[Ready]:
+        """Start one pending run now, whatever the limit (a sub-workflow run)."""
+
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         """Queued/retrying → running for this ``attempt``, held by ``token`` for ``lease``
         seconds. None if the message is stale, the run is not running (paused,
         cancelled) or the node is not waiting for this attempt."""
 
-    def complete(
-        self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]
-    ) -> Progress:
+    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
         """Running → completed (fenced by ``token``): store the output, settle the
         children and return those that became ready; end the run if nothing is left."""
 
@@ -164,6 +177,32 @@ class Store(Protocol):
 
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
         """Running → cancelled, after the node stopped because its run was cancelled."""
+
+    def defer(
+        self, run_id: str, node_id: str, token: str, until: float, waiting: bool, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        """Running → ``waiting`` (a durable delay, ``wake_at`` remembered) or ``queued`` (a
+        rate-limit pause) until ``until``, holding no worker; the same attempt's message is
+        returned with that eta."""
+
+    def await_child(
+        self, run_id: str, node_id: str, token: str, child_run_id: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        """The node waits for sub-workflow run ``child_run_id``, holding no worker and no
+        lease; it is then completed or failed with the token ``"@sub:<child_run_id>"``."""
+
+    def expand(
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        items: Sequence[str],
+        max_parallel: int | None,
+        logs: Sequence[dict[str, Any]],
+    ) -> Progress:
+        """A map node got its items (JSON texts): they become ``node[i]``, the first
+        ``max_parallel`` queued; the node completes with their results in item order once
+        all are done (failing at the first failed item unless its rule is all_done)."""
 
     def heartbeat(self, claims: Sequence[tuple[str, str, str]], lease: float) -> HeartbeatResult:
         """Extend the leases of ``(run_id, node_id, token)`` claims still held; report
@@ -188,17 +227,32 @@ class Store(Protocol):
     def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
         """Runs newest first (without per-node detail)."""
 
-    def get_logs(
-        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
-    ) -> list[LogEntry]:
+    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         """Log entries with ``id > since``, oldest first."""
 
     def stats(self) -> QueueStats:
         """Counts of the workflow queue and the node queue."""
 
-    def reap(
-        self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None
-    ) -> list[Ready]:
+    def child_runs(self, run_id: str) -> list[str]:
+        """Sub-workflow runs started by nodes of the run."""
+
+    def awaiting_children(self) -> list[tuple[str, str, str]]:
+        """``(run_id, node_id, child_run_id)`` of sub-workflow nodes whose child run ended
+        but which were not settled yet (the worker that ended the child died)."""
+
+    def take_token(self, key: str, count: int, per: float) -> float:
+        """Token bucket shared by all workers: 0.0 if a call may go now, else seconds to wait."""
+
+    def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:
+        """Take one of ``limit`` slots of ``key`` for ``lease`` seconds; False if all are busy."""
+
+    def release_slot(self, key: str, holder: str) -> None:
+        """Give a slot back."""
+
+    def renew_slots(self, held: Sequence[tuple[str, str]], lease: float) -> None:
+        """Extend the slots ``(key, holder)`` of running nodes."""
+
+    def reap(self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None) -> list[Ready]:
         """Recover from lost workers and lost messages: expired leases go back to queued
         (or fail as crashed after ``max_stalls``); queued nodes whose message is older than
         ``requeue_after`` are re-sent, oldest first, at most ``resend_limit`` of them

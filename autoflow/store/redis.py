@@ -27,7 +27,10 @@ from autoflow.store.redis_reads import _FINISHED, RUN_KEYS, RedisReads, _guard, 
 
 __all__ = ["RedisStore"]
 
-_SCRIPTS = ("start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "resume", "reap")
+_SCRIPTS = (
+    *("start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "resume", "reap"),
+    *("defer", "await_child", "expand"),
+)
 
 
 class RedisStore(RedisReads):
@@ -52,6 +55,8 @@ class RedisStore(RedisReads):
             name: client.register_script(lib + lua.joinpath(f"{name}.lua").read_text()) for name in _SCRIPTS
         }
         self._admit = client.register_script(lua.joinpath("admit.lua").read_text())
+        self._bucket = client.register_script(lua.joinpath("bucket.lua").read_text())
+        self._slot = client.register_script(lua.joinpath("slot.lua").read_text())
 
     @classmethod
     def from_url(
@@ -126,6 +131,8 @@ class RedisStore(RedisReads):
                 topo[f"{n.id}|r"] = n.rule
             if n.priority:
                 topo[f"{n.id}|pr"] = n.priority
+            if n.when:
+                topo[f"{n.id}|w"] = f"{n.when[0]}:{int(n.when[1])}"
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(
             keys["run"],
@@ -148,6 +155,8 @@ class RedisStore(RedisReads):
                 "failed": 0,
                 "n_ok": 0,
                 "roots": ",".join(n.id for n in nodes if not n.parents),
+                "parent_run": run.parent_run_id or "",
+                "parent_node": run.parent_node_id or "",
             },
         )
         pipe.hset(keys["st"], mapping={n.id: "pending" for n in nodes})
@@ -168,9 +177,7 @@ class RedisStore(RedisReads):
         out = []
         for i in range(0, len(flat), 4):
             eta = _s(flat[i + 3])
-            out.append(
-                Ready(run_id, _s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), float(eta) if eta else None)
-            )
+            out.append(Ready(run_id, _s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), float(eta) if eta else None))
         return out
 
     @_guard
@@ -180,6 +187,14 @@ class RedisStore(RedisReads):
         for run_id in picked:
             ready += self._start(_s(run_id))
         return ready
+
+    @_guard
+    def start_run(self, run_id: str) -> list[Ready]:
+        """Start one pending run now, whatever the concurrency (sub-workflow runs: their
+        parent already holds a slot)."""
+        self.r.zrem(self._g("pending"), run_id)
+        self.r.sadd(self._g("active"), run_id)
+        return self._start(run_id)
 
     def _start(self, run_id: str) -> list[Ready]:
         res = self._call("start", run_id, repr(time.time()))
@@ -192,14 +207,24 @@ class RedisStore(RedisReads):
     @_guard
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         now = time.time()
-        entry = codec.dumps(
-            {"ts": now, "level": "info", "message": f"started (attempt {attempt})", "node_id": node_id}
-        )
+        entry = codec.dumps({"ts": now, "level": "info", "message": f"started (attempt {attempt})", "node_id": node_id})
         res = self._call("claim", run_id, node_id, attempt, token, repr(now + lease), repr(now), entry)
         if not res:
             return None
-        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(3, len(res), 2)}
-        return Claim(run_id, node_id, attempt, _s(res[0]), _s(res[1]), codec.loads(res[2]), outputs)
+        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(7, len(res), 2)}
+        return Claim(
+            run_id,
+            node_id,
+            attempt,
+            _s(res[0]),
+            _s(res[1]),
+            codec.loads(res[2]),
+            outputs,
+            map_of=_s(res[3]) or None,
+            item=codec.loads(res[4]),
+            wake_at=float(res[5]) if res[5] else None,
+            run_priority=int(res[6] or 0),
+        )
 
     def _progress(self, run_id: str, res: Sequence[Any]) -> Progress:
         if not res or int(res[0]) == 0:
@@ -214,9 +239,7 @@ class RedisStore(RedisReads):
         return [codec.dumps(r) for r in logs]
 
     @_guard
-    def complete(
-        self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]
-    ) -> Progress:
+    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
         entries = self._logs(logs)
         res = self._call(
             "complete",
@@ -253,6 +276,47 @@ class RedisStore(RedisReads):
             self._retention_ms,
             len(entries),
             *entries,
+        )
+        return self._progress(run_id, res)
+
+    @_guard
+    def defer(
+        self, run_id: str, node_id: str, token: str, until: float, waiting: bool, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        entries = self._logs(logs)
+        res = self._call("defer", run_id, node_id, token, repr(until), int(waiting), len(entries), *entries)
+        return self._progress(run_id, res)
+
+    @_guard
+    def await_child(
+        self, run_id: str, node_id: str, token: str, child_run_id: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        entries = self._logs(logs)
+        res = self._call("await_child", run_id, node_id, token, child_run_id, len(entries), *entries)
+        return self._progress(run_id, res)
+
+    @_guard
+    def expand(
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        items: Sequence[str],
+        max_parallel: int | None,
+        logs: Sequence[dict[str, Any]],
+    ) -> Progress:
+        entries = self._logs(logs)
+        res = self._call(
+            "expand",
+            run_id,
+            node_id,
+            token,
+            repr(time.time()),
+            self._retention_ms,
+            -1 if max_parallel is None else max_parallel,
+            len(entries),
+            *entries,
+            *items,
         )
         return self._progress(run_id, res)
 
@@ -314,7 +378,7 @@ class RedisStore(RedisReads):
     @_guard
     def cancel_run(self, run_id: str) -> RunStatus | None:
         res = self._call("cancel_run", run_id, repr(time.time()), self._retention_ms)
-        status = _s(res[0])
+        status = _s(res[0])  # res[1:] are child runs; the caller cancels them (other slots)
         if status == "gone":
             return None
         self.r.zrem(self._g("pending"), run_id)
@@ -352,19 +416,14 @@ class RedisStore(RedisReads):
 
     # -- recovery --------------------------------------------------------------------------
     @_guard
-    def reap(
-        self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None
-    ) -> list[Ready]:
+    def reap(self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None) -> list[Ready]:
         ready: list[Ready] = []
         budget = -1 if resend_limit is None else resend_limit
         active = [_s(i) for i in self.r.smembers(self._g("active"))]
         pipe = self.r.pipeline(transaction=False)
         for run_id in active:
             pipe.zrange(self._keys(run_id)[7], 0, 0, withscores=True)
-        oldest = {
-            run_id: (due[0][1] if due else math.inf)
-            for run_id, due in zip(active, pipe.execute(), strict=True)
-        }
+        oldest = {run_id: (due[0][1] if due else math.inf) for run_id, due in zip(active, pipe.execute(), strict=True)}
         for run_id in sorted(active, key=oldest.__getitem__):  # runs waiting longest first
             res = self._call(
                 "reap",
@@ -387,6 +446,46 @@ class RedisStore(RedisReads):
                 self._finished(run_id, RunStatus(finished or status))
             ready += self._ready(run_id, res[3:])
         return ready
+
+    @_guard
+    def child_runs(self, run_id: str) -> list[str]:
+        """Sub-workflow runs started by nodes of ``run_id``."""
+        times = self.r.hgetall(self._keys(run_id)[8])
+        return [_s(v) for k, v in times.items() if _s(k).endswith("|c")]
+
+    @_guard
+    def awaiting_children(self) -> list[tuple[str, str, str]]:
+        """``(run_id, node_id, child_run_id)`` of sub-workflow nodes whose child run ended."""
+        found: list[tuple[str, str, str]] = []
+        for run_id in [_s(i) for i in self.r.smembers(self._g("active"))]:
+            for node_id, owner in self.r.hgetall(self._keys(run_id)[5]).items():
+                if _s(owner).startswith("@sub:"):
+                    child = _s(owner)[5:]
+                    if self.r.hget(self._keys(child)[0], "status") in _FINISHED:
+                        found.append((run_id, _s(node_id), child))
+        return found
+
+    # -- rate and concurrency limits --------------------------------------------------------
+    @_guard
+    def take_token(self, key: str, count: int, per: float) -> float:
+        return float(self._bucket(keys=[self._g(f"rl:{key}")], args=[count, per]))
+
+    @_guard
+    def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:
+        return bool(self._slot(keys=[self._g(f"slot:{key}")], args=[holder, limit, lease]))
+
+    @_guard
+    def release_slot(self, key: str, holder: str) -> None:
+        self.r.zrem(self._g(f"slot:{key}"), holder)
+
+    @_guard
+    def renew_slots(self, held: Sequence[tuple[str, str]], lease: float) -> None:
+        if held:
+            until = time.time() + lease
+            pipe = self.r.pipeline(transaction=False)
+            for key, holder in held:
+                pipe.zadd(self._g(f"slot:{key}"), {holder: until}, xx=True)
+            pipe.execute()
 
     @_guard
     def count_waiting(self) -> int:

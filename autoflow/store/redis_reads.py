@@ -26,26 +26,12 @@ from autoflow.models import (
     RunInfo,
     RunStatus,
 )
+from autoflow.store.sqlite_reads import first_error
 
 __all__ = ["RUN_KEYS", "RedisReads"]
 
 #: The keys of one run, in the order the Lua scripts expect them (see lua/lib.lua).
-RUN_KEYS = (
-    "run",
-    "st",
-    "att",
-    "cnt",
-    "topo",
-    "own",
-    "lease",
-    "due",
-    "tm",
-    "out",
-    "err",
-    "logs",
-    "done",
-    "order",
-)
+RUN_KEYS = ("run", "st", "att", "cnt", "topo", "own", "lease", "due", "tm", "out", "err", "logs", "done", "order", "iv")
 _FINISHED = {s.value for s in RunStatus if s.finished}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,30 +69,44 @@ class RedisReads:
     @_guard
     def get_run(self, run_id: str) -> RunInfo | None:
         k = dict(zip(RUN_KEYS, self._keys(run_id), strict=True))
-        pipe = self.r.pipeline(transaction=False)
-        for name in ("run", "st", "att", "cnt", "topo", "tm", "out", "err"):
-            pipe.hgetall(k[name])
-        pipe.lrange(k["order"], 0, -1)
-        run, st, att, cnt, topo, tm, out, err, order = pipe.execute()
+        run: dict[str, str] = self.r.hgetall(k["run"])  # type: ignore[assignment]  # decode_responses
+        order = [_s(n) for n in self.r.lrange(k["order"], 0, -1)]
         if not run:
             return None
+        # Only the run's own nodes: the items of a big .map are not read here.
+        pipe = self.r.pipeline(transaction=False)
+        for name in ("st", "att", "out", "err"):
+            pipe.hmget(k[name], order)
+        pipe.hmget(k["topo"], [f"{n}|t" for n in order])
+        pipe.hmget(k["cnt"], [f"{n}|{f}" for n in order for f in ("stall", "h", "n", "done")])
+        pipe.hmget(k["tm"], [f"{n}|{f}" for n in order for f in ("s", "f", "c")])
+        st, att, out, err, types, cnt, tm = pipe.execute()
         nodes = {}
-        for node_id in order:
+        unhandled = []
+        for i, node_id in enumerate(order):
+            stall, handled, n_items, done = cnt[4 * i : 4 * i + 4]
+            started, finished, child = tm[3 * i : 3 * i + 3]
+            status = NodeStatus(st[i] or "pending")
+            if status is NodeStatus.FAILED and not handled:
+                unhandled.append(node_id)
             nodes[node_id] = NodeInfo(
                 id=node_id,
-                type=topo.get(f"{node_id}|t", ""),
-                status=NodeStatus(st.get(node_id, "pending")),
-                attempt=int(att.get(node_id, 1)),
-                stall_count=int(cnt.get(f"{node_id}|stall", 0)),
-                started_at=codec.from_ts(_f(tm.get(f"{node_id}|s"))),
-                finished_at=codec.from_ts(_f(tm.get(f"{node_id}|f"))),
-                output=codec.loads(out.get(node_id)),
-                error=ErrorInfo.model_validate_json(err[node_id]) if node_id in err else None,
+                type=types[i] or "",
+                status=status,
+                attempt=int(att[i] or 1),
+                stall_count=int(stall or 0),
+                started_at=codec.from_ts(_f(started)),
+                finished_at=codec.from_ts(_f(finished)),
+                output=codec.loads(out[i]),
+                error=ErrorInfo.model_validate_json(err[i]) if err[i] else None,
+                items_total=int(n_items) if n_items is not None else None,
+                items_done=int(done or 0),
+                child_run_id=child,
             )
-        return self._run_info(run, nodes)
+        return self._run_info(run, nodes, unhandled)
 
     @staticmethod
-    def _run_info(run: dict[str, str], nodes: dict[str, NodeInfo]) -> RunInfo:
+    def _run_info(run: dict[str, str], nodes: dict[str, NodeInfo], unhandled: list[str]) -> RunInfo:
         status = RunStatus(run["status"])
         inputs = codec.loads(run.get("inputs")) or {}
         output = None
@@ -114,7 +114,6 @@ class RedisReads:
             output = resolve_template(
                 codec.loads(run.get("output_tpl")), {k: n.output for k, n in nodes.items()}, inputs
             )
-        first = run.get("first_error")
         return RunInfo(
             id=run["id"],
             workflow=run["workflow"],
@@ -123,7 +122,7 @@ class RedisReads:
             priority=int(run.get("priority", 0)),
             inputs=inputs,
             output=output,
-            error=nodes[first].error if first and first in nodes else None,
+            error=first_error(nodes, unhandled) if status is RunStatus.FAILED else None,
             user_id=run.get("user_id") or None,
             organization_id=run.get("organization_id") or None,
             trigger=run.get("trigger") or "manual",
@@ -132,6 +131,8 @@ class RedisReads:
             started_at=codec.from_ts(_f(run.get("started_at"))),
             finished_at=codec.from_ts(_f(run.get("finished_at"))),
             cancel_requested=run.get("cancel") == "1",
+            parent_run_id=run.get("parent_run") or None,
+            parent_node_id=run.get("parent_node") or None,
             nodes=nodes,
         )
 
@@ -153,16 +154,14 @@ class RedisReads:
                 if not run:
                     gone.append(run_id)
                 elif status is None or run["status"] == RunStatus(status).value:
-                    found.append(self._run_info(run, {}))
+                    found.append(self._run_info(run, {}, []))
             if gone:
                 self.r.zrem(index, *gone)
                 start -= len(gone)
         return found[:limit]
 
     @_guard
-    def get_logs(
-        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
-    ) -> list[LogEntry]:
+    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         key = self._keys(run_id)[11]
         entries: list[LogEntry] = []
         start = max(0, since)

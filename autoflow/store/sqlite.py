@@ -21,19 +21,16 @@ from autoflow.engine.planner import message_priority
 from autoflow.errors import BackendError
 from autoflow.models import (
     LogLevel,
-    RunStatus,
 )
-from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, Progress, Ready
-from autoflow.store.sqlite_reads import SCHEMA, SQLiteReads
+from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, Ready
+from autoflow.store.sqlite_control import SQLiteControl
+from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA, SQLiteReads
 from autoflow.store.sqlite_transitions import SQLiteTransitions, engine_log
 
 __all__ = ["SQLiteStore"]
 
-_OUTCOME_COLUMN = {"ok": "n_ok", "fail": "n_fail", "skip": "n_skip"}
-_ACTIVE = ("running", "paused")
 
-
-class SQLiteStore(SQLiteTransitions, SQLiteReads):
+class SQLiteStore(SQLiteTransitions, SQLiteControl, SQLiteReads):
     """The embedded store. ``SQLiteStore(":memory:")`` for tests, a file path otherwise.
 
     Example::
@@ -57,14 +54,13 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
+            self._migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             raise BackendError(self.url, str(exc)) from None
         self._conn = conn
@@ -72,6 +68,15 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
     def _after_fork(self) -> None:
         if self.path != ":memory:" and getattr(self, "_pid", None) != os.getpid():
             self._open()
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Add columns that newer versions need to a database made by an older one."""
+        for table, columns in MIGRATIONS.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -119,15 +124,13 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
         with self._tx() as db:
             if run.idempotency_key:
-                row = db.execute(
-                    "SELECT id FROM runs WHERE idempotency_key = ?", (run.idempotency_key,)
-                ).fetchone()
+                row = db.execute("SELECT id FROM runs WHERE idempotency_key = ?", (run.idempotency_key,)).fetchone()
                 if row:
                     return str(row["id"])
             db.execute(
                 "INSERT INTO runs (id, workflow, digest, status, priority, inputs, output_tpl, user_id,"
-                " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining,"
+                " parent_run, parent_node) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.workflow,
@@ -142,11 +145,13 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
                     run.idempotency_key,
                     run.created_at,
                     len(nodes),
+                    run.parent_run_id,
+                    run.parent_node_id,
                 ),
             )
             db.executemany(
                 "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority,"
-                " parents, children) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                " parents, children, when_node, when_value) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         run.id,
@@ -158,6 +163,8 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
                         n.priority,
                         codec.dumps(list(n.parents)),
                         codec.dumps(list(n.children)),
+                        n.when[0] if n.when else None,
+                        n.when[1] if n.when else None,
                     )
                     for i, n in enumerate(nodes)
                 ],
@@ -169,8 +176,7 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
         ready: list[Ready] = []
         with self._tx() as db:
             active = db.execute(
-                "SELECT COUNT(*) FROM runs WHERE status = 'running'"
-                " OR (status = 'paused' AND started_at IS NOT NULL)"
+                "SELECT COUNT(*) FROM runs WHERE status = 'running' OR (status = 'paused' AND started_at IS NOT NULL)"
             ).fetchone()[0]
             free = limit - active
             if free <= 0:
@@ -180,27 +186,29 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
                 (free,),
             ).fetchall()
             for row in rows:
-                db.execute(
-                    "UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", (now, row["id"])
-                )
-                roots = db.execute(
-                    "SELECT node_id, priority FROM nodes WHERE run_id = ? AND status = 'pending'"
-                    " AND n_parents = 0",
-                    (row["id"],),
-                ).fetchall()
-                db.execute(
-                    "UPDATE nodes SET status = 'queued', due_at = ? WHERE run_id = ?"
-                    " AND status = 'pending' AND n_parents = 0",
-                    (now, row["id"]),
-                )
-                ready += [
-                    Ready(row["id"], r["node_id"], 1, message_priority(row["priority"], r["priority"]))
-                    for r in roots
-                ]
-                self._log(db, row["id"], [engine_log(LogLevel.INFO, "run started", now=now)])
+                ready += self._start(db, row["id"], row["priority"], now)
         return ready
 
-    # -- leases, logs, control -------------------------------------------------------------
+    def start_run(self, run_id: str) -> list[Ready]:
+        """Start one pending run now, whatever the concurrency (sub-workflow runs: their
+        parent already holds a slot)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, priority FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] != "pending":
+                return []
+            return self._start(db, run_id, row["priority"], time.time())
+
+    def _start(self, db: sqlite3.Connection, run_id: str, priority: int, now: float) -> list[Ready]:
+        db.execute("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", (now, run_id))
+        roots = db.execute(
+            "UPDATE nodes SET status = 'queued', due_at = ? WHERE run_id = ? AND status = 'pending'"
+            " AND n_parents = 0 RETURNING node_id, priority",
+            (now, run_id),
+        ).fetchall()
+        self._log(db, run_id, [engine_log(LogLevel.INFO, "run started", now=now)])
+        return [Ready(run_id, r["node_id"], 1, message_priority(priority, r["priority"])) for r in roots]
+
+    # -- leases and logs --------------------------------------------------------------------
     def heartbeat(self, claims: Sequence[tuple[str, str, str]], lease: float) -> HeartbeatResult:
         if not claims:
             return HeartbeatResult()
@@ -218,9 +226,7 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
                     lost.add((run_id, node_id))
             runs = {c[0] for c in claims}
             marks = ",".join("?" * len(runs))
-            for row in db.execute(
-                f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", tuple(runs)
-            ):
+            for row in db.execute(f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", tuple(runs)):
                 cancelled.add(row["id"])
         return HeartbeatResult(frozenset(cancelled), frozenset(lost))
 
@@ -247,86 +253,43 @@ class SQLiteStore(SQLiteTransitions, SQLiteReads):
                 ],
             )
 
-    def cancel_run(self, run_id: str) -> RunStatus | None:
+    # -- rate and concurrency limits --------------------------------------------------------
+    def take_token(self, key: str, count: int, per: float) -> float:
+        """Token bucket of ``count`` per ``per`` seconds: 0.0 if a call may go now, else the
+        seconds to wait before trying again."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                return None
-            if RunStatus(row["status"]).finished:
-                return RunStatus(row["status"])
-            db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
-            changed = db.execute(
-                "UPDATE nodes SET status = 'cancelled', finished_at = ?, due_at = NULL WHERE run_id = ?"
-                " AND status IN ('pending', 'queued', 'retrying')",
-                (now, run_id),
-            ).rowcount
-            db.execute("UPDATE runs SET remaining = remaining - ? WHERE id = ?", (changed, run_id))
-            self._log(db, run_id, [engine_log(LogLevel.WARN, "cancellation requested", now=now)])
-            finished = self._maybe_finish(db, run_id, now)
-            status = finished or RunStatus(row["status"])
-        self._done(Progress(True, [], finished))
-        return status
+            row = db.execute("SELECT tokens, ts FROM limits WHERE key = ?", (key,)).fetchone()
+            tokens = float(count) if row is None else min(count, row["tokens"] + (now - row["ts"]) * count / per)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) * per / count
+            if wait == 0.0:
+                tokens -= 1
+            db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?)", (key, tokens, now))
+        return wait
 
-    def pause_run(self, run_id: str) -> RunStatus | None:
-        with self._tx() as db:
-            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                return None
-            if row["status"] in ("pending", "running"):
-                db.execute("UPDATE runs SET status = 'paused' WHERE id = ?", (run_id,))
-                self._log(db, run_id, [engine_log(LogLevel.INFO, "run paused")])
-                return RunStatus.PAUSED
-            return RunStatus(row["status"])
-
-    def resume_run(self, run_id: str) -> list[Ready]:
+    def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:
+        """Take one of ``limit`` slots of ``key`` for ``holder`` (a claim token) for ``lease``
+        seconds (renewed by heartbeats); False if all are taken."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute(
-                "SELECT status, started_at, priority FROM runs WHERE id = ?", (run_id,)
-            ).fetchone()
-            if row is None or row["status"] != "paused":
-                return []
-            status = "running" if row["started_at"] is not None else "pending"
-            db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
-            self._log(db, run_id, [engine_log(LogLevel.INFO, "run resumed")])
-            rows = db.execute(
-                "SELECT node_id, attempt, priority, due_at FROM nodes WHERE run_id = ?"
-                " AND status IN ('queued', 'retrying')",
-                (run_id,),
-            ).fetchall()
-            db.execute(
-                "UPDATE nodes SET due_at = MAX(COALESCE(due_at, 0), ?) WHERE run_id = ?"
-                " AND status IN ('queued', 'retrying')",
-                (now, run_id),
-            )
-        return [
-            Ready(
-                run_id,
-                r["node_id"],
-                r["attempt"],
-                message_priority(row["priority"], r["priority"]),
-                r["due_at"] if r["due_at"] and r["due_at"] > now else None,
-            )
-            for r in rows
-        ]
+            db.execute("DELETE FROM slots WHERE key = ? AND expires < ?", (key, now))
+            held = db.execute("SELECT COUNT(*) FROM slots WHERE key = ? AND holder != ?", (key, holder)).fetchone()[0]
+            if held >= limit:
+                return False
+            db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (key, holder, now + lease))
+        return True
 
-    def count_waiting(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM nodes WHERE status IN ('queued', 'retrying')")[0][0])
-
-    def purge(self, now: float, retention: float) -> int:
+    def release_slot(self, key: str, holder: str) -> None:
         with self._tx() as db:
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?",
-                    (now - retention,),
+            db.execute("DELETE FROM slots WHERE key = ? AND holder = ?", (key, holder))
+
+    def renew_slots(self, held: Sequence[tuple[str, str]], lease: float) -> None:
+        if held:
+            with self._tx() as db:
+                db.executemany(
+                    "UPDATE slots SET expires = ? WHERE key = ? AND holder = ?",
+                    [(time.time() + lease, key, holder) for key, holder in held],
                 )
-            ]
-            for run_id in ids:
-                for table, column in (("logs", "run_id"), ("nodes", "run_id"), ("runs", "id")):
-                    db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
-        return len(ids)
 
     def wait_finished(self, run_id: str, timeout: float) -> None:
         # In-process finishes notify at once; other processes are noticed by polling.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from autoflow import codec
@@ -20,7 +21,7 @@ from autoflow.models import (
     RunStatus,
 )
 
-__all__ = ["SCHEMA", "SQLiteReads"]
+__all__ = ["MIGRATIONS", "SCHEMA", "SQLiteReads"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS definitions (digest TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     idempotency_key TEXT UNIQUE, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     remaining INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
-    first_error TEXT
+    first_error TEXT, parent_run TEXT, parent_node TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_queue ON runs (status, priority DESC, id);
 CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, id);
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     n_skip INTEGER NOT NULL DEFAULT 0, rule TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
     parents TEXT NOT NULL, children TEXT NOT NULL, owner TEXT, lease_until REAL, due_at REAL,
     started_at REAL, finished_at REAL, output TEXT, error TEXT,
+    when_node TEXT, when_value INTEGER, handled INTEGER NOT NULL DEFAULT 0, wake_at REAL,
+    map_of TEXT, item TEXT, n_items INTEGER, next_item INTEGER, done_items INTEGER,
+    max_parallel INTEGER, child_run TEXT,
     PRIMARY KEY (run_id, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_lease ON nodes (status, lease_until);
@@ -54,7 +58,29 @@ CREATE TABLE IF NOT EXISTS logs (
     level TEXT NOT NULL, message TEXT NOT NULL, node_id TEXT, data TEXT
 );
 CREATE INDEX IF NOT EXISTS logs_run ON logs (run_id, id);
+CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, tokens REAL NOT NULL, ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (
+    key TEXT NOT NULL, holder TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, holder)
+);
 """
+
+#: Columns added after the first release: (name, declaration) per table.
+MIGRATIONS: dict[str, list[tuple[str, str]]] = {
+    "runs": [("parent_run", "TEXT"), ("parent_node", "TEXT")],
+    "nodes": [
+        ("when_node", "TEXT"),
+        ("when_value", "INTEGER"),
+        ("handled", "INTEGER NOT NULL DEFAULT 0"),
+        ("wake_at", "REAL"),
+        ("map_of", "TEXT"),
+        ("item", "TEXT"),
+        ("n_items", "INTEGER"),
+        ("next_item", "INTEGER"),
+        ("done_items", "INTEGER"),
+        ("max_parallel", "INTEGER"),
+        ("child_run", "TEXT"),
+    ],
+}
 
 
 class SQLiteReads:
@@ -69,8 +95,8 @@ class SQLiteReads:
         if not rows:
             return None
         nodes = self._read(
-            "SELECT node_id, type, status, attempt, stall_count, started_at, finished_at, output, error"
-            " FROM nodes WHERE run_id = ? ORDER BY seq",
+            "SELECT node_id, type, status, attempt, stall_count, started_at, finished_at, output, error,"
+            " handled, n_items, done_items, child_run FROM nodes WHERE run_id = ? AND map_of IS NULL ORDER BY seq",
             (run_id,),
         )
         infos = {
@@ -84,10 +110,14 @@ class SQLiteReads:
                 finished_at=codec.from_ts(n["finished_at"]),
                 output=codec.loads(n["output"]),
                 error=ErrorInfo.model_validate_json(n["error"]) if n["error"] else None,
+                items_total=n["n_items"],
+                items_done=n["done_items"] or 0,
+                child_run_id=n["child_run"],
             )
             for n in nodes
         }
-        return _run_info(rows[0], infos)
+        unhandled = [n["node_id"] for n in nodes if n["status"] == "failed" and not n["handled"]]
+        return _run_info(rows[0], infos, unhandled)
 
     def list_runs(self, workflow: str | None, status: RunStatus | None, limit: int) -> list[RunInfo]:
         where, args = [], []
@@ -99,11 +129,9 @@ class SQLiteReads:
             args.append(RunStatus(status).value)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._read(f"SELECT * FROM runs {clause} ORDER BY id DESC LIMIT ?", (*args, limit))
-        return [_run_info(r, {}) for r in rows]
+        return [_run_info(r, {}, []) for r in rows]
 
-    def get_logs(
-        self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000
-    ) -> list[LogEntry]:
+    def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         sql = "SELECT * FROM logs WHERE run_id = ? AND id > ?"
         args: list[Any] = [run_id, since]
         if node_id:
@@ -141,11 +169,9 @@ class SQLiteReads:
         )
 
 
-def _run_info(row: sqlite3.Row, nodes: dict[str, NodeInfo]) -> RunInfo:
+def _run_info(row: sqlite3.Row, nodes: dict[str, NodeInfo], unhandled: list[str]) -> RunInfo:
     status = RunStatus(row["status"])
-    error = None
-    if row["first_error"] and row["first_error"] in nodes:
-        error = nodes[row["first_error"]].error
+    error = first_error(nodes, unhandled) if status is RunStatus.FAILED else None
     output = None
     if status is RunStatus.COMPLETED and nodes:
         output = resolve_template(
@@ -170,5 +196,13 @@ def _run_info(row: sqlite3.Row, nodes: dict[str, NodeInfo]) -> RunInfo:
         started_at=codec.from_ts(row["started_at"]),
         finished_at=codec.from_ts(row["finished_at"]),
         cancel_requested=bool(row["cancel_requested"]),
+        parent_run_id=row["parent_run"],
+        parent_node_id=row["parent_node"],
         nodes=nodes,
     )
+
+
+def first_error(nodes: dict[str, NodeInfo], unhandled: list[str]) -> ErrorInfo | None:
+    """The error of the earliest failure no error handler took care of."""
+    failed = sorted((n for n in unhandled if n in nodes), key=lambda n: nodes[n].finished_at or datetime.max)
+    return nodes[failed[0]].error if failed else None

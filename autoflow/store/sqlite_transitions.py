@@ -1,6 +1,8 @@
-"""SQLite store, the write side of nodes: claim, complete, fail, settle children, reap.
+"""SQLite store, the write side of nodes: claim, complete, fail, defer, settle children.
 
 Every public method is one ``BEGIN IMMEDIATE`` transaction (see ``SQLiteStore._tx``).
+Items of a ``.map`` are rows of their own (``M[0]``, ``M[1]``, ...) whose ``map_of`` names
+the map node; they never count in the run's ``remaining``.
 """
 
 from __future__ import annotations
@@ -14,40 +16,63 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from autoflow import codec
-from autoflow.engine.planner import Decision, decide, final_status, message_priority
+from autoflow.engine.planner import (
+    HANDLER_RULES,
+    Decision,
+    decide,
+    final_status,
+    message_priority,
+    skip_outcome,
+)
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, crash_error
+from autoflow.store.base import Claim, Progress, Ready
 
 __all__ = ["SQLiteTransitions", "engine_log"]
 
 _OUTCOME_COLUMN = {"ok": "n_ok", "fail": "n_fail", "skip": "n_skip"}
 _ACTIVE = ("running", "paused")
+_WAITING = ("queued", "retrying", "waiting")
+
+
+def engine_log(level: LogLevel, message: str, node_id: str | None = None, now: float | None = None) -> dict[str, Any]:
+    return {"ts": now or time.time(), "level": level.value, "message": message, "node_id": node_id}
+
+
+def _parent_value(row: sqlite3.Row) -> Any:
+    """What a child receives from a parent: its output, its error (failed), or None."""
+    if row["status"] == "completed":
+        return codec.loads(row["output"])
+    if row["status"] == "failed" and row["error"]:
+        return json.loads(row["error"])
+    return None
 
 
 class SQLiteTransitions:
     """Node transitions of :class:`~autoflow.store.sqlite.SQLiteStore`."""
 
+    _finished: threading.Condition  # notified when a run ends (in-process waiters)
+
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
-
-    _finished: threading.Condition  # notified when a run ends (in-process waiters)
 
     @staticmethod
     def _log(db: sqlite3.Connection, run_id: str, logs: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
 
+    # -- claim -----------------------------------------------------------------------------
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         now = time.time()
         with self._tx() as db:
             row = db.execute(
-                "SELECT n.status, n.attempt, n.parents, r.status AS run_status, r.cancel_requested,"
-                " r.workflow, r.digest, r.inputs FROM nodes n JOIN runs r ON r.id = n.run_id"
+                "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, r.priority,"
+                " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs"
+                " FROM nodes n JOIN runs r ON r.id = n.run_id"
                 " WHERE n.run_id = ? AND n.node_id = ?",
                 (run_id, node_id),
             ).fetchone()
             if (
                 row is None
-                or row["status"] not in ("queued", "retrying")
+                or row["status"] not in _WAITING
                 or row["attempt"] != attempt
                 or row["run_status"] != "running"
                 or row["cancel_requested"]
@@ -60,49 +85,84 @@ class SQLiteTransitions:
             )
             db.execute("UPDATE runs SET running = running + 1 WHERE id = ?", (run_id,))
             parents = json.loads(row["parents"])
-            outputs = {}
+            values = {}
             if parents:
                 marks = ",".join("?" * len(parents))
                 for r in db.execute(
-                    f"SELECT node_id, output FROM nodes WHERE run_id = ? AND node_id IN ({marks})",
+                    f"SELECT node_id, status, output, error FROM nodes WHERE run_id = ? AND node_id IN ({marks})",
                     (run_id, *parents),
                 ):
-                    outputs[r["node_id"]] = codec.loads(r["output"])
+                    values[r["node_id"]] = _parent_value(r)
             self._log(db, run_id, [engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)])
         return Claim(
-            run_id, node_id, attempt, row["workflow"], row["digest"], codec.loads(row["inputs"]), outputs
+            run_id,
+            node_id,
+            attempt,
+            row["workflow"],
+            row["digest"],
+            codec.loads(row["inputs"]),
+            values,
+            map_of=row["map_of"],
+            item=codec.loads(row["item"]),
+            wake_at=row["wake_at"],
+            run_priority=row["priority"],
         )
 
     def _fenced(self, db: sqlite3.Connection, run_id: str, node_id: str, token: str) -> sqlite3.Row | None:
         row = db.execute(
-            "SELECT n.status, n.owner, n.attempt, n.priority AS node_priority, r.priority"
-            " FROM nodes n JOIN runs r ON r.id = n.run_id WHERE n.run_id = ? AND n.node_id = ?",
+            "SELECT n.status, n.owner, n.attempt, n.priority AS node_priority, n.map_of, n.rule, n.parents,"
+            " r.priority, r.cancel_requested FROM nodes n JOIN runs r ON r.id = n.run_id"
+            " WHERE n.run_id = ? AND n.node_id = ?",
             (run_id, node_id),
         ).fetchone()
         if row is None or row["status"] != "running" or row["owner"] != token:
             return None
         return row  # type: ignore[no-any-return]
 
-    def complete(
-        self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]
-    ) -> Progress:
+    # -- outcomes --------------------------------------------------------------------------
+    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
         now = time.time()
         with self._tx() as db:
             row = self._fenced(db, run_id, node_id, token)
             if row is None:
                 return Progress(False)
+            self._log(db, run_id, logs)
             db.execute(
                 "UPDATE nodes SET status = 'completed', output = ?, error = NULL, finished_at = ?,"
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
                 (codec.dumps(output), now, run_id, node_id),
             )
-            db.execute(
-                "UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,)
-            )
-            self._log(db, run_id, logs)
-            ready = self._settle(db, run_id, row["priority"], node_id, "ok", now)
+            if row["map_of"]:
+                db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
+                ready = self._item_done(db, run_id, row["priority"], row["map_of"], now)
+            else:
+                ready = self._completed(db, run_id, row["priority"], node_id, row["rule"], row["parents"], now)
             finished = self._maybe_finish(db, run_id, now)
         return self._done(Progress(True, ready, finished))
+
+    def _completed(
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        run_priority: int,
+        node_id: str,
+        rule: str,
+        parents: str,
+        now: float,
+    ) -> list[Ready]:
+        """A node (not an item) completed: count it, handle failures it handled, settle."""
+        db.execute("UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,))
+        if rule in HANDLER_RULES:
+            names = json.loads(parents)
+            if names:
+                marks = ",".join("?" * len(names))
+                handled = db.execute(
+                    f"UPDATE nodes SET handled = 1 WHERE run_id = ? AND node_id IN ({marks})"
+                    " AND status = 'failed' AND handled = 0",
+                    (run_id, *names),
+                ).rowcount
+                db.execute("UPDATE runs SET failed = failed - ? WHERE id = ?", (handled, run_id))
+        return self._settle(db, run_id, run_priority, node_id, "ok", now)
 
     def fail(
         self,
@@ -119,8 +179,8 @@ class SQLiteTransitions:
             if row is None:
                 return Progress(False)
             self._log(db, run_id, logs)
-            cancelled = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
-            if retry_at is not None and not cancelled:
+            ready: list[Ready] = []
+            if retry_at is not None and not row["cancel_requested"]:
                 attempt = row["attempt"] + 1
                 db.execute(
                     "UPDATE nodes SET status = 'retrying', attempt = ?, error = ?, due_at = ?,"
@@ -130,9 +190,10 @@ class SQLiteTransitions:
                 db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
                 prio = message_priority(row["priority"], row["node_priority"])
                 return Progress(True, [Ready(run_id, node_id, attempt, prio, retry_at)])
-            if cancelled:
+            if row["cancel_requested"]:
                 self._cancel_node(db, run_id, node_id, now)
-                ready: list[Ready] = []
+            elif row["map_of"]:
+                ready = self._item_failed(db, run_id, row["priority"], row["map_of"], node_id, error, now)
             else:
                 ready = self._fail_node(db, run_id, row["priority"], node_id, error, now, running=True)
             finished = self._maybe_finish(db, run_id, now)
@@ -148,14 +209,166 @@ class SQLiteTransitions:
             finished = self._maybe_finish(db, run_id, now)
         return self._done(Progress(True, [], finished))
 
+    def defer(
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        until: float,
+        waiting: bool,
+        logs: Sequence[dict[str, Any]],
+    ) -> Progress:
+        with self._tx() as db:
+            row = self._fenced(db, run_id, node_id, token)
+            if row is None:
+                return Progress(False)
+            self._log(db, run_id, logs)
+            db.execute(
+                "UPDATE nodes SET status = ?, due_at = ?, wake_at = CASE WHEN ? THEN ? ELSE wake_at END,"
+                " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
+                ("waiting" if waiting else "queued", until, waiting, until, run_id, node_id),
+            )
+            db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
+            prio = message_priority(row["priority"], row["node_priority"])
+        return Progress(True, [Ready(run_id, node_id, row["attempt"], prio, until)])
+
+    def await_child(
+        self, run_id: str, node_id: str, token: str, child_run_id: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        with self._tx() as db:
+            if self._fenced(db, run_id, node_id, token) is None:
+                return Progress(False)
+            self._log(db, run_id, logs)
+            db.execute(
+                "UPDATE nodes SET owner = ?, lease_until = NULL, child_run = ? WHERE run_id = ? AND node_id = ?",
+                (f"@sub:{child_run_id}", child_run_id, run_id, node_id),
+            )
+        return Progress(True)
+
+    # -- map -------------------------------------------------------------------------------
+    def expand(
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        items: Sequence[str],
+        max_parallel: int | None,
+        logs: Sequence[dict[str, Any]],
+    ) -> Progress:
+        """A map node got its items (JSON texts): create one row each, queue the first
+        ``max_parallel`` (all if None); the node waits for them, holding no worker."""
+        now = time.time()
+        with self._tx() as db:
+            row = self._fenced(db, run_id, node_id, token)
+            if row is None:
+                return Progress(False)
+            self._log(db, run_id, logs)
+            if not items:
+                db.execute(
+                    "UPDATE nodes SET status = 'completed', output = '[]', finished_at = ?, owner = NULL,"
+                    " lease_until = NULL, n_items = 0, done_items = 0 WHERE run_id = ? AND node_id = ?",
+                    (now, run_id, node_id),
+                )
+                ready = self._completed(db, run_id, row["priority"], node_id, row["rule"], row["parents"], now)
+                return self._done(Progress(True, ready, self._maybe_finish(db, run_id, now)))
+            window = len(items) if max_parallel is None else min(max_parallel, len(items))
+            db.execute(
+                "UPDATE nodes SET owner = '@map', lease_until = NULL, n_items = ?, next_item = ?,"
+                " done_items = 0, max_parallel = ? WHERE run_id = ? AND node_id = ?",
+                (len(items), window, max_parallel, run_id, node_id),
+            )
+            db.executemany(
+                "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority, parents,"
+                " children, map_of, item, due_at) SELECT run_id, ?, ?, type, ?, 0, rule, priority, parents,"
+                " '[]', node_id, ?, ? FROM nodes WHERE run_id = ? AND node_id = ?",
+                [
+                    (f"{node_id}[{i}]", i, "queued" if i < window else "pending", item, now, run_id, node_id)
+                    for i, item in enumerate(items)
+                ],
+            )
+            prio = message_priority(row["priority"], row["node_priority"])
+        return Progress(True, [Ready(run_id, f"{node_id}[{i}]", 1, prio) for i in range(window)])
+
+    def _item_done(
+        self, db: sqlite3.Connection, run_id: str, run_priority: int, map_id: str, now: float
+    ) -> list[Ready]:
+        """One item finished (completed, or failed under all_done): O(1) unless it was the last."""
+        m = db.execute(
+            "UPDATE nodes SET done_items = done_items + 1 WHERE run_id = ? AND node_id = ? AND status = 'running'"
+            " RETURNING done_items, n_items, next_item, priority, rule, parents",
+            (run_id, map_id),
+        ).fetchone()
+        if m is None:  # the map already ended (failed or cancelled)
+            return []
+        ready: list[Ready] = []
+        if m["next_item"] < m["n_items"]:
+            item_id = f"{map_id}[{m['next_item']}]"
+            db.execute(
+                "UPDATE nodes SET next_item = next_item + 1 WHERE run_id = ? AND node_id = ?",
+                (run_id, map_id),
+            )
+            db.execute(
+                "UPDATE nodes SET status = 'queued', due_at = ? WHERE run_id = ? AND node_id = ?",
+                (now, run_id, item_id),
+            )
+            ready.append(Ready(run_id, item_id, 1, message_priority(run_priority, m["priority"])))
+        if m["done_items"] < m["n_items"]:
+            return ready
+        outputs = [
+            codec.loads(r["output"]) if r["status"] == "completed" else codec.loads(r["error"])
+            for r in db.execute(
+                "SELECT status, output, error FROM nodes WHERE run_id = ? AND map_of = ? ORDER BY seq",
+                (run_id, map_id),
+            )
+        ]
+        db.execute(
+            "UPDATE nodes SET status = 'completed', output = ?, finished_at = ?, owner = NULL"
+            " WHERE run_id = ? AND node_id = ?",
+            (codec.dumps(outputs), now, run_id, map_id),
+        )
+        return self._completed(db, run_id, run_priority, map_id, m["rule"], m["parents"], now)
+
+    def _item_failed(
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        run_priority: int,
+        map_id: str,
+        item_id: str,
+        error: ErrorInfo,
+        now: float,
+    ) -> list[Ready]:
+        db.execute(
+            "UPDATE nodes SET status = 'failed', error = ?, finished_at = ?, owner = NULL, lease_until = NULL"
+            " WHERE run_id = ? AND node_id = ?",
+            (error.model_dump_json(), now, run_id, item_id),
+        )
+        db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
+        rule = db.execute("SELECT rule FROM nodes WHERE run_id = ? AND node_id = ?", (run_id, map_id)).fetchone()
+        if rule is not None and rule[0] == "all_done":  # failures tolerated: the item's error is its result
+            return self._item_done(db, run_id, run_priority, map_id, now)
+        running = db.execute(
+            "SELECT 1 FROM nodes WHERE run_id = ? AND node_id = ? AND status = 'running'", (run_id, map_id)
+        ).fetchone()
+        if running is None:
+            return []
+        db.execute(
+            "UPDATE nodes SET status = 'cancelled', finished_at = ?, due_at = NULL WHERE run_id = ?"
+            " AND map_of = ? AND status IN ('pending', 'queued', 'retrying', 'waiting')",
+            (now, run_id, map_id),
+        )
+        return self._fail_node(db, run_id, run_priority, map_id, error, now, running=True)
+
+    # -- shared steps ----------------------------------------------------------------------
     @staticmethod
     def _cancel_node(db: sqlite3.Connection, run_id: str, node_id: str, now: float) -> None:
-        db.execute(
-            "UPDATE nodes SET status = 'cancelled', finished_at = ?, owner = NULL,"
-            " lease_until = NULL WHERE run_id = ? AND node_id = ?",
+        item = db.execute(
+            "UPDATE nodes SET status = 'cancelled', finished_at = ?, owner = NULL, lease_until = NULL"
+            " WHERE run_id = ? AND node_id = ? RETURNING map_of",
             (now, run_id, node_id),
-        )
-        db.execute("UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,))
+        ).fetchone()
+        counted = 0 if item is not None and item[0] else 1  # items do not count in remaining
+        db.execute("UPDATE runs SET running = running - 1, remaining = remaining - ? WHERE id = ?", (counted, run_id))
 
     def _fail_node(
         self,
@@ -184,42 +397,54 @@ class SQLiteTransitions:
         self, db: sqlite3.Connection, run_id: str, run_priority: int, node_id: str, outcome: str, now: float
     ) -> list[Ready]:
         """Tell the children of a finished node its outcome; cascade skips. O(out-degree)
-        per finished node."""
+        per finished node. A child whose when= condition is this node is skipped at once
+        when the node returned the other boolean (a branch not taken)."""
         ready: list[Ready] = []
         stack = [(node_id, outcome)]
         while stack:
             parent, result = stack.pop()
-            children = json.loads(
-                db.execute(
-                    "SELECT children FROM nodes WHERE run_id = ? AND node_id = ?", (run_id, parent)
-                ).fetchone()[0]
-            )
-            column = _OUTCOME_COLUMN[result]
-            for child in children:
+            found = db.execute(
+                "SELECT children, output FROM nodes WHERE run_id = ? AND node_id = ?", (run_id, parent)
+            ).fetchone()
+            for child in json.loads(found["children"]):
                 row = db.execute(
+                    "SELECT status, when_node, when_value FROM nodes WHERE run_id = ? AND node_id = ?",
+                    (run_id, child),
+                ).fetchone()
+                if row is None or row["status"] != "pending":
+                    continue
+                taken = codec.loads(found["output"]) is bool(row["when_value"])
+                if result == "ok" and row["when_node"] == parent and not taken:  # branch not taken
+                    self._skip(db, run_id, child, now)
+                    stack.append((child, "skip"))
+                    continue
+                column = _OUTCOME_COLUMN[result]
+                counts = db.execute(
                     f"UPDATE nodes SET {column} = {column} + 1 WHERE run_id = ? AND node_id = ?"
-                    " AND status = 'pending'"
                     " RETURNING n_parents, n_ok, n_fail, n_skip, rule, priority",
                     (run_id, child),
                 ).fetchone()
-                if row is None:
-                    continue
-                decision = decide(row["rule"], row["n_parents"], row["n_ok"], row["n_fail"], row["n_skip"])
+                decision = decide(
+                    counts["rule"], counts["n_parents"], counts["n_ok"], counts["n_fail"], counts["n_skip"]
+                )
                 if decision is Decision.READY:
                     db.execute(
                         "UPDATE nodes SET status = 'queued', due_at = ? WHERE run_id = ? AND node_id = ?",
                         (now, run_id, child),
                     )
-                    ready.append(Ready(run_id, child, 1, message_priority(run_priority, row["priority"])))
+                    ready.append(Ready(run_id, child, 1, message_priority(run_priority, counts["priority"])))
                 elif decision is Decision.SKIP:
-                    db.execute(
-                        "UPDATE nodes SET status = 'skipped', finished_at = ?"
-                        " WHERE run_id = ? AND node_id = ?",
-                        (now, run_id, child),
-                    )
-                    db.execute("UPDATE runs SET remaining = remaining - 1 WHERE id = ?", (run_id,))
-                    stack.append((child, "skip"))
+                    self._skip(db, run_id, child, now)
+                    stack.append((child, skip_outcome(counts["rule"], counts["n_fail"])))
         return ready
+
+    @staticmethod
+    def _skip(db: sqlite3.Connection, run_id: str, node_id: str, now: float) -> None:
+        db.execute(
+            "UPDATE nodes SET status = 'skipped', finished_at = ? WHERE run_id = ? AND node_id = ?",
+            (now, run_id, node_id),
+        )
+        db.execute("UPDATE runs SET remaining = remaining - 1 WHERE id = ?", (run_id,))
 
     def _maybe_finish(self, db: sqlite3.Connection, run_id: str, now: float) -> RunStatus | None:
         row = db.execute(
@@ -240,85 +465,3 @@ class SQLiteTransitions:
             with self._finished:
                 self._finished.notify_all()
         return progress
-
-    def reap(
-        self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None
-    ) -> list[Ready]:
-        ready: list[Ready] = []
-        finished: RunStatus | None = None
-        with self._tx() as db:
-            expired = db.execute(
-                "SELECT n.run_id, n.node_id, n.attempt, n.stall_count, n.priority AS node_priority,"
-                " r.priority, r.cancel_requested FROM nodes n JOIN runs r ON r.id = n.run_id"
-                " WHERE n.status = 'running' AND n.lease_until < ?",
-                (now,),
-            ).fetchall()
-            for row in expired:
-                run_id, node_id = row["run_id"], row["node_id"]
-                stalls = row["stall_count"] + 1
-                if row["cancel_requested"]:
-                    self._cancel_node(db, run_id, node_id, now)
-                elif stalls > max_stalls:
-                    db.execute(
-                        "UPDATE nodes SET stall_count = ? WHERE run_id = ? AND node_id = ?",
-                        (stalls, run_id, node_id),
-                    )
-                    self._log(
-                        db,
-                        run_id,
-                        [
-                            engine_log(
-                                LogLevel.ERROR,
-                                f"worker lost {stalls} time(s); node failed as crashed",
-                                node_id,
-                                now,
-                            )
-                        ],
-                    )
-                    ready += self._fail_node(
-                        db, run_id, row["priority"], node_id, crash_error(node_id, stalls), now, running=True
-                    )
-                else:
-                    db.execute(
-                        "UPDATE nodes SET status = 'queued', owner = NULL, lease_until = NULL,"
-                        " stall_count = ?, due_at = ? WHERE run_id = ? AND node_id = ?",
-                        (stalls, now, run_id, node_id),
-                    )
-                    db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
-                    self._log(
-                        db,
-                        run_id,
-                        [
-                            engine_log(
-                                LogLevel.WARN,
-                                f"worker lost (lease expired); re-queued (stall {stalls})",
-                                node_id,
-                                now,
-                            )
-                        ],
-                    )
-                    prio = message_priority(row["priority"], row["node_priority"])
-                    ready.append(Ready(run_id, node_id, row["attempt"], prio))
-                finished = self._maybe_finish(db, run_id, now) or finished
-            stale = db.execute(
-                "SELECT n.run_id, n.node_id, n.attempt, n.priority AS node_priority, r.priority"
-                " FROM nodes n JOIN runs r ON r.id = n.run_id WHERE n.status IN ('queued', 'retrying')"
-                " AND n.due_at < ? AND r.status = 'running' AND r.cancel_requested = 0"
-                " ORDER BY n.due_at LIMIT ?",
-                (now - requeue_after, -1 if resend_limit is None else resend_limit),
-            ).fetchall()
-            for row in stale:
-                db.execute(
-                    "UPDATE nodes SET due_at = ? WHERE run_id = ? AND node_id = ?",
-                    (now, row["run_id"], row["node_id"]),
-                )
-                prio = message_priority(row["priority"], row["node_priority"])
-                ready.append(Ready(row["run_id"], row["node_id"], row["attempt"], prio))
-        self._done(Progress(True, [], finished))
-        return ready
-
-
-def engine_log(
-    level: LogLevel, message: str, node_id: str | None = None, now: float | None = None
-) -> dict[str, Any]:
-    return {"ts": now or time.time(), "level": level.value, "message": message, "node_id": node_id}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from autoflow import codec
-from autoflow.engine.planner import Decision, Rule, decide
+from autoflow.engine.planner import Decision, Rule, decide, skip_outcome
 from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
 from autoflow.store.base import NewRun, NodeSeed, Ready, Store
 
@@ -432,7 +432,8 @@ def test_a_wide_fan_in_waits_for_every_parent(store: Store) -> None:
 
 
 def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
-    """The Redis scripts mirror planner.decide; check every rule on every tally up to 3 parents."""
+    """The Redis scripts mirror planner.decide and skip_outcome; check every rule on every
+    tally up to 3 parents."""
     pytest.importorskip("redis")
     from importlib import resources
 
@@ -441,8 +442,8 @@ def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
     store = RedisStore.from_url(request.getfixturevalue("redis_url"))
     lib = resources.files("autoflow.store").joinpath("lua/lib.lua").read_text()
     script = store.r.register_script(
-        lib
-        + "return decide(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))"
+        lib + "return {decide(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),"
+        " tonumber(ARGV[5])), skip_outcome(ARGV[1], tonumber(ARGV[4]))}"
     )
     for rule in Rule:
         for total in range(4):
@@ -451,5 +452,5 @@ def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
                     continue
                 expected: Decision = decide(rule, total, ok, failed, skipped)
                 got = script(keys=[f"k{i}" for i in range(14)], args=[rule.value, total, ok, failed, skipped])
-                assert got == expected.value, (rule, total, ok, failed, skipped)
+                assert got == [expected.value, skip_outcome(rule, failed)], (rule, total, ok, failed, skipped)
     store.close()

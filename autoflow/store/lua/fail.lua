@@ -4,6 +4,7 @@ local node, token, err, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV
 if not held(node, token) then return {0} end
 push_logs(8, tonumber(ARGV[7]))
 local res = {1, ''}
+local m = map_of(node)
 if redis.call('HGET', K.run, 'cancel') == '1' then
   cancel_node(node, now)
 elseif retry_at ~= '' then
@@ -16,6 +17,8 @@ elseif retry_at ~= '' then
   redis.call('HINCRBY', K.run, 'queued', 1)
   ready(res, node, attempt, retry_at)
   return res
+elseif m then
+  item_failed(m, node, err, now, res)
 else
   fail_node(node, err, now, res)
 end

@@ -3,8 +3,9 @@
 local K = {
   run = KEYS[1], st = KEYS[2], att = KEYS[3], cnt = KEYS[4], topo = KEYS[5], own = KEYS[6],
   lease = KEYS[7], due = KEYS[8], tm = KEYS[9], out = KEYS[10], err = KEYS[11],
-  logs = KEYS[12], done = KEYS[13], order = KEYS[14],
+  logs = KEYS[12], done = KEYS[13], order = KEYS[14], iv = KEYS[15],
 }
+-- Items of a .map are fields "M[i]" of the same hashes; their item values live in K.iv.
 
 local function split(s)
   local t = {}
@@ -18,12 +19,20 @@ local function num(v)
   return tonumber(v) or 0
 end
 
+-- The map node of an item "M[i]", or nil for a plain node.
+local function map_of(node)
+  return string.match(node, '^(.+)%[%d+%]$')
+end
+
 -- Mirror of autoflow.engine.planner.decide: 'ready', 'skip' or 'wait'.
 local function decide(rule, total, ok, fail, skip)
   local all = (ok + fail + skip) == total
   if rule == 'all_success' then
-    if fail > 0 or skip > 0 then return 'skip' end
-    if all then return 'ready' end
+    if fail > 0 then return 'skip' end
+    if all then
+      if ok > 0 then return 'ready' end
+      return 'skip'
+    end
   elseif rule == 'all_done' then
     if all then return 'ready' end
   elseif rule == 'one_success' then
@@ -42,6 +51,20 @@ local function decide(rule, total, ok, fail, skip)
   return 'wait'
 end
 
+-- Mirror of autoflow.engine.planner.skip_outcome.
+local function skip_outcome(rule, fail)
+  if fail > 0 and (rule == 'all_success' or rule == 'none_failed' or rule == 'one_success') then
+    return 'fail'
+  end
+  return 'skip'
+end
+
+local HANDLER = {one_failed = true, all_failed = true, all_done = true}
+
+local function rule_of(node)
+  return redis.call('HGET', K.topo, node .. '|r') or 'all_success'
+end
+
 local function log(now, level, message, node)
   redis.call('RPUSH', K.logs, cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node}))
 end
@@ -51,7 +74,16 @@ local function push_logs(first, count)
 end
 
 local function prio(node)
-  return num(redis.call('HGET', K.run, 'priority')) + num(redis.call('HGET', K.topo, node .. '|pr'))
+  local base = map_of(node) or node
+  return num(redis.call('HGET', K.run, 'priority')) + num(redis.call('HGET', K.topo, base .. '|pr'))
+end
+
+-- What a child receives from a parent: output, error (failed) or nil (skipped).
+local function parent_value(node)
+  local st = redis.call('HGET', K.st, node)
+  if st == 'completed' then return redis.call('HGET', K.out, node) end
+  if st == 'failed' then return redis.call('HGET', K.err, node) end
+  return false
 end
 
 -- Append a message (node, attempt, priority, eta) to a reply.
@@ -69,25 +101,43 @@ local function queue(node, now, res)
   ready(res, node, num(redis.call('HGET', K.att, node)), '')
 end
 
+local function skip(node, now)
+  redis.call('HSET', K.st, node, 'skipped')
+  redis.call('HSET', K.tm, node .. '|f', now)
+  redis.call('HINCRBY', K.run, 'remaining', -1)
+end
+
 -- Tell the children of a finished node its outcome ('ok', 'fail', 'skip'); cascade skips.
+-- A child whose when= condition is this node is skipped when it returned the other bool.
 local function settle(node, outcome, now, res)
   local stack, outs = {node}, {outcome}
   while #stack > 0 do
     local parent, result = table.remove(stack), table.remove(outs)
     for _, child in ipairs(split(redis.call('HGET', K.topo, parent .. '|c'))) do
       if redis.call('HGET', K.st, child) == 'pending' then
-        redis.call('HINCRBY', K.cnt, child .. '|' .. result, 1)
-        local c = redis.call('HMGET', K.cnt, child .. '|ok', child .. '|fail', child .. '|skip', child .. '|np')
-        local rule = redis.call('HGET', K.topo, child .. '|r') or 'all_success'
-        local d = decide(rule, num(c[4]), num(c[1]), num(c[2]), num(c[3]))
-        if d == 'ready' then
-          queue(child, now, res)
-        elseif d == 'skip' then
-          redis.call('HSET', K.st, child, 'skipped')
-          redis.call('HSET', K.tm, child .. '|f', now)
-          redis.call('HINCRBY', K.run, 'remaining', -1)
+        local when = redis.call('HGET', K.topo, child .. '|w')
+        local taken = true
+        if result == 'ok' and when and string.sub(when, 1, -3) == parent then
+          local wanted = 'false'
+          if string.sub(when, -1) == '1' then wanted = 'true' end
+          taken = redis.call('HGET', K.out, parent) == wanted
+        end
+        if not taken then
+          skip(child, now)
           stack[#stack + 1] = child
           outs[#outs + 1] = 'skip'
+        else
+          redis.call('HINCRBY', K.cnt, child .. '|' .. result, 1)
+          local c = redis.call('HMGET', K.cnt, child .. '|ok', child .. '|fail', child .. '|skip', child .. '|np')
+          local rule = rule_of(child)
+          local d = decide(rule, num(c[4]), num(c[1]), num(c[2]), num(c[3]))
+          if d == 'ready' then
+            queue(child, now, res)
+          elseif d == 'skip' then
+            skip(child, now)
+            stack[#stack + 1] = child
+            outs[#outs + 1] = skip_outcome(rule, num(c[2]))
+          end
         end
       end
     end
@@ -98,6 +148,21 @@ local function release(node, now)
   redis.call('HDEL', K.own, node)
   redis.call('ZREM', K.lease, node)
   redis.call('HSET', K.tm, node .. '|f', now)
+end
+
+-- A node (not an item) completed: count it, mark the failures it handled, settle.
+local function completed(node, now, res)
+  redis.call('HINCRBY', K.run, 'running', -1)
+  redis.call('HINCRBY', K.run, 'remaining', -1)
+  redis.call('HINCRBY', K.run, 'n_ok', 1)
+  if HANDLER[rule_of(node)] then
+    for _, parent in ipairs(split(redis.call('HGET', K.topo, node .. '|p'))) do
+      if redis.call('HGET', K.st, parent) == 'failed' and redis.call('HSETNX', K.cnt, parent .. '|h', 1) == 1 then
+        redis.call('HINCRBY', K.run, 'failed', -1)
+      end
+    end
+  end
+  settle(node, 'ok', now, res)
 end
 
 local function fail_node(node, error, now, res)
@@ -115,7 +180,56 @@ local function cancel_node(node, now)
   redis.call('HSET', K.st, node, 'cancelled')
   release(node, now)
   redis.call('HINCRBY', K.run, 'running', -1)
-  redis.call('HINCRBY', K.run, 'remaining', -1)
+  if not map_of(node) then redis.call('HINCRBY', K.run, 'remaining', -1) end
+end
+
+-- One item of map node m finished (completed, or failed under all_done). O(1) but for
+-- the last item, which gathers every result in item order.
+local function item_done(m, now, res)
+  if redis.call('HGET', K.st, m) ~= 'running' then return end
+  local done = redis.call('HINCRBY', K.cnt, m .. '|done', 1)
+  local n, nxt = num(redis.call('HGET', K.cnt, m .. '|n')), num(redis.call('HGET', K.cnt, m .. '|next'))
+  if nxt < n then
+    redis.call('HINCRBY', K.cnt, m .. '|next', 1)
+    local item = m .. '[' .. nxt .. ']'
+    redis.call('HSET', K.att, item, 1)
+    queue(item, now, res)
+  end
+  if done < n then return end
+  local parts = {}
+  for first = 0, n - 1, 500 do
+    local fields = {}
+    for i = first, math.min(first + 499, n - 1) do fields[#fields + 1] = m .. '[' .. i .. ']' end
+    local sts, outs, errs = redis.call('HMGET', K.st, unpack(fields)), redis.call('HMGET', K.out, unpack(fields)),
+      redis.call('HMGET', K.err, unpack(fields))
+    for j = 1, #fields do
+      if sts[j] == 'completed' then parts[#parts + 1] = outs[j] or 'null' else parts[#parts + 1] = errs[j] or 'null' end
+    end
+  end
+  redis.call('HSET', K.st, m, 'completed')
+  redis.call('HSET', K.out, m, '[' .. table.concat(parts, ',') .. ']')
+  release(m, now)
+  completed(m, now, res)
+end
+
+local function item_failed(m, item, error, now, res)
+  redis.call('HSET', K.st, item, 'failed')
+  redis.call('HSET', K.err, item, error)
+  release(item, now)
+  redis.call('HINCRBY', K.run, 'running', -1)
+  if rule_of(m) == 'all_done' then
+    item_done(m, now, res)
+  elseif redis.call('HGET', K.st, m) == 'running' then
+    local prefix = m .. '['
+    for _, other in ipairs(redis.call('ZRANGE', K.due, 0, -1)) do
+      if string.sub(other, 1, #prefix) == prefix then
+        redis.call('HSET', K.st, other, 'cancelled')
+        redis.call('ZREM', K.due, other)
+        redis.call('HINCRBY', K.run, 'queued', -1)
+      end
+    end
+    fail_node(m, error, now, res)
+  end
 end
 
 -- End the run if no node can change any more; returns its final status or ''.

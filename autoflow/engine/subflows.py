@@ -1,0 +1,108 @@
+"""Sub-workflows: a node that runs another workflow as a child run and waits for it.
+
+The child is an ordinary run (own id, progress and logs) linked to its parent; the
+parent node holds no worker while it waits. When the child ends, the worker that ended
+it settles the parent node (the reaper does it if that worker died first).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from autoflow import codec
+from autoflow.context import log_record
+from autoflow.definition import NodeSpec, parse_definition
+from autoflow.engine.plan import node_seeds
+from autoflow.errors import InputError, NotFoundError
+from autoflow.models import ErrorInfo, LogLevel, RunStatus
+from autoflow.schema import check_json_schema
+from autoflow.store.base import Claim, NewRun, Progress, Ready, Store
+
+__all__ = ["SubFlows", "child_token"]
+
+
+def child_token(child_run_id: str) -> str:
+    """The claim token a node waiting for ``child_run_id`` holds."""
+    return f"@sub:{child_run_id}"
+
+
+class SubFlows:
+    """Starts child runs and settles their parents."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def start_child(
+        self, claim: Claim, spec: NodeSpec, token: str, values: dict[str, Any], send: Callable[[Sequence[Ready]], None]
+    ) -> Progress:
+        name, digest = spec.workflow or ("", "")
+        body = self.store.get_definition(digest)
+        if body is None:
+            raise NotFoundError(f"sub-workflow {name!r} (definition {digest}) is missing from the store")
+        definition = codec.loads(body)
+        specs, output = parse_definition(definition)
+        inputs = _child_inputs(name, definition.get("inputs") or {}, values)
+        child = NewRun(
+            id=codec.new_run_id(),
+            workflow=name,
+            digest=digest,
+            inputs=inputs,
+            output={"$ref": output} if isinstance(output, str) else output,
+            created_at=time.time(),
+            priority=claim.run_priority,
+            trigger="subworkflow",
+            idempotency_key=f"sub:{claim.run_id}:{claim.node_id}",  # a re-run node finds its child
+            parent_run_id=claim.run_id,
+            parent_node_id=claim.node_id,
+        )
+        child_id = self.store.create_run(child, node_seeds(specs))
+        note = log_record(LogLevel.INFO, f"started sub-workflow {name} as run {child_id}", claim.node_id)
+        progress = self.store.await_child(claim.run_id, claim.node_id, token, child_id, [note])
+        if progress.accepted:
+            send(self.store.start_run(child_id))
+        return progress
+
+    def settle_parent(self, child_run_id: str) -> tuple[Progress, str] | None:
+        """If ``child_run_id`` ended and belongs to a parent node, complete or fail that node."""
+        child = self.store.get_run(child_run_id)
+        if child is None or child.parent_run_id is None or child.parent_node_id is None or not child.finished:
+            return None
+        parent, node = child.parent_run_id, child.parent_node_id
+        token = child_token(child.id)
+        if child.status is RunStatus.COMPLETED:
+            done = log_record(LogLevel.INFO, f"sub-workflow run {child.id} completed", node)
+            return self.store.complete(parent, node, token, child.output, [done]), parent
+        cause = child.error
+        error = ErrorInfo(
+            type=cause.type if cause else "SubWorkflowCancelled",
+            message=f"sub-workflow run {child.id} {child.status.value}" + (f": {cause.message}" if cause else ""),
+            traceback=cause.traceback if cause else "",
+            node_id=node,
+        )
+        failed = log_record(LogLevel.ERROR, f"failed: {error}", node)
+        return self.store.fail(parent, node, token, error, None, [failed]), parent
+
+    def settle_lost(self) -> list[tuple[Progress, str]]:
+        """Settle parents whose child ended while nobody was there to tell them."""
+        settled = []
+        for _run_id, _node_id, child in self.store.awaiting_children():
+            outcome = self.settle_parent(child)
+            if outcome is not None:
+                settled.append(outcome)
+        return settled
+
+
+def _child_inputs(name: str, schemas: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A child's inputs: the values given, defaults for the rest, checked against the schemas."""
+    out = dict(values)
+    for key, schema in schemas.items():
+        if key not in out:
+            if "default" not in schema:
+                raise InputError(f"sub-workflow {name!r}: missing required input {key!r}")
+            out[key] = schema["default"]
+        problem = check_json_schema(out[key], schema)
+        if problem:
+            raise InputError(f"sub-workflow {name!r}, input {key!r}: {problem}")
+    return out
