@@ -383,9 +383,7 @@ def _assert_clean(figures: Figures, fleet: Fleet) -> None:
     if figures.problems:
         shown = "\n  ".join(figures.problems[:25])
         more = f"\n  ... and {len(figures.problems) - 25} more" if len(figures.problems) > 25 else ""
-        pytest.fail(
-            f"{len(figures.problems)} invariant violation(s):\n  {shown}{more}\nworker logs:\n{fleet.logs()}"
-        )
+        pytest.fail(f"{len(figures.problems)} invariant violation(s):\n  {shown}{more}\nworker logs:\n{fleet.logs()}")
 
 
 def _finished(client: af.Client, runs: dict[str, int]) -> int:
@@ -467,9 +465,7 @@ def test_chaos_sqlite(tmp_path: Path) -> None:
         max_stalls=MAX_STALLS,
         workflow_concurrency=SQLITE_RUNS,
     )
-    env = _worker_env(
-        audit, namespace, SQLITE_RUNS, AUTOFLOW_HOME=str(home), **{chaos.SLEEP_ENV: SQLITE_SLEEP}
-    )
+    env = _worker_env(audit, namespace, SQLITE_RUNS, AUTOFLOW_HOME=str(home), **{chaos.SLEEP_ENV: SQLITE_SLEEP})
     fleet = Fleet(env, tmp_path, SQLITE_PROCS)
     client = af.Client(settings=settings, workers=0)
     assert client.backend.kind == "sqlite"

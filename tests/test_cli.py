@@ -76,9 +76,7 @@ def test_bad_input_is_a_one_line_error(env: dict[str, str], args: list[str], mes
 
 @pytest.fixture
 def worker(env: dict[str, str], redis_url: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    env = dict(
-        env, AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=f"cli{os.getpid()}{time.time_ns() % 10**6}"
-    )
+    env = dict(env, AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=f"cli{os.getpid()}{time.time_ns() % 10**6}")
     proc = subprocess.Popen(
         [
             sys.executable,

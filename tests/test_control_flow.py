@@ -308,7 +308,7 @@ def test_sub_workflows_run_as_linked_child_runs(client: af.Client) -> None:
 
 
 def test_a_failing_sub_workflow_fails_its_parent_node(client: af.Client) -> None:
-    with pytest.raises(af.RunFailed, match="sub-workflow run .* failed: negative input") as caught:
+    with pytest.raises(af.RunFailed, match=r"sub-workflow run .* failed: negative input") as caught:
         client.execute(parent_of_failing).result(timeout=30)
     assert caught.value.node_id == "failing_child"
 

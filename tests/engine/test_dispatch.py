@@ -41,9 +41,7 @@ def test_messages_are_plain_json_carrying_only_ids() -> None:
     data = ser.serialize(message(eta=dt.datetime(2026, 1, 1, 12, 0)))
     assert data.startswith(b"{") and b"pickle" not in data
     back = ser.deserialize(data)
-    assert (
-        back.args == ("run", "node", 1) and back.priority == 3 and back.eta == dt.datetime(2026, 1, 1, 12, 0)
-    )
+    assert back.args == ("run", "node", 1) and back.priority == 3 and back.eta == dt.datetime(2026, 1, 1, 12, 0)
 
 
 def test_signed_messages_reject_tampering_and_other_secrets() -> None:
@@ -78,9 +76,7 @@ class _Boom:
         return (os.system, ("touch /tmp/autoflow-pwned",))
 
 
-def test_a_pickle_pushed_into_redis_never_executes(
-    redis_url: str, settings: af.Settings, tmp_path: Path
-) -> None:
+def test_a_pickle_pushed_into_redis_never_executes(redis_url: str, settings: af.Settings, tmp_path: Path) -> None:
     """The attack from the reliability notes: LPUSH a malicious pickle into the queue."""
     marker = Path("/tmp/autoflow-pwned")
     marker.unlink(missing_ok=True)

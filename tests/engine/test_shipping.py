@@ -55,9 +55,7 @@ def test_pack_and_unpack_round_trip_with_the_same_secret() -> None:
         pack({cube.key: cube}, None)
 
 
-def _worker(
-    redis_url: str, namespace: str, *extra: str, secret: str | None = SECRET
-) -> subprocess.Popen[bytes]:
+def _worker(redis_url: str, namespace: str, *extra: str, secret: str | None = SECRET) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
     env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=namespace, PYTHONPATH=str(ROOT))
     if secret:
@@ -121,9 +119,7 @@ def test_a_worker_with_another_secret_refuses_shipped_code(
     client.close()
 
 
-def test_ship_code_without_a_secret_is_refused_before_anything_is_queued(
-    redis_url: str, settings: af.Settings
-) -> None:
+def test_ship_code_without_a_secret_is_refused_before_anything_is_queued(redis_url: str, settings: af.Settings) -> None:
     client = _client(redis_url, settings, secret=None)
     with pytest.raises(af.WorkflowError, match="needs AUTOFLOW_SECRET"):
         client.execute(shipped, x=1)
