@@ -26,6 +26,8 @@ def seed(
     idempotency_key: str | None = None,
     output: Any = None,
     rules: dict[str, str] | None = None,
+    whens: dict[str, tuple[str, bool]] | None = None,
+    parent: tuple[str, str] | None = None,
 ) -> str:
     """Create a run of ``graph`` (node -> parents) and return its id."""
     children: dict[str, list[str]] = {n: [] for n in graph}
@@ -33,7 +35,14 @@ def seed(
         for p in parents:
             children[p].append(node)
     nodes = [
-        NodeSeed(n, "tests:fn", tuple(ps), tuple(children[n]), rule=(rules or {}).get(n, "all_success"))
+        NodeSeed(
+            n,
+            "tests:fn",
+            tuple(ps),
+            tuple(children[n]),
+            rule=(rules or {}).get(n, "all_success"),
+            when=(whens or {}).get(n),
+        )
         for n, ps in graph.items()
     ]
     last = list(graph)[-1]
@@ -46,6 +55,8 @@ def seed(
         created_at=time.time(),
         priority=priority,
         idempotency_key=idempotency_key,
+        parent_run_id=parent[0] if parent else None,
+        parent_node_id=parent[1] if parent else None,
     )
     return store.create_run(run, nodes)
 
@@ -429,6 +440,131 @@ def test_a_wide_fan_in_waits_for_every_parent(store: Store) -> None:
     assert [r.node_id for r in run_node(store, run_id, "p49", 49)] == ["join"]
     claim = store.claim(run_id, "join", 1, "t", LEASE)
     assert claim is not None and claim.outputs == {f"p{i}": i for i in range(50)}
+
+
+def test_a_branch_not_taken_is_skipped_and_the_join_runs(store: Store) -> None:
+    graph = {"c": [], "yes": ["c"], "no": ["c"], "after_no": ["no"], "join": ["yes", "no"]}
+    run_id, _ = start(store, graph, whens={"yes": ("c", True), "no": ("c", False)})
+    assert [r.node_id for r in run_node(store, run_id, "c", True)] == ["yes"]
+    assert statuses(store, run_id)["no"] == "skipped" and statuses(store, run_id)["after_no"] == "skipped"
+    assert [r.node_id for r in run_node(store, run_id, "yes", "y")] == ["join"]
+    claim = store.claim(run_id, "join", 1, "tj", LEASE)
+    assert claim is not None and claim.outputs == {"yes": "y", "no": None}
+
+
+def test_an_error_handler_gets_the_error_and_handles_the_failure(store: Store) -> None:
+    run_id, _ = start(store, {"a": [], "h": ["a"]}, rules={"h": "one_failed"})
+    store.claim(run_id, "a", 1, "ta", LEASE)
+    assert [r.node_id for r in store.fail(run_id, "a", "ta", ERR, None, []).ready] == ["h"]
+    claim = store.claim(run_id, "h", 1, "th", LEASE)
+    assert claim is not None and claim.outputs["a"]["type"] == "ValueError"
+    assert store.complete(run_id, "h", "th", "ok", []).finished is RunStatus.COMPLETED
+    info = store.get_run(run_id)
+    assert info is not None and info.error is None and info.nodes["a"].status is NodeStatus.FAILED
+
+
+def test_a_deferred_node_waits_and_remembers_when_to_wake(store: Store) -> None:
+    run_id, _ = start(store, {"d": []})
+    store.claim(run_id, "d", 1, "t1", LEASE)
+    until = time.time() + 30
+    progress = store.defer(run_id, "d", "t1", until, True, [])
+    (ready,) = progress.ready
+    assert (ready.node_id, ready.attempt, ready.eta) == ("d", 1, pytest.approx(until))
+    assert statuses(store, run_id)["d"] == "waiting" and store.count_waiting() >= 1
+    claim = store.claim(run_id, "d", 1, "t2", LEASE)
+    assert claim is not None and claim.wake_at == pytest.approx(until)
+    store.defer(run_id, "d", "t2", time.time() + 1, False, [])  # a rate-limit pause: queued
+    assert statuses(store, run_id)["d"] == "queued"
+
+
+def test_a_map_runs_its_items_in_windows_and_gathers_results_in_order(store: Store) -> None:
+    run_id, _ = start(store, {"src": [], "m": ["src"], "after": ["m"]})
+    run_node(store, run_id, "src", [1, 2, 3])
+    store.claim(run_id, "m", 1, "tm", LEASE)
+    progress = store.expand(run_id, "m", "tm", ['"a"', '"b"', '"c"'], 2, [])
+    assert [r.node_id for r in progress.ready] == ["m[0]", "m[1]"]
+    claim = store.claim(run_id, "m[1]", 1, "i1", LEASE)
+    assert claim is not None and (claim.map_of, claim.item) == ("m", "b") and claim.outputs == {"src": [1, 2, 3]}
+    assert [r.node_id for r in store.complete(run_id, "m[1]", "i1", "B", []).ready] == ["m[2]"]
+    assert run_node(store, run_id, "m[2]", "C") == []
+    assert [r.node_id for r in run_node(store, run_id, "m[0]", "A")] == ["after"]
+    info = store.get_run(run_id)
+    assert info is not None and list(info.nodes) == ["src", "m", "after"]
+    assert info.nodes["m"].output == ["A", "B", "C"] and info.nodes["m"].items_total == 3
+    assert info.nodes["m"].items_done == 3 and info.nodes["m"].status is NodeStatus.COMPLETED
+
+
+def test_a_failed_item_fails_the_map_and_cancels_the_rest(store: Store) -> None:
+    run_id, _ = start(store, {"m": [], "after": ["m"]})
+    store.claim(run_id, "m", 1, "tm", LEASE)
+    store.expand(run_id, "m", "tm", ["1", "2", "3"], None, [])
+    store.claim(run_id, "m[0]", 1, "i0", LEASE)
+    progress = store.fail(run_id, "m[0]", "i0", ERR, None, [])
+    assert progress.ready == [] and progress.finished is RunStatus.FAILED
+    assert statuses(store, run_id) == {"m": "failed", "after": "skipped"}
+    assert store.claim(run_id, "m[1]", 1, "i1", LEASE) is None
+
+
+def test_a_map_under_all_done_keeps_failed_items_as_errors(store: Store) -> None:
+    run_id, _ = start(store, {"m": []}, rules={"m": "all_done"})
+    store.claim(run_id, "m", 1, "tm", LEASE)
+    store.expand(run_id, "m", "tm", ["1", "2"], None, [])
+    store.claim(run_id, "m[0]", 1, "i0", LEASE)
+    store.fail(run_id, "m[0]", "i0", ERR, None, [])
+    assert run_node(store, run_id, "m[1]", 20) == []
+    info = store.get_run(run_id)
+    assert info is not None and info.status is RunStatus.COMPLETED
+    assert info.nodes["m"].output[0]["type"] == "ValueError" and info.nodes["m"].output[1] == 20
+
+
+def test_a_map_over_nothing_completes_at_once(store: Store) -> None:
+    run_id, _ = start(store, {"m": [], "after": ["m"]})
+    store.claim(run_id, "m", 1, "tm", LEASE)
+    assert [r.node_id for r in store.expand(run_id, "m", "tm", [], 4, []).ready] == ["after"]
+
+
+def test_a_node_waiting_for_a_child_run_holds_no_lease_and_ends_with_cancel(store: Store) -> None:
+    run_id, _ = start(store, {"sub": []})
+    store.claim(run_id, "sub", 1, "ts", 1.0)
+    child = seed(store, {"x": []}, parent=(run_id, "sub"))
+    assert store.await_child(run_id, "sub", "ts", child, []).accepted
+    assert store.reap(time.time() + 100, 1000.0, 3) == []  # no lease to expire
+    assert store.child_runs(run_id) == [child]
+    assert store.start_run(child) and store.awaiting_children() == []
+    run_node(store, child, "x", 7)
+    assert store.awaiting_children() == [(run_id, "sub", child)]
+    child_info = store.get_run(child)
+    assert child_info is not None and child_info.parent_run_id == run_id and child_info.parent_node_id == "sub"
+    assert store.complete(run_id, "sub", f"@sub:{child}", 7, []).finished is RunStatus.COMPLETED
+
+
+def test_cancel_ends_nodes_waiting_on_items_or_children(store: Store) -> None:
+    run_id, _ = start(store, {"m": [], "sub": []})
+    store.claim(run_id, "m", 1, "tm", LEASE)
+    store.expand(run_id, "m", "tm", ["1", "2"], 1, [])
+    store.claim(run_id, "sub", 1, "ts", LEASE)
+    store.await_child(run_id, "sub", "ts", "child-id", [])
+    assert store.cancel_run(run_id) is RunStatus.CANCELLED
+    assert statuses(store, run_id) == {"m": "cancelled", "sub": "cancelled"}
+
+
+def test_token_bucket_is_shared(store: Store) -> None:
+    assert store.take_token("api", 2, 1.0) == 0.0
+    assert store.take_token("api", 2, 1.0) == 0.0
+    wait = store.take_token("api", 2, 1.0)
+    assert 0.2 < wait <= 0.5
+    assert store.take_token("other", 2, 1.0) == 0.0
+
+
+def test_concurrency_slots_are_taken_released_and_expire(store: Store) -> None:
+    assert store.acquire_slot("k", "h1", 1, 30.0)
+    assert store.acquire_slot("k", "h1", 1, 30.0)  # the holder again: still its slot
+    assert not store.acquire_slot("k", "h2", 1, 30.0)
+    store.release_slot("k", "h1")
+    assert store.acquire_slot("k", "h2", 1, 0.05)
+    time.sleep(0.1)
+    assert store.acquire_slot("k", "h3", 1, 30.0)  # h2's slot expired (its worker died)
+    store.renew_slots([("k", "h3")], 30.0)
 
 
 def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
