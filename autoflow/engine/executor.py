@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from autoflow import codec
@@ -34,6 +35,9 @@ from autoflow.store.base import Claim, Progress, Ready, Store
 __all__ = ["Executor"]
 
 log = logging.getLogger("autoflow.executor")
+
+#: A store transition that records a node's outcome, run once the node let go of its lease.
+Settle = Callable[[], Progress]
 
 #: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
 _PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError)
@@ -133,9 +137,12 @@ class Executor:
         cancel = threading.Event()
         self.tracker.track(run_id, node_id, token, cancel, logs, self.invoker.interrupt)
         try:
-            progress = self._execute(claim, token, logs, cancel)
+            settle = self._execute(claim, token, logs, cancel)
         finally:
+            # Stop the heartbeat before recording the outcome: after the transition the
+            # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
+        progress = settle()
         if not progress.accepted:
             why = "its lease expired and it was handed to another worker" if lost else "it was not ours"
             log.warning("result of %s/%s#%d discarded: %s", run_id, node_id, attempt, why)
@@ -153,7 +160,8 @@ class Executor:
         if self.on_finished is not None:
             self.on_finished(run_id, progress.finished)
 
-    def _execute(self, claim: Claim, token: str, logs: LogBuffer, cancel: threading.Event) -> Progress:
+    def _execute(self, claim: Claim, token: str, logs: LogBuffer, cancel: threading.Event) -> Settle:
+        """Run the node; return the store transition that records its outcome."""
         run_id, node_id, attempt = claim.run_id, claim.node_id, claim.attempt
         started = time.monotonic()
         spec: NodeSpec | None = None
@@ -163,7 +171,7 @@ class Executor:
             spec = plan.specs[claim.map_of or node_id]
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
             if spec.workflow is not None:
-                return self.subflows.start_child(claim, spec, token, values, self.send)
+                return partial(self.subflows.start_child, claim, spec, token, values, self.send)
             if spec.map_over is not None and claim.map_of is None:
                 return self._expand(claim, spec, token, values[spec.map_over], logs)
             if claim.map_of is not None:
@@ -192,10 +200,10 @@ class Executor:
             output = self._output(value, node_id, node_id in plan.conditions)
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
-            return self.store.defer(run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
+            return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled:
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
-            return self.store.cancel_node(run_id, node_id, token, [*logs.drain(), stopped])
+            return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             return self._failed(claim, token, spec, exc, logs, cancel)
         finally:
@@ -205,7 +213,7 @@ class Executor:
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
-        return self.store.complete(run_id, node_id, token, output, [*logs.drain(), done])
+        return partial(self.store.complete, run_id, node_id, token, output, [*logs.drain(), done])
 
     @staticmethod
     def _output(value: Any, node_id: str, is_condition: bool) -> Any:
@@ -220,7 +228,7 @@ class Executor:
             raise OutputError(f"the output of node {node_id!r} is not valid JSON: {exc}") from None
         return output
 
-    def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Progress:
+    def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Settle:
         if not isinstance(items, list):
             raise InputError(
                 f"node {spec.id!r}: .map needs a list for parameter {spec.map_over!r}, got {type(items).__name__}"
@@ -229,11 +237,9 @@ class Executor:
         texts = [
             codec.dumps(codec.to_json_value(item, where=f"item {i} of {spec.id!r}")) for i, item in enumerate(items)
         ]
-        return self.store.expand(claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
+        return partial(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
 
-    def _limits(
-        self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer
-    ) -> Progress | None:
+    def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
         """Rate limit and concurrency: a node over its limit goes back to the queue with a
         delay instead of blocking this worker."""
         rate = spec.options.rate
@@ -250,7 +256,8 @@ class Executor:
         if not wait:
             return None
         note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
-        return self.store.defer(claim.run_id, claim.node_id, token, time.time() + wait, False, [*logs.drain(), note])
+        until = time.time() + wait
+        return partial(self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note])
 
     def _failed(
         self,
@@ -260,7 +267,7 @@ class Executor:
         exc: Exception,
         logs: LogBuffer,
         cancel: threading.Event,
-    ) -> Progress:
+    ) -> Settle:
         node_id, attempt = claim.node_id, claim.attempt
         error = codec.error_info(exc, node_id)
         delay = None
@@ -274,4 +281,4 @@ class Executor:
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
             retry_at = None
-        return self.store.fail(claim.run_id, node_id, token, error, retry_at, [*logs.drain(), closing])
+        return partial(self.store.fail, claim.run_id, node_id, token, error, retry_at, [*logs.drain(), closing])

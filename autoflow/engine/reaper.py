@@ -56,7 +56,8 @@ class Reaper:
         # Nodes waiting in the store beyond the messages in the queue had their message
         # lost (a sender or a popping worker died): re-send that many, oldest first. A long
         # backlog is not mistaken for losses, and duplicates are harmless anyway.
-        budget = max(0, self.store.count_waiting() - self.backlog())
+        backlog = self.backlog()  # first: what is consumed meanwhile then only lowers the budget
+        budget = max(0, self.store.count_waiting() - backlog)
         ready = self.store.reap(now, self.requeue_after, self.max_stalls, budget)
         if ready:
             log.warning("re-sending %d node message(s) (lost worker or lost message)", len(ready))
