@@ -413,8 +413,8 @@ class SQLiteTransitions:
                 ).fetchone()
                 if row is None or row["status"] != "pending":
                     continue
-                taken = codec.loads(found["output"]) is bool(row["when_value"])
-                if result == "ok" and row["when_node"] == parent and not taken:  # branch not taken
+                branch = result == "ok" and row["when_node"] == parent
+                if branch and codec.loads(found["output"]) is not bool(row["when_value"]):  # not taken
                     self._skip(db, run_id, child, now)
                     stack.append((child, "skip"))
                     continue
