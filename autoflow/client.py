@@ -224,7 +224,13 @@ class Client:
         self.start()
         if self._worker is None:
             raise RuntimeError("immediate mode needs in-process workers (workers=0 was given)")
-        self._worker.drain(lambda: self.status(run_id).finished)
+        self._worker.drain(lambda: self._finished(run_id))
+
+    def _finished(self, run_id: str) -> bool:
+        status = self.backend.store.run_status(run_id)
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return status.finished
 
     # -- one run ---------------------------------------------------------------------------
     def run(self, run_id: str) -> Run:
@@ -246,9 +252,8 @@ class Client:
         self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            info = self.status(run_id)
-            if info.finished:
-                return info
+            if self._finished(run_id):  # cheap; the full snapshot only once at the end
+                return self.status(run_id)
             if self.backend.kind == "memory":
                 self._drain(run_id)
                 continue

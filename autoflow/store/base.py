@@ -221,6 +221,9 @@ class Store(Protocol):
     def resume_run(self, run_id: str) -> list[Ready]:
         """Paused → running (or pending if never admitted); returns queued nodes to send."""
 
+    def run_status(self, run_id: str) -> RunStatus | None:
+        """Just the status of a run (cheap), or None."""
+
     def get_run(self, run_id: str) -> RunInfo | None:
         """A snapshot of the run with every node, or None."""
 

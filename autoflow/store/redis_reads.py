@@ -67,6 +67,11 @@ class RedisReads:
         raise NotImplementedError
 
     @_guard
+    def run_status(self, run_id: str) -> RunStatus | None:
+        status = self.r.hget(self._keys(run_id)[0], "status")
+        return None if status is None else RunStatus(_s(status))
+
+    @_guard
     def get_run(self, run_id: str) -> RunInfo | None:
         k = dict(zip(RUN_KEYS, self._keys(run_id), strict=True))
         run: dict[str, str] = self.r.hgetall(k["run"])  # type: ignore[assignment]  # decode_responses
@@ -89,7 +94,7 @@ class RedisReads:
             status = NodeStatus(st[i] or "pending")
             if status is NodeStatus.FAILED and not handled:
                 unhandled.append(node_id)
-            nodes[node_id] = NodeInfo(
+            nodes[node_id] = NodeInfo.model_construct(  # trusted data: skip validation (hot path)
                 id=node_id,
                 type=types[i] or "",
                 status=status,

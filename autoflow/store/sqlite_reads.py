@@ -90,6 +90,10 @@ class SQLiteReads:
         raise NotImplementedError
 
     # -- reads -----------------------------------------------------------------------------
+    def run_status(self, run_id: str) -> RunStatus | None:
+        rows = self._read("SELECT status FROM runs WHERE id = ?", (run_id,))
+        return RunStatus(rows[0][0]) if rows else None
+
     def get_run(self, run_id: str) -> RunInfo | None:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
@@ -100,7 +104,7 @@ class SQLiteReads:
             (run_id,),
         )
         infos = {
-            n["node_id"]: NodeInfo(
+            n["node_id"]: NodeInfo.model_construct(  # trusted rows: skip validation (hot path)
                 id=n["node_id"],
                 type=n["type"],
                 status=NodeStatus(n["status"]),
