@@ -21,6 +21,7 @@ test: $(BIN)/python
 	$(MAKE) lint
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest --nbval-lax notebooks/
 
 lint:
 	$(BIN)/ruff check autoflow tests examples benchmarks

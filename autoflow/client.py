@@ -7,8 +7,11 @@ import threading
 import time
 from typing import Any
 
+import networkx as nx
+
 from autoflow import codec
 from autoflow.config import Settings
+from autoflow.definition import build_graph, parse_definition
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.plan import node_seeds
 from autoflow.engine.shipping import blob_key, pack
@@ -16,6 +19,9 @@ from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
 from autoflow.errors import InputError, NotFoundError, RunCancelled, RunFailed, RunTimeout, WorkflowError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.notebook.panel import RunPanel, show_run
+from autoflow.notebook.snapshot import snapshot_html
+from autoflow.notebook.svg import dag_svg
 from autoflow.registry import Registry, default_registry
 from autoflow.store.base import NewRun
 from autoflow.workflow import Workflow
@@ -49,8 +55,28 @@ class Run:
     def result(self, timeout: float | None = None) -> Any:
         return self.client.result(self.id, timeout)
 
-    def logs(self, since: int = 0, node: str | None = None) -> list[LogEntry]:
-        return self.client.logs(self.id, since=since, node=node)
+    def logs(self, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+        """Log lines with ``id > since`` (at most ``limit``; page on with ``since=last.id``)."""
+        return self.client.logs(self.id, since=since, node=node, limit=limit)
+
+    def graph(self) -> nx.DiGraph:
+        """The run's DAG, from the definition it ran (no functions needed)."""
+        return self.client.graph(self.id)
+
+    def to_svg(self) -> str:
+        """The run's DAG as SVG, each node coloured by its state."""
+        info = self.status()
+        return dag_svg(self.graph(), {k: n.status for k, n in info.nodes.items()}, title=info.workflow)
+
+    def watch(self, *, interval: float = 0.25) -> RunPanel | None:
+        """Show the live panel (a static snapshot without ipywidgets); returns the panel."""
+        return show_run(self, interval=interval)
+
+    def _ipython_display_(self) -> None:
+        show_run(self)
+
+    def _repr_html_(self) -> str:
+        return snapshot_html(self)
 
     def cancel(self) -> RunStatus:
         return self.client.cancel(self.id)
@@ -244,8 +270,18 @@ class Client:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return info
 
-    def logs(self, run_id: str, since: int = 0, node: str | None = None) -> list[LogEntry]:
-        return self.backend.store.get_logs(run_id, since=since, node_id=node)
+    def logs(self, run_id: str, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+        """Log lines with ``id > since``, oldest first, at most ``limit`` per call."""
+        return self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
+
+    def graph(self, run_id: str) -> nx.DiGraph:
+        """The DAG of a run, rebuilt from the stored definition it ran."""
+        digest = self.status(run_id).definition_hash
+        body = self.backend.store.get_definition(digest)
+        if body is None:
+            raise NotFoundError(f"the definition {digest} of run {run_id!r} is not in the store")
+        data = codec.loads(body)
+        return build_graph(str(data.get("name", "")), parse_definition(data)[0])
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunInfo:
         """Block until the run ends; RunTimeout after ``timeout`` seconds (it keeps running)."""

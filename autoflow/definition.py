@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
+
 from autoflow.errors import WorkflowError
 from autoflow.node import NodeOptions
 
@@ -22,6 +24,7 @@ __all__ = [
     "ID_PATTERN",
     "SUBWORKFLOW_TYPE",
     "NodeSpec",
+    "build_graph",
     "definition_edges",
     "marker",
     "parse_definition",
@@ -227,6 +230,27 @@ def definition_edges(
             config[param] = tpl
         configs[spec.id] = config
     return edges, configs
+
+
+def build_graph(name: str, specs: Mapping[str, NodeSpec], labels: Mapping[str, str] | None = None) -> nx.DiGraph:
+    """The DAG of node specs: one vertex per node (``type``, ``label``, ``options`` and its
+    control-flow fields); edges carry the parameter they feed and a ``kind``: ``data``,
+    ``branch`` (a when= condition) or ``error`` (into an error handler)."""
+    graph = nx.DiGraph(name=name)
+    for spec in specs.values():
+        label = (labels or {}).get(spec.id) or (spec.workflow[0] if spec.workflow else spec.id)
+        graph.add_node(spec.id, type=spec.type, label=label, options=spec.options.to_dict(), **spec.extras())
+    edges, _ = definition_edges(specs)
+    for edge in edges:
+        source, target = edge["source"], edge["target"]
+        if source not in specs or target not in specs:
+            continue
+        kind = edge.get("kind", "data")
+        if kind == "data" and specs[target].options.trigger in ("one_failed", "all_failed"):
+            kind = "error"
+        if not graph.has_edge(source, target) or kind == "branch":
+            graph.add_edge(source, target, input=edge["input"], kind=kind)
+    return graph
 
 
 def sorted_json(value: Any) -> Any:

@@ -23,6 +23,7 @@ from autoflow.definition import (
     FORMAT_VERSION,
     ID_PATTERN,
     NodeSpec,
+    build_graph,
     definition_edges,
     marker,
     parse_definition,
@@ -32,6 +33,7 @@ from autoflow.definition import (
 from autoflow.errors import InputError, OutputError, WorkflowError
 from autoflow.flow import resolve_node
 from autoflow.node import Node, current_builder
+from autoflow.notebook.svg import dag_svg
 from autoflow.registry import Registry, default_registry
 from autoflow.schema import check_json_schema
 
@@ -87,24 +89,8 @@ class Workflow:
 
     # -- graph -----------------------------------------------------------------------------
     def _build_graph(self) -> nx.DiGraph:
-        """One vertex per call; edges carry the parameter they feed and a ``kind``:
-        ``data``, ``branch`` (a when= condition) or ``error`` (into an error handler)."""
-        graph = nx.DiGraph(name=self.name)
-        for call in self.calls.values():
-            spec = call.spec
-            label = call.node.name if call.node is not None else (spec.workflow or ("", ""))[0]
-            graph.add_node(call.id, type=spec.type, label=label, options=spec.options.to_dict(), **spec.extras())
-        edges, _ = definition_edges(self.specs)
-        for edge in edges:
-            source, target = edge["source"], edge["target"]
-            if source not in self.calls or target not in self.calls:
-                continue
-            kind = edge.get("kind", "data")
-            if kind == "data" and self.calls[target].spec.options.trigger in ("one_failed", "all_failed"):
-                kind = "error"
-            if not graph.has_edge(source, target) or kind == "branch":
-                graph.add_edge(source, target, input=edge["input"], kind=kind)
-        return graph
+        labels = {c.id: c.node.name for c in self.calls.values() if c.node is not None}
+        return build_graph(self.name, self.specs, labels)
 
     @property
     def specs(self) -> dict[str, NodeSpec]:
@@ -303,6 +289,13 @@ class Workflow:
                 "to run it as a sub-workflow"
             )
         return builder.add_workflow(self, args, kwargs)
+
+    def to_svg(self) -> str:
+        """The DAG as SVG text (no graphviz needed)."""
+        return dag_svg(self.graph, title=self.name)
+
+    def _repr_svg_(self) -> str:
+        return self.to_svg()
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"

@@ -13,7 +13,8 @@ back to a static HTML snapshot, and to one line of text without IPython).
 """
 
 from autoflow.notebook.html import run_html, run_text
-from autoflow.notebook.panel import RunPanel, run_graph, show_run, snapshot_html
+from autoflow.notebook.panel import RunPanel, show_run
+from autoflow.notebook.snapshot import run_graph, snapshot_html
 from autoflow.notebook.svg import DagLayout, dag_svg
 
 __all__ = [

@@ -137,11 +137,15 @@ class NodeRow(NamedTuple):
 
 
 def _node_duration(node: NodeInfo, now: datetime) -> str:
+    text = ""
     if node.duration is not None:
-        return format_seconds(node.duration)
-    if node.started_at is not None and not node.status.finished:
-        return format_seconds(max(0.0, (now - node.started_at).total_seconds())) + " …"
-    return ""
+        text = format_seconds(node.duration)
+    elif node.started_at is not None and not node.status.finished:
+        text = format_seconds(max(0.0, (now - node.started_at).total_seconds())) + " …"
+    total = getattr(node, "items_total", None)  # fan-out nodes (node.map) count their items
+    if total:
+        text = f"{text} · {getattr(node, 'items_done', 0)}/{total} items".lstrip(" ·")
+    return text
 
 
 def node_rows(info: RunInfo, now: datetime | None = None) -> list[NodeRow]:
@@ -170,8 +174,7 @@ def nodes_table_html(rows: Sequence[NodeRow], *, limit: int = MAX_TABLE_ROWS) ->
     """The per-node table (state, attempt, duration, error), capped at ``limit`` rows."""
     cell = "padding:2px 8px;border-bottom:1px solid #e9ecef;text-align:left;line-height:18px"
     head = "".join(
-        f'<th style="{cell};font-weight:600">{h}</th>'
-        for h in ("node", "state", "attempt", "duration", "error")
+        f'<th style="{cell};font-weight:600">{h}</th>' for h in ("node", "state", "attempt", "duration", "error")
     )
     body = []
     for row in rows[:limit]:
@@ -234,8 +237,7 @@ def logs_html(entries: Sequence[LogEntry], skipped: int = 0) -> str:
     lines = []
     if skipped:
         lines.append(
-            f'<div style="color:#868e96">… {skipped:,} earlier lines not shown '
-            "(run.logs() has them all)</div>"
+            f'<div style="color:#868e96">… {skipped:,} earlier lines not shown (run.logs() has them all)</div>'
         )
     for entry in entries:
         node = f' <span style="color:#7048e8">[{_esc(entry.node_id)}]</span>' if entry.node_id else ""
@@ -299,11 +301,7 @@ def run_html(
     """
     shown = list(logs[-max_logs:]) if max_logs > 0 else []
     skipped += len(logs) - len(shown)
-    dag = (
-        f'<div class="af-dag-box" style="overflow:auto;max-height:420px;margin:4px 0">{svg}</div>'
-        if svg
-        else ""
-    )
+    dag = f'<div class="af-dag-box" style="overflow:auto;max-height:420px;margin:4px 0">{svg}</div>' if svg else ""
     return (
         f'<div class="af-run" data-run="{_esc(info.id)}" data-status="{info.status.value}" '
         f"style=\"font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from html import escape
@@ -23,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from autoflow.errors import NotFoundError
 from autoflow.models import LogEntry, NodeStatus, RunInfo, RunStatus
 from autoflow.notebook.html import (
     BAR_STYLES,
@@ -36,33 +36,22 @@ from autoflow.notebook.html import (
     logs_html,
     node_rows,
     nodes_table_html,
-    run_html,
     run_text,
     status_badge,
 )
-from autoflow.notebook.svg import DagLayout
+from autoflow.notebook.snapshot import fetch_logs, run_graph, snapshot_html
+from autoflow.notebook.svg import COMPACT_AT, DagLayout
 
 if TYPE_CHECKING:
     from autoflow.client import Run
 
-__all__ = [
-    "INSTALL_HINT",
-    "RunPanel",
-    "WidgetsMissing",
-    "fetch_logs",
-    "run_graph",
-    "show_run",
-    "snapshot_html",
-]
+__all__ = ["INSTALL_HINT", "RunPanel", "WidgetsMissing", "show_run"]
 
 log = logging.getLogger("autoflow.notebook")
 
-INSTALL_HINT = (
-    "the live run panel needs ipywidgets: pip install 'autoflow[notebook]' (or pip install ipywidgets)"
-)
+INSTALL_HINT = "the live run panel needs ipywidgets: pip install 'autoflow[notebook]' (or pip install ipywidgets)"
 _MAX_POLL_ERRORS = 20
-_LOG_PAGE_HINT = 1000  # a page this long may not be the last one: ask again
-_MAX_LOG_PAGES = 50  # per refresh; a flood beyond that is caught up on the next poll
+_BIG_REDRAW = 1.0  # seconds between redraws of the table and DAG of runs over COMPACT_AT nodes
 
 
 class WidgetsMissing(ImportError):
@@ -96,53 +85,6 @@ def _cell() -> int | None:
         return None
     shell = get_ipython()
     return None if shell is None else int(shell.execution_count)
-
-
-def run_graph(run: Run, info: RunInfo | None = None) -> nx.DiGraph:
-    """The graph to draw for ``run``: its workflow's graph if registered here (and it has
-    the run's nodes), else the run's nodes without edges."""
-    info = info or run.status()
-    try:
-        workflow = run.client.registry.workflow(info.workflow)
-    except NotFoundError:
-        workflow = None
-    if workflow is not None and set(workflow.graph.nodes) == set(info.nodes):
-        graph: nx.DiGraph = workflow.graph
-        return graph
-    graph = nx.DiGraph(name=info.workflow)
-    for node_id, node in info.nodes.items():
-        graph.add_node(node_id, type=node.type, label=node_id, options={})
-    return graph
-
-
-def fetch_logs(run: Run, since: int, keep: deque[LogEntry]) -> tuple[int, int]:
-    """Append the log lines of ``run`` after id ``since`` to ``keep`` (a bounded deque, so
-    only the newest survive); return (lines fetched, last id seen).
-
-    ``run.logs()`` returns at most one store page (10,000 lines) per call, so this pages
-    on while pages come back large; lines are never all held at once.
-    """
-    fetched = 0
-    for _ in range(_MAX_LOG_PAGES):
-        batch = run.logs(since=since)
-        if not batch:
-            break
-        keep.extend(batch)
-        fetched += len(batch)
-        since = max(since, batch[-1].id)
-        if len(batch) < _LOG_PAGE_HINT:
-            break
-    return fetched, since
-
-
-def snapshot_html(run: Run, *, graph: nx.DiGraph | None = None, max_logs: int = MAX_LOG_LINES) -> str:
-    """A static HTML snapshot of ``run`` (what :func:`show_run` shows without ipywidgets)."""
-    info = run.status()
-    graph = graph if graph is not None else run_graph(run, info)
-    svg = DagLayout(graph).render({n.id: n.status for n in info.nodes.values()})
-    tail: deque[LogEntry] = deque(maxlen=max_logs)
-    fetched, _ = fetch_logs(run, 0, tail)
-    return run_html(info, list(tail), svg, skipped=fetched - len(tail))
 
 
 class RunPanel:
@@ -188,6 +130,7 @@ class RunPanel:
         self._graph = graph
         self._layout: DagLayout | None = None
         self._dag_key: tuple[Any, ...] | None = None
+        self._drawn_at = -_BIG_REDRAW
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -296,9 +239,13 @@ class RunPanel:
         self.buttons["pause"].disabled = not running or info.cancel_requested
         self.buttons["resume"].disabled = status is not RunStatus.PAUSED
         self.message.value = error_html(info) + self._problem_html()
-        self.rows = node_rows(info)
-        self.table.value = nodes_table_html(self.rows, limit=self.max_table_rows)
-        self._render_dag(info)
+        # big runs: redraw the table and the DAG (100 kB each) at most once a second
+        now = time.monotonic()
+        if len(info.nodes) <= COMPACT_AT or info.finished or now - self._drawn_at >= _BIG_REDRAW:
+            self._drawn_at = now
+            self.rows = node_rows(info)
+            self.table.value = nodes_table_html(self.rows, limit=self.max_table_rows)
+            self._render_dag(info)
         if new_lines or first:
             text = "\n".join(format_log(entry) for entry in self._entries)
             self.logs.outputs = (
@@ -335,9 +282,7 @@ class RunPanel:
             if self.polling:
                 return
             self._stopping.clear()
-            self._thread = threading.Thread(
-                target=self._poll, name=f"autoflow-panel-{self.run.id}", daemon=True
-            )
+            self._thread = threading.Thread(target=self._poll, name=f"autoflow-panel-{self.run.id}", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float | None = 5.0) -> None:
@@ -373,6 +318,9 @@ class RunPanel:
             except Exception as exc:  # shown in the panel and logged; polling goes on
                 errors += 1
                 self.error = f"could not refresh ({type(exc).__name__}: {exc})"
+                if self.finished:  # the end is on screen already (e.g. the client was closed)
+                    log.debug("panel of run %s: final refresh: %s", self.run.id, self.error)
+                    return
                 log.warning("panel of run %s: %s", self.run.id, self.error)
                 if errors >= _MAX_POLL_ERRORS:
                     self.error += f"; stopped following the run after {errors} failures"
@@ -424,7 +372,7 @@ class RunPanel:
     def __repr__(self) -> str:
         if self.info is None:
             return f"<RunPanel {self.run.id}>"
-        state = "following" if self.polling else "stopped"
+        state = "following" if self.polling and not self.finished else "stopped"
         return f"<RunPanel {run_text(self.info)} {state}>"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -80,9 +81,7 @@ class _Metrics:
 _NORMAL = _Metrics(
     box_h=44, gap_x=56, gap_y=14, font=12, small=10, min_w=110, max_w=230, two_lines=True, max_rows=1_000_000
 )
-_COMPACT = _Metrics(
-    box_h=20, gap_x=40, gap_y=5, font=10, small=9, min_w=70, max_w=130, two_lines=False, max_rows=30
-)
+_COMPACT = _Metrics(box_h=20, gap_x=40, gap_y=5, font=10, small=9, min_w=70, max_w=130, two_lines=False, max_rows=30)
 
 
 def state_color(state: NodeStatus | str | None) -> tuple[str, str]:
@@ -156,6 +155,33 @@ def _order(graph: nx.DiGraph, layers: list[list[Hashable]]) -> list[list[Hashabl
     return ordered
 
 
+def _curve(sx: float, sy: float, tx: float, ty: float) -> str:
+    dx = max((tx - sx) / 2, 10)
+    return f" C{sx + dx:.1f},{sy:.1f} {tx - dx:.1f},{ty:.1f} {tx},{ty:.1f}"
+
+
+def _with_waypoints(
+    graph: nx.DiGraph, layers: list[list[Hashable]]
+) -> tuple[nx.DiGraph, list[list[Hashable]], dict[tuple[Hashable, Hashable], list[Hashable]]]:
+    """Give every edge that skips layers an invisible waypoint in each layer it crosses
+    (Sugiyama's dummy nodes), so that it runs through a free slot instead of a box."""
+    depth = {n: i for i, layer in enumerate(layers) for n in layer}
+    layers = [list(layer) for layer in layers]
+    augmented = nx.DiGraph(graph)
+    via: dict[tuple[Hashable, Hashable], list[Hashable]] = {}
+    for u, v in graph.edges:
+        if depth[v] - depth[u] < 2:
+            continue
+        points: list[Hashable] = []
+        for i in range(depth[u] + 1, depth[v]):
+            points.append(("\0via", u, v, i))
+            layers[i].append(points[-1])
+        augmented.remove_edge(u, v)
+        augmented.add_edges_from(itertools.pairwise([u, *points, v]))
+        via[(u, v)] = points
+    return augmented, layers, via
+
+
 class DagLayout:
     """The geometry of one graph, computed once; :meth:`render` colours it by state.
 
@@ -199,8 +225,13 @@ class DagLayout:
                 longest = max(longest, _text_width(line2, m.small))
         self.box_w = int(min(m.max_w, max(m.min_w, longest + 16)))
 
+        layers = _layers(graph)
+        order_graph = graph
+        self._via: dict[tuple[Hashable, Hashable], list[Hashable]] = {}
+        if not self.compact:
+            order_graph, layers, self._via = _with_waypoints(graph, layers)
         columns: list[list[Hashable]] = []
-        for layer in _order(graph, _layers(graph)):
+        for layer in _order(order_graph, layers):
             for start in range(0, len(layer), m.max_rows):
                 columns.append(layer[start : start + m.max_rows])
         self.columns = columns
@@ -235,8 +266,12 @@ class DagLayout:
                 bend = m.gap_x + abs(ty - sy) / 4
                 d = f"M{sx},{sy:.1f} C{sx + bend},{sy:.1f} {tx - bend},{ty:.1f} {tx},{ty:.1f}"
             else:
-                dx = max((tx - sx) / 2, 10)
-                d = f"M{sx},{sy:.1f} C{sx + dx:.1f},{sy:.1f} {tx - dx:.1f},{ty:.1f} {tx},{ty:.1f}"
+                d = f"M{sx},{sy:.1f}"
+                for point in self._via.get((u, v), ()):  # long edges pass through free slots
+                    px, py = self.pos[point]
+                    d += _curve(sx, sy, px, py + h / 2) + f" L{px + w},{py + h / 2:.1f}"
+                    sx, sy = px + w, py + h / 2
+                d += _curve(sx, sy, tx, ty)
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
             tip = f"{u} → {v}" + (f" ({data['input']})" if data.get("input") else "")
             if kind != "data":
