@@ -287,6 +287,7 @@ class Client:
         """Block until the run ends; RunTimeout after ``timeout`` seconds (it keeps running)."""
         self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002  # short runs end within milliseconds: look again soon, then less often
         while True:
             if self._finished(run_id):  # cheap; the full snapshot only once at the end
                 return self.status(run_id)
@@ -296,7 +297,8 @@ class Client:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise RunTimeout(run_id, timeout or 0.0)
-            self.backend.store.wait_finished(run_id, remaining)
+            self.backend.store.wait_finished(run_id, min(remaining, pause))
+            pause = min(1.0, pause * 1.5)
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The workflow's output; RunFailed or RunCancelled if the run did not complete."""

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from huey.api import Huey
 from huey.consumer import Consumer, ConsumerStopped, Scheduler, Worker
 from huey.registry import Message
 from huey.serializer import Serializer
+from huey.storage import PriorityRedisStorage, SqliteStorage
 
 from autoflow import codec
 from autoflow.store.base import Ready
@@ -100,12 +102,41 @@ class _EngineHuey:
         return task.execute()
 
 
+class _SqliteStorage(SqliteStorage):  # type: ignore[misc]
+    """Huey's SQLite queue, with batched enqueues and ``synchronous=NORMAL``: every
+    message is re-creatable from the store (the reaper re-sends lost ones), so the queue
+    need not wait for an fsync per operation (WAL keeps the file consistent)."""
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+    def enqueue_many(self, items: Sequence[tuple[bytes, int]]) -> None:
+        with self.db(commit=True) as curs:
+            curs.executemany(
+                "insert into task (queue, data, priority) values (?, ?, ?)",
+                [(self.name, self.to_blob(data), priority) for data, priority in items],
+            )
+
+
+class _RedisStorage(PriorityRedisStorage):  # type: ignore[misc]
+    """Huey's priority queue on Redis, with batched enqueues (one ZADD)."""
+
+    def enqueue_many(self, items: Sequence[tuple[bytes, int]]) -> None:
+        # Same member layout as RedisPriorityQueue.enqueue: a big-endian microsecond
+        # prefix keeps FIFO order within a priority (consecutive here, so unique).
+        base = int(time.time() * 1e6)
+        mapping = {struct.pack(">Q", base + i) + data: -priority for i, (data, priority) in enumerate(items)}
+        self.conn.zadd(self.queue_key, mapping)
+
+
 class _SqliteHuey(_EngineHuey, SqliteHuey):  # type: ignore[misc]
-    pass
+    storage_class = _SqliteStorage
 
 
 class _RedisHuey(_EngineHuey, PriorityRedisHuey):  # type: ignore[misc]
-    pass
+    storage_class = _RedisStorage
 
 
 class _WakeableWorker(Worker):  # type: ignore[misc]
@@ -223,7 +254,9 @@ class HueyDispatcher:
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, items: Sequence[Ready]) -> None:
-        """Enqueue node messages (scheduled when they carry an eta)."""
+        """Enqueue node messages: the ready ones in one batch, those with an eta into the
+        schedule."""
+        now: list[tuple[bytes, int]] = []
         for item in items:
             eta = (
                 dt.datetime.fromtimestamp(item.eta, tz=dt.timezone.utc).replace(tzinfo=None)
@@ -240,7 +273,11 @@ class HueyDispatcher:
             if eta is not None:
                 self.nodes.add_schedule(task)
             else:
-                self.nodes.enqueue(task)
+                now.append((self.nodes.serialize_task(task), item.priority))
+        if len(now) == 1:
+            self.nodes.storage.enqueue(now[0][0], now[0][1])
+        elif now:
+            self.nodes.storage.enqueue_many(now)
         if items:
             self._notify()
 
@@ -273,6 +310,9 @@ class HueyDispatcher:
         A graceful stop lets running nodes finish for up to ``shutdown_timeout`` seconds
         (None: as long as they take); nodes cut short are re-run by the reaper."""
         huey = self.nodes if queue == "nodes" else self.workflows
+        # Admission is one cheap thread: poll it often so a run starts within ~20 ms even
+        # when it was submitted by another process.
+        max_delay = 0.25 if queue == "nodes" else 0.02
         return _Consumer(
             huey,
             embedded=embedded,
@@ -282,7 +322,7 @@ class HueyDispatcher:
             periodic=False,
             initial_delay=0.005,
             backoff=1.2,
-            max_delay=0.25,
+            max_delay=max_delay,
             check_worker_health=True,
             health_check_interval=1.0,
             shutdown_timeout=shutdown_timeout,

@@ -75,7 +75,7 @@ class Executor:
         self.lease = lease
         self.on_finished = on_finished
         self.invoker: Invoker = invoker or ThreadInvoker()
-        self.tracker = LeaseTracker(store, lease)
+        self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon)
         self.subflows = SubFlows(store)
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
         self._lock = threading.Lock()
@@ -143,10 +143,21 @@ class Executor:
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
         progress = settle()
-        if not progress.accepted:
-            why = "its lease expired and it was handed to another worker" if lost else "it was not ours"
-            log.warning("result of %s/%s#%d discarded: %s", run_id, node_id, attempt, why)
+        if not progress.accepted and not lost:
+            log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, attempt)
+        elif not progress.accepted:
+            log.info("result of %s/%s#%d discarded (claim lost or cancelled meanwhile)", run_id, node_id, attempt)
         self.after(progress, run_id)
+
+    def _abandon(self, run_id: str, node_id: str, token: str) -> None:
+        """The watchdog's verdict on a node that ignores its run's cancellation."""
+        note = log_record(
+            LogLevel.WARN,
+            "cancelled while still running: the function ignores cancellation (check ctx.cancelled); "
+            "its result will be discarded",
+            node_id,
+        )
+        self.after(self.store.cancel_node(run_id, node_id, token, [note]), run_id)
 
     def after(self, progress: Progress, run_id: str) -> None:
         """Send what became ready; settle a parent of a finished sub-workflow run; report."""

@@ -1,11 +1,17 @@
 """One heartbeat thread per process: renews the leases of running nodes, flushes their
-logs, and tells them when their run is cancelled or their claim was lost."""
+logs, and tells them when their run is cancelled or their claim was lost.
+
+It is also the watchdog of nodes that ignore cancellation: a node still running
+``grace`` seconds after its run was cancelled is recorded as cancelled from here (its
+worker thread stays busy until the function returns; what it returns is then refused).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +31,8 @@ class _Tracked:
     interrupt: Callable[[], None]
     lost: bool = False
     slot: str | None = None  # a concurrency slot held while the node runs
+    cancelled_at: float | None = None
+    abandoned: bool = False
 
 
 class LeaseTracker:
@@ -35,9 +43,19 @@ class LeaseTracker:
     event and interrupt it.
     """
 
-    def __init__(self, store: Store, lease: float, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        lease: float,
+        interval: float = 0.5,
+        *,
+        on_stuck: Callable[[str, str, str], None] | None = None,
+        grace: float = 0.4,
+    ) -> None:
         self._store = store
         self._lease = lease
+        self._on_stuck = on_stuck
+        self._grace = grace
         self._interval = min(interval, lease / 3)
         self._lock = threading.Lock()
         self._claims: dict[tuple[str, str], _Tracked] = {}
@@ -68,10 +86,10 @@ class LeaseTracker:
                 tracked.slot = key
 
     def untrack(self, run_id: str, node_id: str) -> bool:
-        """Stop tracking; True if the claim was reported lost meanwhile."""
+        """Stop tracking; True if the claim was lost or settled by the watchdog meanwhile."""
         with self._lock:
             tracked = self._claims.pop((run_id, node_id), None)
-        return bool(tracked and tracked.lost)
+        return bool(tracked and (tracked.lost or tracked.abandoned))
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,6 +114,7 @@ class LeaseTracker:
         slots = [(t.slot, t.token) for t in claims.values() if t.slot]
         if slots:
             self._store.renew_slots(slots, self._lease)
+        now = time.monotonic()
         for key, tracked in claims.items():
             with self._lock:
                 if self._claims.get(key) is not tracked:
@@ -108,3 +127,9 @@ class LeaseTracker:
                 if not tracked.cancel.is_set():
                     tracked.cancel.set()
                     tracked.interrupt()
+                if tracked.cancelled_at is None:
+                    tracked.cancelled_at = now
+            stuck = tracked.cancelled_at is not None and now - tracked.cancelled_at >= self._grace
+            if stuck and not tracked.lost and not tracked.abandoned and self._on_stuck is not None:
+                tracked.abandoned = True
+                self._on_stuck(key[0], key[1], tracked.token)

@@ -2,11 +2,12 @@
 
 Two strategies, chosen by the worker kind:
 
-* :class:`ThreadInvoker` (thread workers, embedded, immediate): the function runs on a
-  helper thread; when the timeout passes or the run is cancelled, the worker stops
-  waiting and records the outcome. A synchronous function cannot be stopped from outside
-  in CPython, so it keeps running in the background and its result is discarded (the
-  documented limit of thread workers). ``async def`` nodes are really cancelled.
+* :class:`ThreadInvoker` (thread workers, embedded, immediate): the function runs in the
+  worker thread, cooperatively cancelled through ``ctx``; a synchronous function with a
+  timeout runs on a helper thread the worker stops waiting for when the time is up. A
+  synchronous function cannot be stopped from outside in CPython, so it keeps running in
+  the background and its result is discarded (the documented limit of thread workers).
+  ``async def`` nodes are really cancelled and timed out.
 * :class:`SignalInvoker` (process workers, main thread): the function runs in place and
   is interrupted by ``SIGALRM`` for timeouts and cancellation, so it really stops.
 """
@@ -105,7 +106,13 @@ class _Helper:
 
 
 class ThreadInvoker:
-    """Runs each call on a per-worker-thread helper; gives up on timeout or cancel."""
+    """Runs calls in the worker thread, except synchronous calls with a timeout, which
+    go to a per-worker-thread helper so the worker can give up on them.
+
+    ``async def`` nodes are really cancelled (and timed out) on their event loop. A
+    synchronous node that ignores cancellation is settled by the heartbeat's watchdog
+    (see ``heartbeat.py``); the worker thread stays busy until the function returns.
+    """
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -118,6 +125,8 @@ class ThreadInvoker:
         return helper
 
     def call(self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event) -> Any:
+        if timeout is None or is_async:
+            return _run(fn, is_async, timeout, cancel)
         call = _Call(lambda: _run(fn, is_async, timeout, cancel))
         self._helper().submit(call)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -7,15 +7,18 @@ several reapers at once do no harm.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from autoflow.store.base import Ready, Store
 
-__all__ = ["Reaper"]
+__all__ = ["REAPER_SLOT", "Reaper"]
 
 log = logging.getLogger("autoflow.reaper")
+REAPER_SLOT = "autoflow:reaper"
 
 
 class Reaper:
@@ -47,11 +50,15 @@ class Reaper:
         self.interval = max(0.2, min(1.0, lease / 4, requeue_after / 4))
         self._purge_every = purge_every
         self._next_purge = 0.0
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self, now: float | None = None) -> int:
-        """One pass; returns how many messages were re-sent."""
+        """One pass; returns how many messages were re-sent. One reaper works at a time
+        across all workers (a leased slot); the others take over if it dies."""
+        if not self.store.acquire_slot(REAPER_SLOT, self._holder, 1, self.interval * 3):
+            return 0
         now = time.time() if now is None else now
         # Nodes waiting in the store beyond the messages in the queue had their message
         # lost (a sender or a popping worker died): re-send that many, oldest first. A long
@@ -77,6 +84,10 @@ class Reaper:
 
     def stop(self) -> None:
         self._stop.set()
+        try:  # let another worker take over at once
+            self.store.release_slot(REAPER_SLOT, self._holder)
+        except Exception:  # the store may be gone already; the slot then just expires
+            log.debug("could not release the reaper slot", exc_info=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -66,6 +66,8 @@ class SubFlows:
 
     def settle_parent(self, child_run_id: str) -> tuple[Progress, str] | None:
         """If ``child_run_id`` ended and belongs to a parent node, complete or fail that node."""
+        if self.store.run_parent(child_run_id) is None:  # cheap: most runs have no parent
+            return None
         child = self.store.get_run(child_run_id)
         if child is None or child.parent_run_id is None or child.parent_node_id is None or not child.finished:
             return None

@@ -224,6 +224,9 @@ class Store(Protocol):
     def run_status(self, run_id: str) -> RunStatus | None:
         """Just the status of a run (cheap), or None."""
 
+    def run_parent(self, run_id: str) -> tuple[str, str] | None:
+        """``(parent run, parent node)`` of a sub-workflow run (cheap), else None."""
+
     def get_run(self, run_id: str) -> RunInfo | None:
         """A snapshot of the run with every node, or None."""
 

@@ -72,6 +72,11 @@ class RedisReads:
         return None if status is None else RunStatus(_s(status))
 
     @_guard
+    def run_parent(self, run_id: str) -> tuple[str, str] | None:
+        run, node = self.r.hmget(self._keys(run_id)[0], "parent_run", "parent_node")
+        return (_s(run), _s(node)) if run and node else None
+
+    @_guard
     def get_run(self, run_id: str) -> RunInfo | None:
         k = dict(zip(RUN_KEYS, self._keys(run_id), strict=True))
         run: dict[str, str] = self.r.hgetall(k["run"])  # type: ignore[assignment]  # decode_responses

@@ -94,6 +94,10 @@ class SQLiteReads:
         rows = self._read("SELECT status FROM runs WHERE id = ?", (run_id,))
         return RunStatus(rows[0][0]) if rows else None
 
+    def run_parent(self, run_id: str) -> tuple[str, str] | None:
+        rows = self._read("SELECT parent_run, parent_node FROM runs WHERE id = ?", (run_id,))
+        return (rows[0][0], rows[0][1]) if rows and rows[0][0] else None
+
     def get_run(self, run_id: str) -> RunInfo | None:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:

@@ -1,0 +1,1 @@
+"""Benchmarks of autoflow against raw Huey (see ``docs/performance.md``)."""
