@@ -23,6 +23,16 @@ its forked Huey workers), followed by a replacement worker.
 * ``test_chaos_sqlite``: runs on the embedded SQLite backend, one worker killed mid-node
   and restarted several times; the same invariants, plus ``PRAGMA integrity_check``
   of both database files (R12).
+* ``test_chaos_flow_redis`` / ``test_chaos_flow_sqlite``: the same kills on a DAG with
+  control flow (``tests/resources/chaos_flow.py``): a ``-> bool`` condition with
+  ``when=cond`` / ``when=~cond`` branches and a join, and a ``.map`` (``max_parallel=3``)
+  over a list made at run time, consumed by a node after it. On top of the invariants
+  above: the branch not taken is ``skipped`` and never executed, the map's output is
+  its items' results in item order (``items_total == items_done``), and no item
+  execution started before the map node's parents completed.
+* ``test_a_durable_delay_survives_a_worker_restart`` (SQLite, Redis): the only worker is
+  SIGKILLed while ``af.delay`` nodes wait; a new worker completes the runs, the node
+  after each delay runs exactly once and never before the delay's deadline.
 
 Run with ``pytest tests/test_chaos.py -s`` to see the figures.
 """
@@ -52,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # workers import the DAG as tests.resources.chaos; so do we
     sys.path.insert(0, str(ROOT))
 
-from tests.resources import chaos  # noqa: E402
+from tests.resources import chaos, chaos_flow  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +128,7 @@ class WorkerGroup:
     """One ``autoflow worker ... --kind process`` command in its own session: the
     consumer process and its forked Huey workers share one process group."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, procs: int) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, procs: int, module: str = MODULE) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 (closed in kill())
@@ -129,7 +139,7 @@ class WorkerGroup:
                 "-m",
                 "autoflow.cli",
                 "worker",
-                MODULE,
+                module,
                 "--workers",
                 str(procs),
                 "--kind",
@@ -188,14 +198,14 @@ def _worker_env(audit: Path, namespace: str, concurrency: int, **extra: str) -> 
 class Fleet:
     """The worker groups of one test, with bookkeeping for kills and clean-up."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, procs: int) -> None:
-        self.env, self.log_dir, self.procs = env, log_dir, procs
+    def __init__(self, env: dict[str, str], log_dir: Path, procs: int, module: str = MODULE) -> None:
+        self.env, self.log_dir, self.procs, self.module = env, log_dir, procs, module
         self.alive: list[WorkerGroup] = []
         self.all: list[WorkerGroup] = []
         self.kills = 0
 
     def start(self) -> WorkerGroup:
-        group = WorkerGroup(f"worker-{len(self.all)}", self.env, self.log_dir, self.procs)
+        group = WorkerGroup(f"worker-{len(self.all)}", self.env, self.log_dir, self.procs, self.module)
         self.alive.append(group)
         self.all.append(group)
         return group
@@ -386,7 +396,7 @@ def _assert_clean(figures: Figures, fleet: Fleet) -> None:
         pytest.fail(f"{len(figures.problems)} invariant violation(s):\n  {shown}{more}\nworker logs:\n{fleet.logs()}")
 
 
-def _finished(client: af.Client, runs: dict[str, int]) -> int:
+def _finished(client: af.Client, runs: dict[str, Any]) -> int:
     return sum(1 for info in client.runs(limit=len(runs) + 10) if info.id in runs and info.finished)
 
 
@@ -513,6 +523,487 @@ def test_chaos_sqlite(tmp_path: Path) -> None:
         assert figures.duplicates <= fleet.kills * SQLITE_PROCS, (
             f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {SQLITE_PROCS} processes"
         )
+    finally:
+        fleet.stop_all()
+        client.close()
+
+
+# -- control flow under chaos: branches, a join, a map -------------------------------------
+FLOW_MODULE = "tests.resources.chaos_flow"
+
+# Redis: the same fleet and kill cadence as test_chaos_redis, fewer (but bigger) runs.
+FLOW_REDIS_RUNS = 80
+FLOW_REDIS_CHAOS_SECONDS = 30.0
+FLOW_REDIS_DEADLINE = 100.0
+
+# Embedded SQLite: the same kill cadence as test_chaos_sqlite.
+FLOW_SQLITE_RUNS = 36
+FLOW_SQLITE_DEADLINE = 80.0
+
+# A durable delay across a worker restart.
+DELAY_SHORT = 3.0  # its deadline passes while no worker is alive
+DELAY_LONG = 8.0  # its deadline is still ahead when the new worker starts
+DELAY_DEADLINE = 40.0
+
+
+@dataclass
+class FlowFigures(Figures):
+    items: int = 0  # map items checked
+    item_duplicates: int = 0  # duplicate executions among them (also in ``duplicates``)
+    skipped: int = 0  # nodes skipped (the branch not taken)
+    took_high: int = 0  # runs whose condition was true
+    peak_items: int = 0  # most item executions of one run seen running at once
+
+
+def _flow_parents() -> dict[str, tuple[str, ...]]:
+    """Parents of each node, from the workflow's own graph (branch edges included)."""
+    graph = chaos_flow.chaos_flow.graph
+    parents = {node: tuple(sorted(graph.predecessors(node))) for node in graph.nodes}
+    assert parents == chaos_flow.PARENTS, f"the chaos_flow DAG is not the one expected: {parents}"
+    return parents
+
+
+def _peak(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    peak = live = 0
+    for _, step in events:
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def _parents_done(info: af.RunInfo, parents: tuple[str, ...]) -> dict[str, float | None]:
+    """When each parent was settled (its ``finished_at``), None if it never was."""
+    done = {p: info.nodes[p].finished_at for p in parents}
+    return {p: (None if at is None else at.timestamp()) for p, at in done.items()}
+
+
+def _check_executions(
+    figures: Figures,
+    here: str,
+    runs_of_node: list[Execution],
+    value: Any,
+    finished: float,
+    parents: dict[str, float | None],
+    completed_lines: int,
+) -> int:
+    """The audited executions of a node (or map item) whose accepted result was recorded
+    at ``finished``: at least one, all computing ``value``, none started before a parent
+    was settled; exactly one "completed in" log line. Returns the duplicate executions."""
+    problems = figures.problems
+    if completed_lines != 1:
+        problems.append(f"{here}: {completed_lines} 'completed in' log lines, expected 1")
+    if not runs_of_node:
+        problems.append(f"{here}: completed but no execution was audited")
+        return 0
+    returned = [e for e in runs_of_node if e.end is not None]
+    figures.duplicates += len(runs_of_node) - 1
+    figures.interrupted += len(runs_of_node) - len(returned)
+    figures.discarded += max(0, len(returned) - 1)
+    if not any(e.end is not None and e.end <= finished + EPS for e in returned):
+        ends = sorted(e.end for e in returned if e.end is not None)
+        problems.append(
+            f"{here}: no audited execution returned before the result was recorded at {finished:.6f}: {ends}"
+        )
+    for e in returned:
+        if e.value != value:
+            problems.append(f"{here}: execution in pid {e.pid} computed {e.value!r}, expected {value!r}")
+    for e in runs_of_node:
+        if e.attempt != 1:
+            problems.append(f"{here}: execution in pid {e.pid} saw attempt {e.attempt}")
+        for parent_id, parent_done in parents.items():
+            if parent_done is None or e.start + EPS < parent_done:
+                problems.append(
+                    f"{here}: an execution (pid {e.pid}) started at {e.start:.6f}, before parent "
+                    f"{parent_id} finished at {parent_done}"
+                )
+    return len(runs_of_node) - 1
+
+
+def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) -> FlowFigures:
+    """Check every ``chaos_flow`` run against the store, its log and the execution audit."""
+    dag_parents = _flow_parents()
+    execs = read_audit(audit)
+    by_node: dict[tuple[str, str], list[Execution]] = defaultdict(list)
+    for execution in execs.values():
+        by_node[(execution.run, execution.node)].append(execution)
+    figures = FlowFigures(runs=len(runs), executions=len(execs))
+    problems = figures.problems
+    unknown = {e.run for e in execs.values()} - set(runs)
+    if unknown:
+        problems.append(f"executions of runs never submitted: {sorted(unknown)[:5]}")
+    for run_id, seed in runs.items():
+        info = client.status(run_id)
+        want = chaos_flow.expected(seed)
+        where = f"run {run_id} (seed {seed}, {'high' if want.took_high else 'low'} side)"
+        if info.status is not af.RunStatus.COMPLETED:
+            summary = {n.id: (n.status.value, n.attempt, n.stall_count) for n in info.nodes.values()}
+            problems.append(f"{where}: status {info.status.value}, error {info.error}, nodes {summary}")
+            continue
+        figures.completed += 1
+        figures.took_high += want.took_high
+        if info.output != want.outputs[chaos_flow.TOTAL]:
+            problems.append(f"{where}: output {info.output!r}, expected {want.outputs[chaos_flow.TOTAL]!r}")
+        if set(info.nodes) != set(chaos_flow.NODE_IDS):
+            problems.append(f"{where}: nodes {sorted(info.nodes)}, expected {sorted(chaos_flow.NODE_IDS)}")
+            continue
+        logs = client.logs(run_id)
+        completions = Counter(entry.node_id for entry in logs if entry.message.startswith("completed in "))
+        expansions = Counter(entry.node_id for entry in logs if entry.message.startswith("mapping over "))
+        item_ids = [f"{chaos_flow.MAPPED}[{i}]" for i in range(len(want.items))]
+        executed = {node_id for node_id in want.outputs if node_id != chaos_flow.MAPPED} | set(item_ids)
+        strays = {node for (run, node) in by_node if run == run_id} - executed
+        if strays:
+            problems.append(f"{where}: executions of {sorted(strays)}, which must not run")
+        stray_lines = {node for node in completions if node is not None} - executed
+        if stray_lines:
+            problems.append(f"{where}: 'completed in' log lines of {sorted(stray_lines)}, which must not run")
+
+        for node_id in chaos_flow.NODE_IDS:
+            node = info.nodes[node_id]
+            here = f"{where} node {node_id}"
+            figures.nodes += 1
+            figures.stalls += node.stall_count
+            if node_id in want.skipped:
+                figures.skipped += 1
+                if node.status is not af.NodeStatus.SKIPPED or node.output is not None:
+                    problems.append(f"{here}: status {node.status.value}, output {node.output!r}; expected skipped")
+                if by_node.get((run_id, node_id)):
+                    problems.append(f"{here}: skipped, yet executed {len(by_node[(run_id, node_id)])} time(s)")
+                continue
+            if node.status is not af.NodeStatus.COMPLETED:
+                problems.append(f"{here}: status {node.status.value}")
+                continue
+            if node.output != want.outputs[node_id]:
+                problems.append(f"{here}: recorded output {node.output!r}, expected {want.outputs[node_id]!r}")
+            if node.attempt != 1:
+                problems.append(f"{here}: attempt {node.attempt} (nodes never raise: a retry means an error)")
+            if node.started_at is None or node.finished_at is None:
+                problems.append(f"{here}: started_at={node.started_at} finished_at={node.finished_at}")
+                continue
+            parents = _parents_done(info, dag_parents[node_id])
+            # The store's view: the accepted claim began after every parent was settled.
+            for parent_id, parent_done in parents.items():
+                if parent_done is None or node.started_at.timestamp() + EPS < parent_done:
+                    problems.append(
+                        f"{here}: claimed at {node.started_at.timestamp():.6f}, before parent {parent_id} "
+                        f"finished at {parent_done}"
+                    )
+            if node_id != chaos_flow.MAPPED:
+                _check_executions(
+                    figures,
+                    here,
+                    by_node.get((run_id, node_id), []),
+                    want.outputs[node_id],
+                    node.finished_at.timestamp(),
+                    parents,
+                    completions[node_id],
+                )
+                continue
+            # The map node: its items ran, its result is their list in item order.
+            if (node.items_total, node.items_done) != (len(want.items), len(want.items)):
+                problems.append(
+                    f"{here}: items_total {node.items_total}, items_done {node.items_done}, "
+                    f"expected {len(want.items)} of {len(want.items)}"
+                )
+            if expansions[node_id] != 1:
+                problems.append(f"{here}: expanded {expansions[node_id]} times, expected once")
+            if by_node.get((run_id, node_id)):
+                problems.append(f"{here}: the map node itself executed user code")
+            # An item's accepted execution returned before its result was recorded, hence
+            # before the node after the map was claimed. (Not before the map's own
+            # finished_at: the last item's transition stamps it with a clock read taken
+            # before the atomic write, which may precede another item's completion.)
+            consumer = info.nodes[chaos_flow.TOTAL].started_at
+            recorded_by = consumer.timestamp() if consumer is not None else node.finished_at.timestamp()
+            for i, item_id in enumerate(item_ids):
+                figures.items += 1
+                figures.item_duplicates += _check_executions(
+                    figures,
+                    f"{where} item {item_id}",
+                    by_node.get((run_id, item_id), []),
+                    want.item_outputs[i],
+                    recorded_by,
+                    parents,  # an item's parents are the map node's
+                    completions[item_id],
+                )
+            # max_parallel: item executions that returned never overlapped more than the
+            # bound, give or take a duplicate (a stalled execution may outlive its lease).
+            spans = [(e.start, e.end) for i in item_ids for e in by_node.get((run_id, i), []) if e.end is not None]
+            dups = sum(max(0, len(by_node.get((run_id, i), [])) - 1) for i in item_ids)
+            peak = _peak(spans)
+            figures.peak_items = max(figures.peak_items, peak)
+            if peak > chaos_flow.MAX_PARALLEL + dups:
+                problems.append(f"{here}: {peak} items ran at once, max_parallel={chaos_flow.MAX_PARALLEL}")
+    return figures
+
+
+def _flow_report(backend: str, figures: FlowFigures, kills: int, wall: float, extra: str = "") -> None:
+    print(
+        f"\n[chaos-flow {backend}] runs completed {figures.completed}/{figures.runs} "
+        f"({figures.took_high} took the high side); nodes {figures.nodes} ({figures.skipped} skipped), "
+        f"map items {figures.items}; kills {kills}; executions {figures.executions}, duplicate executions "
+        f"{figures.duplicates} ({figures.item_duplicates} of items; interrupted {figures.interrupted}, returned but "
+        f"discarded {figures.discarded}); lease expiries {figures.stalls}; peak items at once {figures.peak_items}; "
+        f"wall time {wall:.1f}s{extra}"
+    )
+
+
+def _check_flow_totals(figures: FlowFigures, runs: dict[str, int]) -> None:
+    assert figures.completed == len(runs)
+    assert figures.nodes == len(runs) * len(chaos_flow.NODE_IDS)
+    assert figures.items == sum(len(chaos_flow.expected(seed).items) for seed in runs.values())
+    assert 0 < figures.took_high < len(runs), "the condition did not go both ways"
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(170)
+def test_chaos_flow_redis(redis_url: str, tmp_path: Path) -> None:
+    """Branches, a join and a map on Redis; a random worker is SIGKILLed about every second."""
+    _flow_parents()
+    namespace = f"chaosflow{uuid.uuid4().hex[:10]}"
+    audit = tmp_path / "audit.jsonl"
+    settings = af.Settings(
+        home=tmp_path / "home",
+        namespace=namespace,
+        lease_seconds=LEASE,
+        requeue_seconds=REQUEUE,
+        max_stalls=MAX_STALLS,
+        workflow_concurrency=FLOW_REDIS_RUNS,
+    )
+    env = _worker_env(audit, namespace, FLOW_REDIS_RUNS, AUTOFLOW_REDIS_URL=redis_url)
+    fleet = Fleet(env, tmp_path, REDIS_PROCS, FLOW_MODULE)
+    rng = random.Random(20240611)
+    client = af.Client(redis_url, settings=settings, workers=0)
+    try:
+        for _ in range(REDIS_GROUPS):
+            fleet.start()
+        began = time.monotonic()
+        runs = {client.execute(chaos_flow.chaos_flow, seed=seed).id: seed for seed in range(FLOW_REDIS_RUNS)}
+        while True:
+            time.sleep(rng.uniform(*REDIS_KILL_EVERY))
+            victim = rng.randrange(REDIS_GROUPS)
+            finished = _finished(client, runs)
+            elapsed = time.monotonic() - began
+            if finished == len(runs):
+                break
+            fleet.check_health()
+            if elapsed > FLOW_REDIS_DEADLINE:
+                pytest.fail(
+                    f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
+                    f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
+                )
+            if elapsed < FLOW_REDIS_CHAOS_SECONDS:
+                fleet.kill(victim)
+        wall = time.monotonic() - began
+        fleet.check_health()
+        fleet.stop_all()  # no straggler may append to the audit while we read it
+        figures = check_flow_invariants(client, runs, audit)
+        _flow_report("redis", figures, fleet.kills, wall, f", {REDIS_GROUPS}x{REDIS_PROCS} process workers")
+        _assert_clean(figures, fleet)
+        _check_flow_totals(figures, runs)
+        assert fleet.kills >= REDIS_MIN_KILLS, f"only {fleet.kills} kills: the chaos did not happen"
+        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
+        assert figures.duplicates <= fleet.kills * REDIS_PROCS, (
+            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {REDIS_PROCS} processes"
+        )
+    finally:
+        fleet.stop_all()
+        client.close()
+
+
+@pytest.mark.timeout(150)
+def test_chaos_flow_sqlite(tmp_path: Path) -> None:
+    """Branches, a join and a map on embedded SQLite; the worker is SIGKILLed mid-node
+    and restarted."""
+    _flow_parents()
+    namespace = f"chaosflow{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "home"
+    audit = tmp_path / "audit.jsonl"
+    settings = af.Settings(
+        home=home,
+        namespace=namespace,
+        lease_seconds=LEASE,
+        requeue_seconds=REQUEUE,
+        max_stalls=MAX_STALLS,
+        workflow_concurrency=FLOW_SQLITE_RUNS,
+    )
+    env = _worker_env(audit, namespace, FLOW_SQLITE_RUNS, AUTOFLOW_HOME=str(home))
+    fleet = Fleet(env, tmp_path, SQLITE_PROCS, FLOW_MODULE)
+    client = af.Client(settings=settings, workers=0)
+    assert client.backend.kind == "sqlite"
+    try:
+        rng = random.Random(20240612)
+        group = fleet.start()
+        work = rng.uniform(*SQLITE_KILL_AFTER)
+        began = time.monotonic()
+        runs = {client.execute(chaos_flow.chaos_flow, seed=seed).id: seed for seed in range(FLOW_SQLITE_RUNS)}
+        mid_run_kills, finished, next_poll = 0, 0, 0.0
+        while True:
+            if time.monotonic() >= next_poll:
+                finished = _finished(client, runs)
+                next_poll = time.monotonic() + 0.25
+                if finished == len(runs):
+                    break
+                fleet.check_health()
+            elapsed = time.monotonic() - began
+            if elapsed > FLOW_SQLITE_DEADLINE:
+                pytest.fail(
+                    f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
+                    f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
+                )
+            if fleet.kills < SQLITE_KILLS and due_for_kill(audit, group.started, work):
+                mid_run_kills += _finished(client, runs) < len(runs)
+                group = fleet.kill(0)
+                work = rng.uniform(*SQLITE_KILL_AFTER)
+                continue
+            time.sleep(0.02)
+        wall = time.monotonic() - began
+        fleet.check_health()
+        fleet.stop_all()
+        figures = check_flow_invariants(client, runs, audit)
+        integrity = {}
+        for name in ("autoflow.db", "autoflow-queue.db"):
+            with contextlib.closing(sqlite3.connect(home / name)) as db:
+                integrity[name] = db.execute("PRAGMA integrity_check").fetchone()[0]
+        _flow_report("sqlite", figures, fleet.kills, wall, f", integrity {integrity}")
+        _assert_clean(figures, fleet)
+        assert integrity == {"autoflow.db": "ok", "autoflow-queue.db": "ok"}
+        _check_flow_totals(figures, runs)
+        assert fleet.kills == SQLITE_KILLS and mid_run_kills == SQLITE_KILLS
+        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
+        assert figures.duplicates <= fleet.kills * SQLITE_PROCS, (
+            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {SQLITE_PROCS} processes"
+        )
+    finally:
+        fleet.stop_all()
+        client.close()
+
+
+# -- a durable delay across a worker restart -----------------------------------------------
+def _wait_for(what: str, check: Any, timeout: float, fleet: Fleet) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\nworker logs:\n{fleet.logs()}")
+        fleet.check_health()
+        time.sleep(0.05)
+
+
+def _delay_states(client: af.Client, runs: dict[str, Any]) -> dict[str, tuple[af.RunStatus, af.NodeInfo]]:
+    """Each run's status and its delay node."""
+    infos = {run_id: client.status(run_id) for run_id in runs}
+    return {run_id: (info.status, info.nodes[chaos_flow.DELAY]) for run_id, info in infos.items()}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_durable_delay_survives_a_worker_restart(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``before -> af.delay(seconds) -> after``, twice: the only worker is SIGKILLed while
+    both delays wait; a new one starts after the short delay's deadline and before the
+    long one's. Both runs complete, ``after`` runs exactly once and never before its
+    deadline (the delay's start, as recorded, plus its seconds)."""
+    namespace = f"chaosdelay{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "home"
+    audit = tmp_path / "audit.jsonl"
+    settings = af.Settings(
+        home=home, namespace=namespace, lease_seconds=LEASE, requeue_seconds=REQUEUE, max_stalls=MAX_STALLS
+    )
+    url: str | None = None
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+        env = _worker_env(audit, namespace, 10, AUTOFLOW_REDIS_URL=str(url))
+    else:
+        env = _worker_env(audit, namespace, 10, AUTOFLOW_HOME=str(home))
+    fleet = Fleet(env, tmp_path, SQLITE_PROCS, FLOW_MODULE)
+    client = af.Client(url, settings=settings, workers=0)
+    assert client.backend.kind == backend
+    try:
+        began = time.monotonic()
+        first = fleet.start()
+        seconds = {
+            client.execute(chaos_flow.chaos_delay, seed=seed, seconds=delay).id: delay
+            for seed, delay in enumerate((DELAY_SHORT, DELAY_LONG))
+        }
+        seeds = {run_id: seed for seed, run_id in enumerate(seconds)}
+        short_run, long_run = seconds
+        _wait_for(
+            "both delays to wait",
+            lambda: all(n.status is af.NodeStatus.WAITING for _, n in _delay_states(client, seconds).values()),
+            DELAY_DEADLINE,
+            fleet,
+        )
+        # A delay counts from when its node started: its deadline is at least this.
+        deadlines = {}
+        for run_id, (_, node) in _delay_states(client, seconds).items():
+            assert node.started_at is not None
+            deadlines[run_id] = node.started_at.timestamp() + seconds[run_id]
+        fleet.alive.remove(first)
+        first.kill()  # SIGKILL of the worker's whole process group
+        fleet.kills += 1
+        killed_at = time.time()
+        assert killed_at < deadlines[short_run], "the worker was killed after the short delay was over"
+        time.sleep(max(0.0, deadlines[short_run] + 0.5 - time.time()))
+        # No worker: past its deadline, the short delay is still parked, the run unfinished.
+        parked = {
+            run_id: (status.value, node.status.value)
+            for run_id, (status, node) in _delay_states(client, seconds).items()
+        }
+        assert set(parked.values()) == {("running", "waiting")}, parked
+        restarted_at = time.time()
+        fleet.start()
+        _wait_for("the runs to finish", lambda: _finished(client, seconds) == len(seconds), DELAY_DEADLINE, fleet)
+        wall = time.monotonic() - began
+        fleet.check_health()
+        fleet.stop_all()  # no straggler may append to the audit while we read it
+
+        execs = read_audit(audit)
+        problems = []
+        late = {}
+        for run_id, delay in seconds.items():
+            info = client.status(run_id)
+            want = chaos_flow.expected_delay(seeds[run_id])
+            where = f"run {run_id} (delay {delay}s)"
+            if info.status is not af.RunStatus.COMPLETED:
+                problems.append(f"{where}: status {info.status.value}, error {info.error}")
+                continue
+            if info.output != want[chaos_flow.AFTER]:
+                problems.append(f"{where}: output {info.output!r}, expected {want[chaos_flow.AFTER]!r}")
+            for node_id in chaos_flow.DELAY_NODE_IDS:
+                node = info.nodes[node_id]
+                if node.status is not af.NodeStatus.COMPLETED or node.output != want[node_id]:
+                    problems.append(f"{where} node {node_id}: {node.status.value}, output {node.output!r}")
+            completions = Counter(e.node_id for e in client.logs(run_id) if e.message.startswith("completed in "))
+            for node_id in (chaos_flow.BEFORE, chaos_flow.AFTER):
+                mine = [e for e in execs.values() if e.run == run_id and e.node == node_id]
+                if len(mine) != 1 or mine[0].end is None or completions[node_id] != 1:
+                    problems.append(
+                        f"{where} node {node_id}: {len(mine)} execution(s), {completions[node_id]} "
+                        "'completed in' log line(s); expected exactly one"
+                    )
+            delay_done = info.nodes[chaos_flow.DELAY].finished_at
+            for e in execs.values():
+                if e.run != run_id or e.node != chaos_flow.AFTER:
+                    continue
+                late[delay] = round(e.start - deadlines[run_id], 3)
+                if e.start < deadlines[run_id]:
+                    problems.append(
+                        f"{where}: {chaos_flow.AFTER} started {deadlines[run_id] - e.start:.3f}s before the deadline"
+                    )
+                if delay_done is None or e.start + EPS < delay_done.timestamp():
+                    problems.append(f"{where}: {chaos_flow.AFTER} started before the delay completed ({delay_done})")
+        print(
+            f"\n[chaos-delay {backend}] worker killed {deadlines[short_run] - killed_at:.2f}s before the short "
+            f"delay's deadline; new worker started {restarted_at - deadlines[short_run]:.2f}s after it and "
+            f"{deadlines[long_run] - restarted_at:.2f}s before the long one's; 'after' started that long after "
+            f"each deadline (by delay): {late}; wall time {wall:.1f}s"
+        )
+        if problems:
+            pytest.fail("\n  ".join(["a delay across a worker restart:", *problems]) + f"\nlogs:\n{fleet.logs()}")
+        assert restarted_at < deadlines[long_run], "the new worker started after the long delay was over"
     finally:
         fleet.stop_all()
         client.close()

@@ -47,7 +47,9 @@ class Reaper:
         self.requeue_after = requeue_after
         self.max_stalls = max_stalls
         self.retention = retention
-        self.interval = max(0.2, min(1.0, lease / 4, requeue_after / 4))
+        # Recovery takes a lease (or requeue_after) plus one interval: a fifth of it keeps
+        # that close to the lease while costing little (one reaper runs at a time anyway).
+        self.interval = max(0.2, min(lease, requeue_after) / 5)
         self._purge_every = purge_every
         self._next_purge = 0.0
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from autoflow import codec
 from autoflow.errors import BackendError
@@ -84,7 +84,12 @@ class RedisStore(RedisReads):
         return f"{self.ns}:{{_g}}:{name}"
 
     def _call(self, name: str, run_id: str, *args: Any) -> Any:
-        return self._scripts[name](keys=self._keys(run_id), args=list(args))
+        script = self._scripts[name]
+        keys = self._keys(run_id)
+        try:  # EVALSHA directly: the hot path skips redis-py's Script wrapper layers
+            return self.r.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:  # e.g. the server restarted: load it and go on
+            return script(keys=keys, args=list(args))
 
     @property
     def _retention_ms(self) -> int:
@@ -338,9 +343,12 @@ class RedisStore(RedisReads):
     def _finished(self, run_id: str, status: RunStatus) -> None:
         """Global bookkeeping once a run ended (done once per run, guarded by a flag)."""
         run_key = self._keys(run_id)[0]
-        if not self.r.hsetnx(run_key, "booked", 1):
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hsetnx(run_key, "booked", 1)
+        pipe.hmget(run_key, "n_ok", "failed")
+        first, (ok, failed) = pipe.execute()
+        if not first:
             return
-        ok, failed = self.r.hmget(run_key, "n_ok", "failed")
         now = time.time()
         bucket = self._g(f"nstat:{int(now // 3600)}")
         pipe = self.r.pipeline(transaction=False)
@@ -422,9 +430,20 @@ class RedisStore(RedisReads):
         active = [_s(i) for i in self.r.smembers(self._g("active"))]
         pipe = self.r.pipeline(transaction=False)
         for run_id in active:
-            pipe.zrange(self._keys(run_id)[7], 0, 0, withscores=True)
-        oldest = {run_id: (due[0][1] if due else math.inf) for run_id, due in zip(active, pipe.execute(), strict=True)}
-        for run_id in sorted(active, key=oldest.__getitem__):  # runs waiting longest first
+            keys = self._keys(run_id)
+            pipe.hget(keys[0], "status")
+            pipe.zrange(keys[6], 0, 0, withscores=True)  # the lease expiring first
+            pipe.zrange(keys[7], 0, 0, withscores=True)  # the message waiting longest
+        found = pipe.execute()
+        oldest: dict[str, float] = {}
+        for i, run_id in enumerate(active):
+            status, lease, due = found[3 * i : 3 * i + 3]
+            waited = due[0][1] if due else math.inf
+            expired = bool(lease) and lease[0][1] < now
+            stale = waited < now - requeue_after and budget != 0
+            if status != "running" or expired or stale:  # only runs with something to do
+                oldest[run_id] = waited
+        for run_id in sorted(oldest, key=oldest.__getitem__):  # runs waiting longest first
             res = self._call(
                 "reap",
                 run_id,
@@ -456,14 +475,20 @@ class RedisStore(RedisReads):
     @_guard
     def awaiting_children(self) -> list[tuple[str, str, str]]:
         """``(run_id, node_id, child_run_id)`` of sub-workflow nodes whose child run ended."""
-        found: list[tuple[str, str, str]] = []
-        for run_id in [_s(i) for i in self.r.smembers(self._g("active"))]:
-            for node_id, owner in self.r.hgetall(self._keys(run_id)[5]).items():
-                if _s(owner).startswith("@sub:"):
-                    child = _s(owner)[5:]
-                    if self.r.hget(self._keys(child)[0], "status") in _FINISHED:
-                        found.append((run_id, _s(node_id), child))
-        return found
+        active = [_s(i) for i in self.r.smembers(self._g("active"))]
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in active:
+            pipe.hgetall(self._keys(run_id)[5])
+        waiting = [
+            (run_id, _s(node_id), _s(owner)[5:])
+            for run_id, owners in zip(active, pipe.execute(), strict=True)
+            for node_id, owner in owners.items()
+            if _s(owner).startswith("@sub:")
+        ]
+        for _run_id, _node_id, child in waiting:
+            pipe.hget(self._keys(child)[0], "status")
+        ended = pipe.execute() if waiting else []
+        return [item for item, status in zip(waiting, ended, strict=True) if status in _FINISHED]
 
     # -- rate and concurrency limits --------------------------------------------------------
     @_guard

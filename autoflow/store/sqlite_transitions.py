@@ -61,8 +61,8 @@ class SQLiteTransitions:
 
     # -- claim -----------------------------------------------------------------------------
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
-        now = time.time()
         with self._tx() as db:
+            now = time.time()  # under the write lock: times follow the order of commits
             row = db.execute(
                 "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, r.priority,"
                 " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs"
@@ -121,8 +121,8 @@ class SQLiteTransitions:
 
     # -- outcomes --------------------------------------------------------------------------
     def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
-        now = time.time()
         with self._tx() as db:
+            now = time.time()  # under the write lock: times follow the order of commits
             row = self._fenced(db, run_id, node_id, token)
             if row is None:
                 return Progress(False)
@@ -173,8 +173,8 @@ class SQLiteTransitions:
         retry_at: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        now = time.time()
         with self._tx() as db:
+            now = time.time()  # under the write lock: times follow the order of commits
             row = self._fenced(db, run_id, node_id, token)
             if row is None:
                 return Progress(False)
@@ -200,8 +200,8 @@ class SQLiteTransitions:
         return self._done(Progress(True, ready, finished))
 
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
-        now = time.time()
         with self._tx() as db:
+            now = time.time()  # under the write lock: times follow the order of commits
             if self._fenced(db, run_id, node_id, token) is None:
                 return Progress(False)
             self._log(db, run_id, logs)
@@ -257,8 +257,8 @@ class SQLiteTransitions:
     ) -> Progress:
         """A map node got its items (JSON texts): create one row each, queue the first
         ``max_parallel`` (all if None); the node waits for them, holding no worker."""
-        now = time.time()
         with self._tx() as db:
+            now = time.time()  # under the write lock: times follow the order of commits
             row = self._fenced(db, run_id, node_id, token)
             if row is None:
                 return Progress(False)

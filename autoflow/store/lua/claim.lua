@@ -1,7 +1,7 @@
 -- ARGV: node, attempt, token, lease_until, now, log. Queued/retrying/waiting -> running.
 -- Reply: {workflow, digest, inputs, map node or '', item or nil, wake_at or '', run priority,
 --         parent, value, ...}
-local node, attempt, token, until_, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local node, attempt, token, until_, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], server_now()
 local st = redis.call('HGET', K.st, node)
 if st ~= 'queued' and st ~= 'retrying' and st ~= 'waiting' then return false end
 if num(redis.call('HGET', K.att, node)) ~= attempt then return false end

@@ -1,5 +1,5 @@
 -- ARGV: node, token, output, now, retention_ms, nlogs, logs... Running -> completed.
-local node, token, now = ARGV[1], ARGV[2], ARGV[4]
+local node, token, now = ARGV[1], ARGV[2], server_now()
 if not held(node, token) then return {0} end
 push_logs(7, tonumber(ARGV[6]))
 redis.call('HSET', K.st, node, 'completed')

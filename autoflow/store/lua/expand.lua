@@ -1,6 +1,6 @@
 -- ARGV: node, token, now, retention_ms, max_parallel (-1: all), nlogs, logs..., items (JSON)...
 -- A map node got its items: store them, queue the first window; it waits for them.
-local node, token, now = ARGV[1], ARGV[2], ARGV[3]
+local node, token, now = ARGV[1], ARGV[2], server_now()
 if not held(node, token) then return {0} end
 local nlogs = tonumber(ARGV[6])
 push_logs(7, nlogs)

@@ -1,6 +1,6 @@
 -- ARGV: node, token, error, retry_at ('' = none), now, retention_ms, nlogs, logs...
 -- Running -> retrying (next attempt returned with its eta) or -> failed.
-local node, token, err, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local node, token, err, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], server_now()
 if not held(node, token) then return {0} end
 push_logs(8, tonumber(ARGV[7]))
 local res = {1, ''}

@@ -15,6 +15,13 @@ local function split(s)
   return t
 end
 
+-- The server's clock: scripts run one at a time, so times stamped with it follow the
+-- order in which transitions happened, whichever worker sent them.
+local function server_now()
+  local t = redis.call('TIME')
+  return string.format('%d.%06d', t[1], t[2])
+end
+
 local function num(v)
   return tonumber(v) or 0
 end
