@@ -50,13 +50,19 @@ class LogBuffer:
 
 
 def log_record(
-    level: LogLevel, message: str, node_id: str | None = None, data: dict[str, Any] | None = None
+    level: LogLevel,
+    message: str,
+    node_id: str | None = None,
+    data: dict[str, Any] | None = None,
+    *,
+    trusted: bool = False,
 ) -> dict[str, Any]:
-    """A log record as stores take it: secrets redacted, data made JSON."""
+    """A log record as stores take it: secrets redacted (unless the engine wrote the
+    message itself: ``trusted``), data made JSON."""
     record: dict[str, Any] = {
         "ts": time.time(),
         "level": level.value,
-        "message": codec.redact_text(str(message)),
+        "message": str(message) if trusted else codec.redact_text(str(message)),
         "node_id": node_id,
     }
     if data:

@@ -68,6 +68,7 @@ from benchmarks.measure import (  # noqa: E402
     af_big,
     af_latency,
     af_many,
+    af_map,
     af_throughput,
     raw_latency,
     raw_throughput,
@@ -144,6 +145,9 @@ def run_backend(s: Setup, opt: Options, log: Callable[[str], None]) -> dict[str,
         scaling.append(af_many(s, flows.FANOUT_10, 100, "100 x fan-out 10 (concurrent)"))
         fan_runs = [af_big(s, flows.FANOUT_1000, "fan-out 1,000 (1 run)") for _ in range(opt.big_runs)]
         scaling.append(sorted(fan_runs, key=lambda x: x["ms_per_node"])[len(fan_runs) // 2])
+        log(f"[{s.kind}] map: 100 vs 10,000 items")
+        scaling.append(af_map(s, 100))
+        scaling.append(af_map(s, 10_000))
 
     warnings = [
         line
@@ -231,6 +235,12 @@ def report(res: dict[str, Any]) -> str:
                 f"{row['graph']:34}{row['nodes']:6}{row['exec_s']:7.2f}{row['nodes_per_s']:8.0f}"
                 f"{row['ms_per_node']:8.2f}{cpu:>13}{submit}{status}"
             )
+            if row["graph"].startswith("map over 10,000"):
+                small = next(r for r in res["scaling"] if r["graph"].startswith("map over 100 "))
+                lines.append(
+                    f"{'':4}map items/s, 10,000 vs 100 items: {row['nodes_per_s']:.0f} vs {small['nodes_per_s']:.0f}"
+                    f" (ratio {row['nodes_per_s'] / small['nodes_per_s']:.2f})"
+                )
             if "first100_ms_per_node" in row:
                 lines.append(
                     f"{'':4}1,000-chain ms/node: nodes 1-100 {row['first100_ms_per_node']:.2f},"

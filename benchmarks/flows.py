@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import autoflow as af
 
-__all__ = ["CHAIN_10", "CHAIN_1000", "FANOUT_10", "FANOUT_1000", "noop", "sink", "source"]
+__all__ = ["CHAIN_10", "CHAIN_1000", "FANOUT_10", "FANOUT_1000", "MAP", "items", "noop", "sink", "source"]
 
 
 @af.node(type="bench.noop", retries=0)
@@ -49,6 +49,18 @@ def _fanout(n: int) -> af.Workflow:
 
     body.__name__ = body.__qualname__ = f"bench_fanout_{n}"
     return af.workflow(body)
+
+
+@af.node(type="bench.items", retries=0)
+def items(n: int) -> list[int]:
+    """The list a map fans out over, known only at run time."""
+    return list(range(n))
+
+
+@af.workflow(name="bench_map")
+def MAP(n: int):
+    """A map of one no-op per item: ``n`` items, then their results gathered."""
+    return sink(noop.map(items(n)))
 
 
 CHAIN_10 = _chain(10)

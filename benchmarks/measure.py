@@ -191,6 +191,31 @@ def af_big(s: Setup, wf: af.Workflow, label: str) -> dict[str, Any]:
     return out
 
 
+def af_map(s: Setup, n: int) -> dict[str, Any]:
+    """One run of a ``.map`` over ``n`` items: items/s from the map's start to its end."""
+    cpu0 = _cpu(s, s.af_proc)
+    m0 = time.monotonic()
+    run = s.client.execute(flows.MAP, n=n)
+    submit = time.monotonic() - m0
+    info = _wait_light(s, flows.MAP, run.id, 900)
+    if info.status is not af.RunStatus.COMPLETED or info.output != n:
+        raise RuntimeError(f"map of {n}: {info.summary()} {info.error}")
+    mapped = info.nodes["noop"]
+    exec_s = _ts(mapped.finished_at) - _ts(mapped.started_at)
+    t = time.monotonic()
+    s.client.status(run.id)
+    return {
+        "graph": f"map over {n:,} items (1 run)",
+        "nodes": n,
+        "submit_ms": submit * 1000,
+        "exec_s": exec_s,
+        "nodes_per_s": n / exec_s,
+        "ms_per_node": exec_s * 1000 / n,
+        "status_call_ms": (time.monotonic() - t) * 1000,
+        **_per_node_cpu(_cpu_delta(s, s.af_proc, cpu0), n),
+    }
+
+
 def af_many(s: Setup, wf: af.Workflow, runs: int, label: str) -> dict[str, Any]:
     """``runs`` concurrent runs of a small graph, the same node count as one big graph."""
     res = af_throughput(s, wf, runs)

@@ -223,7 +223,7 @@ class Executor:
         elapsed = (time.monotonic() - started) * 1000
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
-        done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
+        done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
         return partial(self.store.complete, run_id, node_id, token, output, [*logs.drain(), done])
 
     @staticmethod

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from autoflow.definition import NodeSpec
+from autoflow.definition import NodeSpec, template_refs
 from autoflow.store.base import NodeSeed
 
 __all__ = ["node_seeds"]
+
+
+def _item_parents(spec: NodeSpec) -> tuple[str, ...]:
+    """The parents whose outputs the items of a map read: those of its other arguments.
+    The list mapped over is not among them, so claiming an item stays O(1) however long
+    the list."""
+    fixed = {name: tpl for name, tpl in spec.args.items() if name != spec.map_over}
+    return tuple(dict.fromkeys(target for kind, target in template_refs(fixed) if kind == "$ref"))
 
 
 def node_seeds(specs: Mapping[str, NodeSpec]) -> list[NodeSeed]:
@@ -26,6 +34,7 @@ def node_seeds(specs: Mapping[str, NodeSpec]) -> list[NodeSeed]:
             rule=spec.options.trigger,
             priority=spec.options.priority,
             when=spec.when,
+            item_parents=_item_parents(spec) if spec.map_over else None,
         )
         for spec in specs.values()
     ]

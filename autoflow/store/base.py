@@ -61,6 +61,7 @@ class NodeSeed:
     rule: str = "all_success"
     priority: int = 0
     when: tuple[str, bool] | None = None  # (condition node, value it must return)
+    item_parents: tuple[str, ...] | None = None  # .map: the parents its items read (not the list)
 
 
 @dataclass(frozen=True)

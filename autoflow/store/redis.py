@@ -49,6 +49,7 @@ class RedisStore(RedisReads):
         self.ns = namespace
         self.retention = retention
         self.pool = client.connection_pool
+        self._key_cache: dict[str, list[str]] = {}
         lua = resources.files("autoflow.store").joinpath("lua")
         lib = lua.joinpath("lib.lua").read_text()
         self._scripts = {
@@ -78,7 +79,13 @@ class RedisStore(RedisReads):
 
     # -- keys ------------------------------------------------------------------------------
     def _keys(self, run_id: str) -> list[str]:
-        return [f"{self.ns}:{{{run_id}}}:{k}" for k in RUN_KEYS]
+        keys = self._key_cache.get(run_id)
+        if keys is None:  # built once per run: every transition passes all of them
+            keys = [f"{self.ns}:{{{run_id}}}:{k}" for k in RUN_KEYS]
+            if len(self._key_cache) > 4096:
+                self._key_cache.clear()
+            self._key_cache[run_id] = keys
+        return keys
 
     def _g(self, name: str) -> str:
         return f"{self.ns}:{{_g}}:{name}"
@@ -138,6 +145,8 @@ class RedisStore(RedisReads):
                 topo[f"{n.id}|pr"] = n.priority
             if n.when:
                 topo[f"{n.id}|w"] = f"{n.when[0]}:{int(n.when[1])}"
+            if n.item_parents is not None:
+                topo[f"{n.id}|ip"] = ",".join(n.item_parents)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(
             keys["run"],

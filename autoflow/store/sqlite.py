@@ -151,7 +151,8 @@ class SQLiteStore(SQLiteTransitions, SQLiteControl, SQLiteReads):
             )
             db.executemany(
                 "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority,"
-                " parents, children, when_node, when_value) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                " parents, children, when_node, when_value, item_parents)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         run.id,
@@ -165,6 +166,7 @@ class SQLiteStore(SQLiteTransitions, SQLiteControl, SQLiteReads):
                         codec.dumps(list(n.children)),
                         n.when[0] if n.when else None,
                         n.when[1] if n.when else None,
+                        None if n.item_parents is None else codec.dumps(list(n.item_parents)),
                     )
                     for i, n in enumerate(nodes)
                 ],

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     started_at REAL, finished_at REAL, output TEXT, error TEXT,
     when_node TEXT, when_value INTEGER, handled INTEGER NOT NULL DEFAULT 0, wake_at REAL,
     map_of TEXT, item TEXT, n_items INTEGER, next_item INTEGER, done_items INTEGER,
-    max_parallel INTEGER, child_run TEXT,
+    max_parallel INTEGER, child_run TEXT, item_parents TEXT,
     PRIMARY KEY (run_id, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_lease ON nodes (status, lease_until);
@@ -79,6 +79,7 @@ MIGRATIONS: dict[str, list[tuple[str, str]]] = {
         ("done_items", "INTEGER"),
         ("max_parallel", "INTEGER"),
         ("child_run", "TEXT"),
+        ("item_parents", "TEXT"),
     ],
 }
 

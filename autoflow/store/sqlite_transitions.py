@@ -279,7 +279,8 @@ class SQLiteTransitions:
             )
             db.executemany(
                 "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority, parents,"
-                " children, map_of, item, due_at) SELECT run_id, ?, ?, type, ?, 0, rule, priority, parents,"
+                " children, map_of, item, due_at) SELECT run_id, ?, ?, type, ?, 0, rule, priority,"
+                " COALESCE(item_parents, parents),"
                 " '[]', node_id, ?, ? FROM nodes WHERE run_id = ? AND node_id = ?",
                 [
                     (f"{node_id}[{i}]", i, "queued" if i < window else "pending", item, now, run_id, node_id)

@@ -28,6 +28,7 @@ def seed(
     rules: dict[str, str] | None = None,
     whens: dict[str, tuple[str, bool]] | None = None,
     parent: tuple[str, str] | None = None,
+    item_parents: dict[str, tuple[str, ...]] | None = None,
 ) -> str:
     """Create a run of ``graph`` (node -> parents) and return its id."""
     children: dict[str, list[str]] = {n: [] for n in graph}
@@ -42,6 +43,7 @@ def seed(
             tuple(children[n]),
             rule=(rules or {}).get(n, "all_success"),
             when=(whens or {}).get(n),
+            item_parents=(item_parents or {}).get(n),
         )
         for n, ps in graph.items()
     ]
@@ -492,6 +494,16 @@ def test_a_map_runs_its_items_in_windows_and_gathers_results_in_order(store: Sto
     assert info is not None and list(info.nodes) == ["src", "m", "after"]
     assert info.nodes["m"].output == ["A", "B", "C"] and info.nodes["m"].items_total == 3
     assert info.nodes["m"].items_done == 3 and info.nodes["m"].status is NodeStatus.COMPLETED
+
+
+def test_items_do_not_read_the_list_they_came_from(store: Store) -> None:
+    run_id, _ = start(store, {"src": [], "k": [], "m": ["src", "k"]}, item_parents={"m": ("k",)})
+    run_node(store, run_id, "src", list(range(1000)))
+    run_node(store, run_id, "k", 7)
+    store.claim(run_id, "m", 1, "tm", LEASE)
+    store.expand(run_id, "m", "tm", ["1", "2"], None, [])
+    claim = store.claim(run_id, "m[1]", 1, "i1", LEASE)
+    assert claim is not None and claim.item == 2 and claim.outputs == {"k": 7}
 
 
 def test_a_failed_item_fails_the_map_and_cancels_the_rest(store: Store) -> None:

@@ -20,7 +20,10 @@ local m = map_of(node)
 local item = false
 if m then item = redis.call('HGET', K.iv, node) end
 local res = {r[3], r[4], r[5], m or '', item, redis.call('HGET', K.tm, node .. '|w') or '', r[6]}
-for _, p in ipairs(split(redis.call('HGET', K.topo, (m or node) .. '|p'))) do
+-- An item reads its map's other arguments, not the list it came from (O(1) per item).
+local parents = redis.call('HGET', K.topo, (m or node) .. '|p')
+if m then parents = redis.call('HGET', K.topo, m .. '|ip') or parents end
+for _, p in ipairs(split(parents)) do
   res[#res + 1] = p
   res[#res + 1] = parent_value(p)
 end
