@@ -59,6 +59,7 @@ class SQLiteStore(SQLiteTransitions, SQLiteControl, SQLiteReads):
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA cache_size=-32000")  # 32 MB: big runs stay in memory
             conn.executescript(SCHEMA)
             self._migrate(conn)
         except (sqlite3.Error, OSError) as exc:
