@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from autoflow.config import Settings
@@ -181,7 +182,7 @@ class Worker:
             self._dispatcher().stop_consumers(consumers, timeout)
         self.executor.tracker.stop()
 
-    def drain(self, done: Any) -> None:
+    def drain(self, done: Callable[[], bool]) -> None:
         """Immediate mode: handle queued messages inline until ``done()``."""
         dispatcher = self.backend.dispatcher
         if not isinstance(dispatcher, InlineDispatcher):

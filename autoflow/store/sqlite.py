@@ -24,13 +24,13 @@ from autoflow.models import (
 )
 from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, Ready
 from autoflow.store.sqlite_control import SQLiteControl
-from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA, SQLiteReads
-from autoflow.store.sqlite_transitions import SQLiteTransitions, engine_log
+from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA
+from autoflow.store.sqlite_transitions import engine_log
 
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(SQLiteTransitions, SQLiteControl, SQLiteReads):
+class SQLiteStore(SQLiteControl):
     """The embedded store. ``SQLiteStore(":memory:")`` for tests, a file path otherwise.
 
     Example::

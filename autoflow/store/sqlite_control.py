@@ -2,60 +2,22 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import Any
 
 from autoflow.engine.planner import message_priority
-from autoflow.models import ErrorInfo, LogLevel, RunStatus
+from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Progress, Ready, crash_error
-from autoflow.store.sqlite_transitions import engine_log
+from autoflow.store.sqlite_reads import SQLiteReads
+from autoflow.store.sqlite_transitions import SQLiteTransitions, engine_log
 
 __all__ = ["SQLiteControl"]
 
 _WAITING = "('queued', 'retrying', 'waiting')"
 
 
-class SQLiteControl:
-    """Run-level operations of :class:`~autoflow.store.sqlite.SQLiteStore`."""
-
-    _finished: threading.Condition
-
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
-
-    @staticmethod
-    def _log(db: sqlite3.Connection, run_id: str, logs: Sequence[dict[str, Any]]) -> None:
-        raise NotImplementedError
-
-    def _maybe_finish(self, db: sqlite3.Connection, run_id: str, now: float) -> RunStatus | None:
-        raise NotImplementedError
-
-    def _done(self, progress: Progress) -> Progress:
-        raise NotImplementedError
-
-    @staticmethod
-    def _cancel_node(db: sqlite3.Connection, run_id: str, node_id: str, now: float) -> None:
-        raise NotImplementedError
-
-    def _fail_node(
-        self,
-        db: sqlite3.Connection,
-        run_id: str,
-        run_priority: int,
-        node_id: str,
-        error: ErrorInfo,
-        now: float,
-        *,
-        running: bool,
-    ) -> list[Ready]:
-        raise NotImplementedError
+class SQLiteControl(SQLiteTransitions, SQLiteReads):
+    """Run-level operations of :class:`~autoflow.store.sqlite.SQLiteStore`, on top of its
+    node transitions and reads."""
 
     # -- control ---------------------------------------------------------------------------
     def cancel_run(self, run_id: str) -> RunStatus | None:

@@ -108,7 +108,11 @@ class SQLiteTransitions:
             run_priority=row["priority"],
         )
 
-    def _fenced(self, db: sqlite3.Connection, run_id: str, node_id: str, token: str) -> sqlite3.Row | None:
+    def _held(
+        self, db: sqlite3.Connection, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]
+    ) -> sqlite3.Row | None:
+        """The node's row if it runs under ``token`` (fencing), after writing ``logs``;
+        None (and nothing written) otherwise."""
         row = db.execute(
             "SELECT n.status, n.owner, n.attempt, n.priority AS node_priority, n.map_of, n.rule, n.parents,"
             " r.priority, r.cancel_requested FROM nodes n JOIN runs r ON r.id = n.run_id"
@@ -117,16 +121,16 @@ class SQLiteTransitions:
         ).fetchone()
         if row is None or row["status"] != "running" or row["owner"] != token:
             return None
+        self._log(db, run_id, logs)
         return row  # type: ignore[no-any-return]
 
     # -- outcomes --------------------------------------------------------------------------
     def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
-            row = self._fenced(db, run_id, node_id, token)
+            row = self._held(db, run_id, node_id, token, logs)
             if row is None:
                 return Progress(False)
-            self._log(db, run_id, logs)
             db.execute(
                 "UPDATE nodes SET status = 'completed', output = ?, error = NULL, finished_at = ?,"
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
@@ -175,10 +179,9 @@ class SQLiteTransitions:
     ) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
-            row = self._fenced(db, run_id, node_id, token)
+            row = self._held(db, run_id, node_id, token, logs)
             if row is None:
                 return Progress(False)
-            self._log(db, run_id, logs)
             ready: list[Ready] = []
             if retry_at is not None and not row["cancel_requested"]:
                 attempt = row["attempt"] + 1
@@ -202,9 +205,8 @@ class SQLiteTransitions:
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
-            if self._fenced(db, run_id, node_id, token) is None:
+            if self._held(db, run_id, node_id, token, logs) is None:
                 return Progress(False)
-            self._log(db, run_id, logs)
             self._cancel_node(db, run_id, node_id, now)
             finished = self._maybe_finish(db, run_id, now)
         return self._done(Progress(True, [], finished))
@@ -219,10 +221,9 @@ class SQLiteTransitions:
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
         with self._tx() as db:
-            row = self._fenced(db, run_id, node_id, token)
+            row = self._held(db, run_id, node_id, token, logs)
             if row is None:
                 return Progress(False)
-            self._log(db, run_id, logs)
             db.execute(
                 "UPDATE nodes SET status = ?, due_at = ?, wake_at = CASE WHEN ? THEN ? ELSE wake_at END,"
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
@@ -236,9 +237,8 @@ class SQLiteTransitions:
         self, run_id: str, node_id: str, token: str, child_run_id: str, logs: Sequence[dict[str, Any]]
     ) -> Progress:
         with self._tx() as db:
-            if self._fenced(db, run_id, node_id, token) is None:
+            if self._held(db, run_id, node_id, token, logs) is None:
                 return Progress(False)
-            self._log(db, run_id, logs)
             db.execute(
                 "UPDATE nodes SET owner = ?, lease_until = NULL, child_run = ? WHERE run_id = ? AND node_id = ?",
                 (f"@sub:{child_run_id}", child_run_id, run_id, node_id),
@@ -259,10 +259,9 @@ class SQLiteTransitions:
         ``max_parallel`` (all if None); the node waits for them, holding no worker."""
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
-            row = self._fenced(db, run_id, node_id, token)
+            row = self._held(db, run_id, node_id, token, logs)
             if row is None:
                 return Progress(False)
-            self._log(db, run_id, logs)
             if not items:
                 db.execute(
                     "UPDATE nodes SET status = 'completed', output = '[]', finished_at = ?, owner = NULL,"
