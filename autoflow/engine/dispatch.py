@@ -304,15 +304,15 @@ class HueyDispatcher:
         kind: str = "thread",
         embedded: bool = True,
         shutdown_timeout: float | None = None,
+        max_delay: float = 0.25,
     ) -> Consumer:
         """A Huey consumer of ``queue`` ("nodes" or "workflows") with low-latency polling.
 
         A graceful stop lets running nodes finish for up to ``shutdown_timeout`` seconds
-        (None: as long as they take); nodes cut short are re-run by the reaper."""
+        (None: as long as they take); nodes cut short are re-run by the reaper. An idle
+        consumer polls at most every ``max_delay`` seconds (Redis blocks instead; enqueues
+        from this process wake it at once)."""
         huey = self.nodes if queue == "nodes" else self.workflows
-        # Admission is one cheap thread: poll it often so a run starts within ~20 ms even
-        # when it was submitted by another process.
-        max_delay = 0.25 if queue == "nodes" else 0.02
         return _Consumer(
             huey,
             embedded=embedded,

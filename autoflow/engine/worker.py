@@ -160,7 +160,9 @@ class Worker:
             embedded=False,
             shutdown_timeout=self.shutdown_timeout,
         )
-        flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True)
+        # A dedicated worker polls admission often: a run submitted by another process
+        # then starts within ~20 ms (an embedded client's own enqueues wake it at once).
+        flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True, max_delay=0.02)
         self._consumers = [nodes, flows]
 
         def started() -> None:  # process workers are forked by now; threads may start
