@@ -59,3 +59,25 @@ def boom(x: int) -> int:
 @af.workflow
 def broken(x: int = 1):
     return double(boom(x))
+
+
+@af.node(retries=0, timeout=0.5)
+def overrun(seconds: float) -> float:
+    time.sleep(seconds)  # a blocking call: only a process worker can interrupt it
+    return seconds
+
+
+@af.workflow
+def overrunning(seconds: float = 10.0):
+    return overrun(seconds)
+
+
+@af.node(retries=0)
+def deaf(seconds: float) -> float:
+    time.sleep(seconds)  # never looks at ctx.cancelled
+    return seconds
+
+
+@af.workflow
+def deaf_flow(seconds: float = 30.0):
+    return deaf(seconds)

@@ -1,0 +1,63 @@
+"""Process workers really interrupt a node: timeouts and cancellation via SIGALRM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import autoflow as af
+from autoflow.models import NodeStatus, RunStatus
+from tests.resources import dags
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def client(redis_url: str, settings: af.Settings) -> Iterator[af.Client]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
+    env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace, PYTHONPATH=str(ROOT))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "autoflow.cli", "worker", "tests.resources.dags", "--workers", "1", "--kind", "process"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    made = af.Client(redis_url, settings=settings, workers=0)
+    try:
+        yield made
+    finally:
+        made.close()
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+
+
+def test_a_timeout_interrupts_a_blocking_call(client: af.Client) -> None:
+    run = client.execute(dags.overrunning, seconds=10)
+    with pytest.raises(af.RunFailed) as caught:
+        run.result(timeout=30)
+    assert caught.value.error_type == "NodeTimeout"
+    node = run.status().nodes["overrun"]
+    assert node.duration is not None and node.duration < 2.0  # interrupted, not waited out
+
+
+def test_cancel_interrupts_a_node_that_ignores_it(client: af.Client) -> None:
+    run = client.execute(dags.deaf_flow, seconds=30)
+    deadline = time.monotonic() + 20
+    while run.status().nodes["deaf"].status is not NodeStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    run.cancel()
+    assert run.wait(timeout=10).status is RunStatus.CANCELLED
+    assert time.monotonic() - started < 1.5
+    # The worker process was interrupted, not abandoned: it takes the next run at once.
+    assert client.execute(dags.diamond, x=2).result(timeout=10) == 8
