@@ -50,7 +50,9 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,6 +92,23 @@ SQLITE_KILLS = 4
 SQLITE_KILL_AFTER = (0.3, 1.5)  # seconds of work by a (re)started worker before it is killed
 SQLITE_SLEEP = "0.1,0.2"  # longer nodes, so every kill lands mid-node
 SQLITE_DEADLINE = 100.0
+
+# Control flow under chaos: branches, a join, a map.
+FLOW_MODULE = "tests.resources.chaos_flow"
+
+# Redis: the same fleet and kill cadence as test_chaos_redis, fewer (but bigger) runs.
+FLOW_REDIS_RUNS = 80
+FLOW_REDIS_CHAOS_SECONDS = 30.0
+FLOW_REDIS_DEADLINE = 100.0
+
+# Embedded SQLite: the same kill cadence as test_chaos_sqlite.
+FLOW_SQLITE_RUNS = 36
+FLOW_SQLITE_DEADLINE = 80.0
+
+# A durable delay across a worker restart.
+DELAY_SHORT = 3.0  # its deadline passes while no worker is alive
+DELAY_LONG = 8.0  # its deadline is still ahead when the new worker starts
+DELAY_DEADLINE = 40.0
 
 _SCRUBBED_ENV = (
     "AUTOFLOW_REDIS_URL",
@@ -235,6 +254,94 @@ class Fleet:
         return "\n".join(f"  {g.name}:\n{g.tail(15)}" for g in self.all[-4:])
 
 
+# -- a deployment: store, client, workers --------------------------------------------------
+@dataclass
+class Deployment:
+    """One test's store, client (which runs no nodes) and fleet of worker commands."""
+
+    client: af.Client
+    fleet: Fleet
+    home: Path  # the embedded SQLite backend's files (and the client's home on Redis)
+    audit: Path  # the execution audit the workers append to
+
+
+@contextlib.contextmanager
+def _deploy(
+    tmp_path: Path,
+    prefix: str,
+    url: str | None,
+    procs: int,
+    module: str,
+    concurrency: int,
+    client_concurrency: int | None = None,
+    **extra_env: str,
+) -> Iterator[Deployment]:
+    """A namespace of our own (``prefix`` + random) on Redis at ``url``, or on embedded
+    SQLite under ``tmp_path / "home"`` if None; fast recovery settings for the client
+    and the workers (``concurrency`` runs at once; the client keeps its default unless
+    ``client_concurrency`` is given). The fleet is not started; on the way out every
+    worker is SIGKILLed and the client closed."""
+    namespace = f"{prefix}{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "home"
+    audit = tmp_path / "audit.jsonl"
+    own: dict[str, Any] = {} if client_concurrency is None else {"workflow_concurrency": client_concurrency}
+    settings = af.Settings(
+        home=home, namespace=namespace, lease_seconds=LEASE, requeue_seconds=REQUEUE, max_stalls=MAX_STALLS, **own
+    )
+    store_env = {"AUTOFLOW_HOME": str(home)} if url is None else {"AUTOFLOW_REDIS_URL": url}
+    fleet = Fleet(_worker_env(audit, namespace, concurrency, **store_env, **extra_env), tmp_path, procs, module)
+    client = af.Client(url, settings=settings, workers=0)
+    try:
+        assert client.backend.kind == ("sqlite" if url is None else "redis")
+        yield Deployment(client, fleet, home, audit)
+    finally:
+        fleet.stop_all()
+        client.close()
+
+
+# -- the DAGs ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dag:
+    """A workflow the chaos tests run (the workers import it from ``module``), and what a
+    correct execution of it records."""
+
+    name: str  # in the report; without the dash, the namespace prefix
+    module: str
+    workflow: Any
+    parents: dict[str, tuple[str, ...]]  # of every node, as the graph must have them
+    node_ids: tuple[str, ...]
+    output: str  # the node whose output is the run's
+    expected: Callable[[int], chaos_flow.Expected]  # by seed
+    control_flow: bool  # a condition (one side skipped) and a map (chaos_flow.MAPPED)
+
+
+def _fan_expected(seed: int) -> chaos_flow.Expected:
+    return chaos_flow.Expected({**chaos.expected(seed)}, skipped=(), items=[], item_outputs=[], took_high=False)
+
+
+#: source -> 3 branches -> join (``tests/resources/chaos.py``).
+FAN = Dag("chaos", MODULE, chaos.chaos_fan, chaos.PARENTS, chaos.NODE_IDS, chaos.JOIN, _fan_expected, False)
+#: A branch with a join and a map, then a node after both (``tests/resources/chaos_flow.py``).
+FLOW = Dag(
+    "chaos-flow",
+    FLOW_MODULE,
+    chaos_flow.chaos_flow,
+    chaos_flow.PARENTS,
+    chaos_flow.NODE_IDS,
+    chaos_flow.TOTAL,
+    chaos_flow.expected,
+    True,
+)
+
+
+def _dag_parents(dag: Dag) -> dict[str, tuple[str, ...]]:
+    """Parents of each node, from the workflow's own graph (branch edges included)."""
+    graph = dag.workflow.graph
+    parents = {node: tuple(sorted(graph.predecessors(node))) for node in graph.nodes}
+    assert parents == dag.parents, f"the {dag.name} DAG is not the one expected: {parents}"
+    return parents
+
+
 # -- the audit and the invariants ----------------------------------------------------------
 @dataclass
 class Execution:
@@ -286,281 +393,12 @@ class Figures:
     discarded: int = 0  # returned, but another execution's result was the one recorded
     stalls: int = 0  # lease expiries the store recorded
     problems: list[str] = field(default_factory=list)
-
-
-def _dag_parents() -> dict[str, tuple[str, ...]]:
-    """Parents of each node, from the workflow's own graph (5 nodes, fan-out/fan-in)."""
-    graph = chaos.chaos_fan.graph
-    parents = {node: tuple(sorted(graph.predecessors(node))) for node in graph.nodes}
-    assert parents == chaos.PARENTS, f"the chaos DAG is not the fan-out/fan-in expected: {parents}"
-    return parents
-
-
-def check_invariants(client: af.Client, runs: dict[str, int], audit: Path) -> Figures:
-    """Check every run against the store, its log and the execution audit."""
-    dag_parents = _dag_parents()
-    execs = read_audit(audit)
-    by_node: dict[tuple[str, str], list[Execution]] = defaultdict(list)
-    for execution in execs.values():
-        by_node[(execution.run, execution.node)].append(execution)
-    unknown = {e.run for e in execs.values()} - set(runs)
-    figures = Figures(runs=len(runs), executions=len(execs))
-    problems = figures.problems
-    if unknown:
-        problems.append(f"executions of runs never submitted: {sorted(unknown)[:5]}")
-    for run_id, seed in runs.items():
-        info = client.status(run_id)
-        want = chaos.expected(seed)
-        where = f"run {run_id} (seed {seed})"
-        if info.status is not af.RunStatus.COMPLETED:
-            summary = {n.id: (n.status.value, n.attempt, n.stall_count) for n in info.nodes.values()}
-            problems.append(f"{where}: status {info.status.value}, error {info.error}, nodes {summary}")
-            continue
-        figures.completed += 1
-        if info.output != want[chaos.JOIN]:
-            problems.append(f"{where}: output {info.output!r}, expected {want[chaos.JOIN]!r}")
-        if set(info.nodes) != set(chaos.NODE_IDS):
-            problems.append(f"{where}: nodes {sorted(info.nodes)}, expected {sorted(chaos.NODE_IDS)}")
-            continue
-        completions = Counter(
-            entry.node_id for entry in client.logs(run_id) if entry.message.startswith("completed in ")
-        )
-        for node_id in chaos.NODE_IDS:
-            node = info.nodes[node_id]
-            here = f"{where} node {node_id}"
-            figures.nodes += 1
-            figures.stalls += node.stall_count
-            if node.status is not af.NodeStatus.COMPLETED:
-                problems.append(f"{here}: status {node.status.value}")
-                continue
-            if node.output != want[node_id]:
-                problems.append(f"{here}: recorded output {node.output!r}, expected {want[node_id]!r}")
-            if node.attempt != 1:
-                problems.append(f"{here}: attempt {node.attempt} (nodes never raise: a retry means an error)")
-            if completions[node_id] != 1:
-                problems.append(f"{here}: {completions[node_id]} 'completed in' log lines, expected 1")
-            if node.started_at is None or node.finished_at is None:
-                problems.append(f"{here}: started_at={node.started_at} finished_at={node.finished_at}")
-                continue
-            finished = node.finished_at.timestamp()
-            # The store's view: the accepted claim began after every parent's result.
-            for parent_id in dag_parents[node_id]:
-                parent_done = info.nodes[parent_id].finished_at
-                if parent_done is not None and node.started_at < parent_done:
-                    problems.append(
-                        f"{here}: claimed at {node.started_at.timestamp():.6f}, before parent {parent_id} "
-                        f"finished at {parent_done.timestamp():.6f}"
-                    )
-            # The audit's view: every execution, accepted or not.
-            runs_of_node = by_node.get((run_id, node_id), [])
-            if not runs_of_node:
-                problems.append(f"{here}: completed but no execution was audited")
-                continue
-            figures.duplicates += len(runs_of_node) - 1
-            figures.interrupted += sum(1 for e in runs_of_node if e.end is None)
-            returned = [e for e in runs_of_node if e.end is not None]
-            figures.discarded += max(0, len(returned) - 1)
-            if not any(e.end is not None and e.end <= finished + EPS for e in returned):
-                problems.append(f"{here}: no audited execution returned before the result was recorded")
-            for e in returned:
-                if e.value != want[node_id]:
-                    problems.append(
-                        f"{here}: execution in pid {e.pid} computed {e.value!r}, expected {want[node_id]!r}"
-                    )
-            for e in runs_of_node:
-                if e.attempt != 1:
-                    problems.append(f"{here}: execution in pid {e.pid} saw attempt {e.attempt}")
-                for parent_id in dag_parents[node_id]:
-                    parent_done = info.nodes[parent_id].finished_at
-                    if parent_done is None or e.start + EPS < parent_done.timestamp():
-                        problems.append(
-                            f"{here}: an execution (pid {e.pid}) started at {e.start:.6f}, before parent "
-                            f"{parent_id} completed at {parent_done.timestamp() if parent_done else None}"
-                        )
-    return figures
-
-
-def _report(backend: str, figures: Figures, kills: int, wall: float, extra: str = "") -> None:
-    print(
-        f"\n[chaos {backend}] runs completed {figures.completed}/{figures.runs}, nodes {figures.nodes}; "
-        f"kills {kills}; executions {figures.executions}, duplicate executions {figures.duplicates} "
-        f"(interrupted {figures.interrupted}, returned but discarded {figures.discarded}); "
-        f"lease expiries {figures.stalls}; wall time {wall:.1f}s{extra}"
-    )
-
-
-def _assert_clean(figures: Figures, fleet: Fleet) -> None:
-    if figures.problems:
-        shown = "\n  ".join(figures.problems[:25])
-        more = f"\n  ... and {len(figures.problems) - 25} more" if len(figures.problems) > 25 else ""
-        pytest.fail(f"{len(figures.problems)} invariant violation(s):\n  {shown}{more}\nworker logs:\n{fleet.logs()}")
-
-
-def _finished(client: af.Client, runs: dict[str, Any]) -> int:
-    return sum(1 for info in client.runs(limit=len(runs) + 10) if info.id in runs and info.finished)
-
-
-# -- the tests -----------------------------------------------------------------------------
-@pytest.mark.redis
-@pytest.mark.timeout(300)
-def test_chaos_redis(redis_url: str, tmp_path: Path) -> None:
-    """R1: 200 runs on Redis; a random worker is SIGKILLed about every second."""
-    _dag_parents()
-    namespace = f"chaos{uuid.uuid4().hex[:10]}"
-    audit = tmp_path / "audit.jsonl"
-    settings = af.Settings(
-        home=tmp_path / "home",
-        namespace=namespace,
-        lease_seconds=LEASE,
-        requeue_seconds=REQUEUE,
-        max_stalls=MAX_STALLS,
-        workflow_concurrency=REDIS_RUNS,
-    )
-    env = _worker_env(audit, namespace, REDIS_RUNS, AUTOFLOW_REDIS_URL=redis_url)
-    fleet = Fleet(env, tmp_path, REDIS_PROCS)
-    rng = random.Random(20240601)
-    client = af.Client(redis_url, settings=settings, workers=0)
-    try:
-        for _ in range(REDIS_GROUPS):
-            fleet.start()
-        began = time.monotonic()
-        runs = {client.execute(chaos.chaos_fan, seed=seed).id: seed for seed in range(REDIS_RUNS)}
-        finished = 0
-        while True:
-            time.sleep(rng.uniform(*REDIS_KILL_EVERY))
-            victim = rng.randrange(REDIS_GROUPS)
-            finished = _finished(client, runs)
-            elapsed = time.monotonic() - began
-            if finished == len(runs):
-                break
-            fleet.check_health()
-            if elapsed > REDIS_DEADLINE:
-                pytest.fail(
-                    f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
-                    f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
-                )
-            if elapsed < REDIS_CHAOS_SECONDS:
-                fleet.kill(victim)
-        wall = time.monotonic() - began
-        fleet.check_health()
-        fleet.stop_all()  # no straggler may append to the audit while we read it
-        figures = check_invariants(client, runs, audit)
-        _report("redis", figures, fleet.kills, wall, f", {REDIS_GROUPS}x{REDIS_PROCS} process workers")
-        _assert_clean(figures, fleet)
-        assert figures.completed == REDIS_RUNS
-        assert figures.nodes == REDIS_RUNS * len(chaos.NODE_IDS)
-        assert fleet.kills >= REDIS_MIN_KILLS, f"only {fleet.kills} kills: the chaos did not happen"
-        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
-        # Only a killed worker's in-flight nodes may run again: at most one per process.
-        assert figures.duplicates <= fleet.kills * REDIS_PROCS, (
-            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {REDIS_PROCS} processes"
-        )
-    finally:
-        fleet.stop_all()
-        client.close()
-
-
-@pytest.mark.timeout(200)
-def test_chaos_sqlite(tmp_path: Path) -> None:
-    """R12: the embedded SQLite backend; the worker is SIGKILLed mid-node and restarted."""
-    _dag_parents()
-    namespace = f"chaos{uuid.uuid4().hex[:10]}"
-    home = tmp_path / "home"
-    audit = tmp_path / "audit.jsonl"
-    settings = af.Settings(
-        home=home,
-        namespace=namespace,
-        lease_seconds=LEASE,
-        requeue_seconds=REQUEUE,
-        max_stalls=MAX_STALLS,
-        workflow_concurrency=SQLITE_RUNS,
-    )
-    env = _worker_env(audit, namespace, SQLITE_RUNS, AUTOFLOW_HOME=str(home), **{chaos.SLEEP_ENV: SQLITE_SLEEP})
-    fleet = Fleet(env, tmp_path, SQLITE_PROCS)
-    client = af.Client(settings=settings, workers=0)
-    assert client.backend.kind == "sqlite"
-    try:
-        rng = random.Random(20240602)
-        group = fleet.start()
-        work = rng.uniform(*SQLITE_KILL_AFTER)
-        began = time.monotonic()
-        runs = {client.execute(chaos.chaos_fan, seed=seed).id: seed for seed in range(SQLITE_RUNS)}
-        mid_run_kills, finished, next_poll = 0, 0, 0.0
-        while True:
-            if time.monotonic() >= next_poll:
-                finished = _finished(client, runs)
-                next_poll = time.monotonic() + 0.25
-                if finished == len(runs):
-                    break
-                fleet.check_health()
-            elapsed = time.monotonic() - began
-            if elapsed > SQLITE_DEADLINE:
-                pytest.fail(
-                    f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
-                    f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
-                )
-            if fleet.kills < SQLITE_KILLS and due_for_kill(audit, group.started, work):
-                mid_run_kills += _finished(client, runs) < len(runs)
-                group = fleet.kill(0)
-                work = rng.uniform(*SQLITE_KILL_AFTER)
-                continue
-            time.sleep(0.02)
-        wall = time.monotonic() - began
-        fleet.check_health()
-        fleet.stop_all()
-        figures = check_invariants(client, runs, audit)
-        integrity = {}
-        for name in ("autoflow.db", "autoflow-queue.db"):
-            with contextlib.closing(sqlite3.connect(home / name)) as db:
-                integrity[name] = db.execute("PRAGMA integrity_check").fetchone()[0]
-        _report("sqlite", figures, fleet.kills, wall, f", integrity {integrity}")
-        _assert_clean(figures, fleet)
-        assert integrity == {"autoflow.db": "ok", "autoflow-queue.db": "ok"}
-        assert figures.completed == SQLITE_RUNS
-        assert figures.nodes == SQLITE_RUNS * len(chaos.NODE_IDS)
-        assert fleet.kills == SQLITE_KILLS and mid_run_kills == SQLITE_KILLS
-        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
-        assert figures.duplicates <= fleet.kills * SQLITE_PROCS, (
-            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {SQLITE_PROCS} processes"
-        )
-    finally:
-        fleet.stop_all()
-        client.close()
-
-
-# -- control flow under chaos: branches, a join, a map -------------------------------------
-FLOW_MODULE = "tests.resources.chaos_flow"
-
-# Redis: the same fleet and kill cadence as test_chaos_redis, fewer (but bigger) runs.
-FLOW_REDIS_RUNS = 80
-FLOW_REDIS_CHAOS_SECONDS = 30.0
-FLOW_REDIS_DEADLINE = 100.0
-
-# Embedded SQLite: the same kill cadence as test_chaos_sqlite.
-FLOW_SQLITE_RUNS = 36
-FLOW_SQLITE_DEADLINE = 80.0
-
-# A durable delay across a worker restart.
-DELAY_SHORT = 3.0  # its deadline passes while no worker is alive
-DELAY_LONG = 8.0  # its deadline is still ahead when the new worker starts
-DELAY_DEADLINE = 40.0
-
-
-@dataclass
-class FlowFigures(Figures):
+    # Control flow only:
     items: int = 0  # map items checked
     item_duplicates: int = 0  # duplicate executions among them (also in ``duplicates``)
     skipped: int = 0  # nodes skipped (the branch not taken)
     took_high: int = 0  # runs whose condition was true
     peak_items: int = 0  # most item executions of one run seen running at once
-
-
-def _flow_parents() -> dict[str, tuple[str, ...]]:
-    """Parents of each node, from the workflow's own graph (branch edges included)."""
-    graph = chaos_flow.chaos_flow.graph
-    parents = {node: tuple(sorted(graph.predecessors(node))) for node in graph.nodes}
-    assert parents == chaos_flow.PARENTS, f"the chaos_flow DAG is not the one expected: {parents}"
-    return parents
 
 
 def _peak(intervals: list[tuple[float, float]]) -> int:
@@ -573,10 +411,8 @@ def _peak(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def _parents_done(info: af.RunInfo, parents: tuple[str, ...]) -> dict[str, float | None]:
-    """When each parent was settled (its ``finished_at``), None if it never was."""
-    done = {p: info.nodes[p].finished_at for p in parents}
-    return {p: (None if at is None else at.timestamp()) for p, at in done.items()}
+def _ts(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
 
 
 def _check_executions(
@@ -585,15 +421,13 @@ def _check_executions(
     runs_of_node: list[Execution],
     value: Any,
     finished: float,
-    parents: dict[str, float | None],
-    completed_lines: int,
+    parents: dict[str, datetime | None],
 ) -> int:
     """The audited executions of a node (or map item) whose accepted result was recorded
     at ``finished``: at least one, all computing ``value``, none started before a parent
-    was settled; exactly one "completed in" log line. Returns the duplicate executions."""
+    was settled (``parents``: their ``finished_at``, None if never). Returns the
+    duplicate executions."""
     problems = figures.problems
-    if completed_lines != 1:
-        problems.append(f"{here}: {completed_lines} 'completed in' log lines, expected 1")
     if not runs_of_node:
         problems.append(f"{here}: completed but no execution was audited")
         return 0
@@ -613,40 +447,41 @@ def _check_executions(
         if e.attempt != 1:
             problems.append(f"{here}: execution in pid {e.pid} saw attempt {e.attempt}")
         for parent_id, parent_done in parents.items():
-            if parent_done is None or e.start + EPS < parent_done:
+            if parent_done is None or e.start + EPS < parent_done.timestamp():
                 problems.append(
                     f"{here}: an execution (pid {e.pid}) started at {e.start:.6f}, before parent "
-                    f"{parent_id} finished at {parent_done}"
+                    f"{parent_id} finished at {_ts(parent_done)}"
                 )
     return len(runs_of_node) - 1
 
 
-def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) -> FlowFigures:
-    """Check every ``chaos_flow`` run against the store, its log and the execution audit."""
-    dag_parents = _flow_parents()
+def check_invariants(client: af.Client, runs: dict[str, int], audit: Path, dag: Dag) -> Figures:
+    """Check every run of ``dag`` against the store, its log and the execution audit."""
+    dag_parents = _dag_parents(dag)
     execs = read_audit(audit)
     by_node: dict[tuple[str, str], list[Execution]] = defaultdict(list)
     for execution in execs.values():
         by_node[(execution.run, execution.node)].append(execution)
-    figures = FlowFigures(runs=len(runs), executions=len(execs))
+    figures = Figures(runs=len(runs), executions=len(execs))
     problems = figures.problems
     unknown = {e.run for e in execs.values()} - set(runs)
     if unknown:
         problems.append(f"executions of runs never submitted: {sorted(unknown)[:5]}")
     for run_id, seed in runs.items():
         info = client.status(run_id)
-        want = chaos_flow.expected(seed)
-        where = f"run {run_id} (seed {seed}, {'high' if want.took_high else 'low'} side)"
+        want = dag.expected(seed)
+        side = f", {'high' if want.took_high else 'low'} side" if dag.control_flow else ""
+        where = f"run {run_id} (seed {seed}{side})"
         if info.status is not af.RunStatus.COMPLETED:
             summary = {n.id: (n.status.value, n.attempt, n.stall_count) for n in info.nodes.values()}
             problems.append(f"{where}: status {info.status.value}, error {info.error}, nodes {summary}")
             continue
         figures.completed += 1
         figures.took_high += want.took_high
-        if info.output != want.outputs[chaos_flow.TOTAL]:
-            problems.append(f"{where}: output {info.output!r}, expected {want.outputs[chaos_flow.TOTAL]!r}")
-        if set(info.nodes) != set(chaos_flow.NODE_IDS):
-            problems.append(f"{where}: nodes {sorted(info.nodes)}, expected {sorted(chaos_flow.NODE_IDS)}")
+        if info.output != want.outputs[dag.output]:
+            problems.append(f"{where}: output {info.output!r}, expected {want.outputs[dag.output]!r}")
+        if set(info.nodes) != set(dag.node_ids):
+            problems.append(f"{where}: nodes {sorted(info.nodes)}, expected {sorted(dag.node_ids)}")
             continue
         logs = client.logs(run_id)
         completions = Counter(entry.node_id for entry in logs if entry.message.startswith("completed in "))
@@ -660,7 +495,7 @@ def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) 
         if stray_lines:
             problems.append(f"{where}: 'completed in' log lines of {sorted(stray_lines)}, which must not run")
 
-        for node_id in chaos_flow.NODE_IDS:
+        for node_id in dag.node_ids:
             node = info.nodes[node_id]
             here = f"{where} node {node_id}"
             figures.nodes += 1
@@ -679,18 +514,26 @@ def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) 
                 problems.append(f"{here}: recorded output {node.output!r}, expected {want.outputs[node_id]!r}")
             if node.attempt != 1:
                 problems.append(f"{here}: attempt {node.attempt} (nodes never raise: a retry means an error)")
+            # Exactly one "completed in" line: the node's, or a map node's items' (not its own).
+            mapped = node_id == chaos_flow.MAPPED
+            for kind, logged in [("item", i) for i in item_ids] if mapped else [("node", node_id)]:
+                if completions[logged] != 1:
+                    problems.append(
+                        f"{where} {kind} {logged}: {completions[logged]} 'completed in' log lines, expected 1"
+                    )
             if node.started_at is None or node.finished_at is None:
                 problems.append(f"{here}: started_at={node.started_at} finished_at={node.finished_at}")
                 continue
-            parents = _parents_done(info, dag_parents[node_id])
+            parents = {parent_id: info.nodes[parent_id].finished_at for parent_id in dag_parents[node_id]}
             # The store's view: the accepted claim began after every parent was settled.
             for parent_id, parent_done in parents.items():
-                if parent_done is None or node.started_at.timestamp() + EPS < parent_done:
+                if parent_done is None or node.started_at < parent_done:
                     problems.append(
                         f"{here}: claimed at {node.started_at.timestamp():.6f}, before parent {parent_id} "
-                        f"finished at {parent_done}"
+                        f"finished at {_ts(parent_done)}"
                     )
-            if node_id != chaos_flow.MAPPED:
+            # The audit's view: every execution, accepted or not.
+            if not mapped:
                 _check_executions(
                     figures,
                     here,
@@ -698,7 +541,6 @@ def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) 
                     want.outputs[node_id],
                     node.finished_at.timestamp(),
                     parents,
-                    completions[node_id],
                 )
                 continue
             # The map node: its items ran, its result is their list in item order.
@@ -726,7 +568,6 @@ def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) 
                     want.item_outputs[i],
                     recorded_by,
                     parents,  # an item's parents are the map node's
-                    completions[item_id],
                 )
             # max_parallel: item executions that returned never overlapped more than the
             # bound, give or take a duplicate (a stalled execution may outlive its lease).
@@ -739,146 +580,230 @@ def check_flow_invariants(client: af.Client, runs: dict[str, int], audit: Path) 
     return figures
 
 
-def _flow_report(backend: str, figures: FlowFigures, kills: int, wall: float, extra: str = "") -> None:
+def _report(dag: Dag, backend: str, figures: Figures, kills: int, wall: float, extra: str = "") -> None:
+    f = figures
+    if dag.control_flow:
+        runs = f"{f.completed}/{f.runs} ({f.took_high} took the high side); nodes {f.nodes} ({f.skipped} skipped), "
+        runs += f"map items {f.items}"
+        items, peak = f"{f.item_duplicates} of items; ", f"; peak items at once {f.peak_items}"
+    else:
+        runs, items, peak = f"{f.completed}/{f.runs}, nodes {f.nodes}", "", ""
     print(
-        f"\n[chaos-flow {backend}] runs completed {figures.completed}/{figures.runs} "
-        f"({figures.took_high} took the high side); nodes {figures.nodes} ({figures.skipped} skipped), "
-        f"map items {figures.items}; kills {kills}; executions {figures.executions}, duplicate executions "
-        f"{figures.duplicates} ({figures.item_duplicates} of items; interrupted {figures.interrupted}, returned but "
-        f"discarded {figures.discarded}); lease expiries {figures.stalls}; peak items at once {figures.peak_items}; "
-        f"wall time {wall:.1f}s{extra}"
+        f"\n[{dag.name} {backend}] runs completed {runs}; kills {kills}; executions {f.executions}, "
+        f"duplicate executions {f.duplicates} ({items}interrupted {f.interrupted}, returned but discarded "
+        f"{f.discarded}); lease expiries {f.stalls}{peak}; wall time {wall:.1f}s{extra}"
     )
 
 
-def _check_flow_totals(figures: FlowFigures, runs: dict[str, int]) -> None:
-    assert figures.completed == len(runs)
-    assert figures.nodes == len(runs) * len(chaos_flow.NODE_IDS)
-    assert figures.items == sum(len(chaos_flow.expected(seed).items) for seed in runs.values())
-    assert 0 < figures.took_high < len(runs), "the condition did not go both ways"
+def _assert_clean(figures: Figures, fleet: Fleet) -> None:
+    if figures.problems:
+        shown = "\n  ".join(figures.problems[:25])
+        more = f"\n  ... and {len(figures.problems) - 25} more" if len(figures.problems) > 25 else ""
+        pytest.fail(f"{len(figures.problems)} invariant violation(s):\n  {shown}{more}\nworker logs:\n{fleet.logs()}")
+
+
+def _check_totals(dag: Dag, figures: Figures, runs: dict[str, int], count: int) -> None:
+    assert figures.completed == count
+    assert figures.nodes == count * len(dag.node_ids)
+    if dag.control_flow:
+        assert figures.items == sum(len(dag.expected(seed).items) for seed in runs.values())
+        assert 0 < figures.took_high < len(runs), "the condition did not go both ways"
+
+
+def _finished(client: af.Client, runs: dict[str, Any]) -> int:
+    return sum(1 for info in client.runs(limit=len(runs) + 10) if info.id in runs and info.finished)
+
+
+def _integrity(home: Path) -> dict[str, str]:
+    """``PRAGMA integrity_check`` of both database files of the embedded SQLite backend."""
+    integrity = {}
+    for name in ("autoflow.db", "autoflow-queue.db"):
+        with contextlib.closing(sqlite3.connect(home / name)) as db:
+            integrity[name] = db.execute("PRAGMA integrity_check").fetchone()[0]
+    return integrity
+
+
+# -- the chaos: whom to kill, and when ----------------------------------------------------
+class Scenario:
+    """How a chaos test starts its workers and kills them, on which backend; what it
+    reports and checks on top of the invariants. :func:`_drive` calls ``pause`` at the
+    top of every round, polls the runs if ``poll_every`` seconds have passed since the
+    last poll, then calls ``strike`` (which kills a worker, or not, and may idle)."""
+
+    backend: str
+    url: str | None
+    procs: int  # processes per worker command
+    poll_every: float
+
+    def start(self, d: Deployment) -> None:
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        pass
+
+    def strike(self, d: Deployment, runs: dict[str, int], elapsed: float) -> None:
+        raise NotImplementedError
+
+    def inspect(self, d: Deployment) -> str:
+        """After the runs (and all workers) are over: what the report adds."""
+        raise NotImplementedError
+
+    def check_store(self) -> None:
+        pass
+
+    def check_kills(self, fleet: Fleet) -> None:
+        raise NotImplementedError
+
+
+class RedisScenario(Scenario):
+    """R1: REDIS_GROUPS worker commands on Redis; about every second (REDIS_KILL_EVERY,
+    seeded) a random one is SIGKILLed and replaced, for the first ``chaos_seconds`` (then
+    the runs must drain)."""
+
+    backend, procs = "redis", REDIS_PROCS
+    poll_every = 0.0  # after every pause
+
+    def __init__(self, url: str, seed: int, chaos_seconds: float) -> None:
+        self.url, self.rng, self.chaos_seconds = url, random.Random(seed), chaos_seconds
+        self.victim = 0
+
+    def start(self, d: Deployment) -> None:
+        for _ in range(REDIS_GROUPS):
+            d.fleet.start()
+
+    def pause(self) -> None:
+        time.sleep(self.rng.uniform(*REDIS_KILL_EVERY))
+        self.victim = self.rng.randrange(REDIS_GROUPS)
+
+    def strike(self, d: Deployment, runs: dict[str, int], elapsed: float) -> None:
+        if elapsed < self.chaos_seconds:
+            d.fleet.kill(self.victim)
+
+    def inspect(self, d: Deployment) -> str:
+        return f", {REDIS_GROUPS}x{REDIS_PROCS} process workers"
+
+    def check_kills(self, fleet: Fleet) -> None:
+        assert fleet.kills >= REDIS_MIN_KILLS, f"only {fleet.kills} kills: the chaos did not happen"
+
+
+class SQLiteScenario(Scenario):
+    """R12: one worker command on embedded SQLite, SIGKILLed mid-node after a random
+    stretch of work (SQLITE_KILL_AFTER, seeded) and replaced, SQLITE_KILLS times; then
+    ``PRAGMA integrity_check`` of both database files."""
+
+    backend, url, procs = "sqlite", None, SQLITE_PROCS
+    poll_every = 0.25
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.mid_run_kills = 0
+        self.integrity: dict[str, str] = {}
+
+    def start(self, d: Deployment) -> None:
+        self.group = d.fleet.start()
+        self.work = self.rng.uniform(*SQLITE_KILL_AFTER)
+
+    def strike(self, d: Deployment, runs: dict[str, int], elapsed: float) -> None:
+        if d.fleet.kills < SQLITE_KILLS and due_for_kill(d.audit, self.group.started, self.work):
+            self.mid_run_kills += _finished(d.client, runs) < len(runs)
+            self.group = d.fleet.kill(0)
+            self.work = self.rng.uniform(*SQLITE_KILL_AFTER)
+        else:
+            time.sleep(0.02)
+
+    def inspect(self, d: Deployment) -> str:
+        self.integrity = _integrity(d.home)
+        return f", integrity {self.integrity}"
+
+    def check_store(self) -> None:
+        assert self.integrity == {"autoflow.db": "ok", "autoflow-queue.db": "ok"}
+
+    def check_kills(self, fleet: Fleet) -> None:
+        assert fleet.kills == SQLITE_KILLS and self.mid_run_kills == SQLITE_KILLS
+
+
+def _drive(
+    d: Deployment, scenario: Scenario, workflow: Any, count: int, deadline: float
+) -> tuple[dict[str, int], float]:
+    """Start the workers, submit ``count`` runs (seeds 0 to count - 1) and kill workers
+    as ``scenario`` says until every run has finished. Returns the runs (id -> seed) and
+    the wall time."""
+    fleet = d.fleet
+    scenario.start(d)
+    began = time.monotonic()
+    runs = {d.client.execute(workflow, seed=seed).id: seed for seed in range(count)}
+    finished, next_poll = 0, 0.0
+    while True:
+        scenario.pause()
+        if time.monotonic() >= next_poll:
+            finished = _finished(d.client, runs)
+            next_poll = time.monotonic() + scenario.poll_every
+            if finished == len(runs):
+                break
+            fleet.check_health()
+        elapsed = time.monotonic() - began
+        if elapsed > deadline:
+            pytest.fail(
+                f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
+                f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
+            )
+        scenario.strike(d, runs, elapsed)
+    return runs, time.monotonic() - began
+
+
+def _chaos_test(dag: Dag, scenario: Scenario, tmp_path: Path, count: int, deadline: float, **extra_env: str) -> None:
+    """``count`` runs of ``dag`` under ``scenario``; then every invariant, the figures and the
+    bounds: the kills happened, interrupted nodes, and only a killed worker's in-flight
+    nodes ran again (at most one per process)."""
+    _dag_parents(dag)
+    with _deploy(
+        tmp_path, dag.name.replace("-", ""), scenario.url, scenario.procs, dag.module, count, count, **extra_env
+    ) as d:
+        runs, wall = _drive(d, scenario, dag.workflow, count, deadline)
+        fleet = d.fleet
+        fleet.check_health()
+        fleet.stop_all()  # no straggler may append to the audit while we read it
+        figures = check_invariants(d.client, runs, d.audit, dag)
+        _report(dag, scenario.backend, figures, fleet.kills, wall, scenario.inspect(d))
+        _assert_clean(figures, fleet)
+        scenario.check_store()
+        _check_totals(dag, figures, runs, count)
+        scenario.check_kills(fleet)
+        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
+        # Only a killed worker's in-flight nodes may run again: at most one per process.
+        assert figures.duplicates <= fleet.kills * scenario.procs, (
+            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {scenario.procs} processes"
+        )
+
+
+# -- the tests -----------------------------------------------------------------------------
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_chaos_redis(redis_url: str, tmp_path: Path) -> None:
+    """R1: 200 runs on Redis; a random worker is SIGKILLed about every second."""
+    _chaos_test(FAN, RedisScenario(redis_url, 20240601, REDIS_CHAOS_SECONDS), tmp_path, REDIS_RUNS, REDIS_DEADLINE)
+
+
+@pytest.mark.timeout(200)
+def test_chaos_sqlite(tmp_path: Path) -> None:
+    """R12: the embedded SQLite backend; the worker is SIGKILLed mid-node and restarted."""
+    sleep = {chaos.SLEEP_ENV: SQLITE_SLEEP}
+    _chaos_test(FAN, SQLiteScenario(20240602), tmp_path, SQLITE_RUNS, SQLITE_DEADLINE, **sleep)
 
 
 @pytest.mark.redis
 @pytest.mark.timeout(170)
 def test_chaos_flow_redis(redis_url: str, tmp_path: Path) -> None:
     """Branches, a join and a map on Redis; a random worker is SIGKILLed about every second."""
-    _flow_parents()
-    namespace = f"chaosflow{uuid.uuid4().hex[:10]}"
-    audit = tmp_path / "audit.jsonl"
-    settings = af.Settings(
-        home=tmp_path / "home",
-        namespace=namespace,
-        lease_seconds=LEASE,
-        requeue_seconds=REQUEUE,
-        max_stalls=MAX_STALLS,
-        workflow_concurrency=FLOW_REDIS_RUNS,
-    )
-    env = _worker_env(audit, namespace, FLOW_REDIS_RUNS, AUTOFLOW_REDIS_URL=redis_url)
-    fleet = Fleet(env, tmp_path, REDIS_PROCS, FLOW_MODULE)
-    rng = random.Random(20240611)
-    client = af.Client(redis_url, settings=settings, workers=0)
-    try:
-        for _ in range(REDIS_GROUPS):
-            fleet.start()
-        began = time.monotonic()
-        runs = {client.execute(chaos_flow.chaos_flow, seed=seed).id: seed for seed in range(FLOW_REDIS_RUNS)}
-        while True:
-            time.sleep(rng.uniform(*REDIS_KILL_EVERY))
-            victim = rng.randrange(REDIS_GROUPS)
-            finished = _finished(client, runs)
-            elapsed = time.monotonic() - began
-            if finished == len(runs):
-                break
-            fleet.check_health()
-            if elapsed > FLOW_REDIS_DEADLINE:
-                pytest.fail(
-                    f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
-                    f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
-                )
-            if elapsed < FLOW_REDIS_CHAOS_SECONDS:
-                fleet.kill(victim)
-        wall = time.monotonic() - began
-        fleet.check_health()
-        fleet.stop_all()  # no straggler may append to the audit while we read it
-        figures = check_flow_invariants(client, runs, audit)
-        _flow_report("redis", figures, fleet.kills, wall, f", {REDIS_GROUPS}x{REDIS_PROCS} process workers")
-        _assert_clean(figures, fleet)
-        _check_flow_totals(figures, runs)
-        assert fleet.kills >= REDIS_MIN_KILLS, f"only {fleet.kills} kills: the chaos did not happen"
-        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
-        assert figures.duplicates <= fleet.kills * REDIS_PROCS, (
-            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {REDIS_PROCS} processes"
-        )
-    finally:
-        fleet.stop_all()
-        client.close()
+    scenario = RedisScenario(redis_url, 20240611, FLOW_REDIS_CHAOS_SECONDS)
+    _chaos_test(FLOW, scenario, tmp_path, FLOW_REDIS_RUNS, FLOW_REDIS_DEADLINE)
 
 
 @pytest.mark.timeout(150)
 def test_chaos_flow_sqlite(tmp_path: Path) -> None:
     """Branches, a join and a map on embedded SQLite; the worker is SIGKILLed mid-node
     and restarted."""
-    _flow_parents()
-    namespace = f"chaosflow{uuid.uuid4().hex[:10]}"
-    home = tmp_path / "home"
-    audit = tmp_path / "audit.jsonl"
-    settings = af.Settings(
-        home=home,
-        namespace=namespace,
-        lease_seconds=LEASE,
-        requeue_seconds=REQUEUE,
-        max_stalls=MAX_STALLS,
-        workflow_concurrency=FLOW_SQLITE_RUNS,
-    )
-    env = _worker_env(audit, namespace, FLOW_SQLITE_RUNS, AUTOFLOW_HOME=str(home))
-    fleet = Fleet(env, tmp_path, SQLITE_PROCS, FLOW_MODULE)
-    client = af.Client(settings=settings, workers=0)
-    assert client.backend.kind == "sqlite"
-    try:
-        rng = random.Random(20240612)
-        group = fleet.start()
-        work = rng.uniform(*SQLITE_KILL_AFTER)
-        began = time.monotonic()
-        runs = {client.execute(chaos_flow.chaos_flow, seed=seed).id: seed for seed in range(FLOW_SQLITE_RUNS)}
-        mid_run_kills, finished, next_poll = 0, 0, 0.0
-        while True:
-            if time.monotonic() >= next_poll:
-                finished = _finished(client, runs)
-                next_poll = time.monotonic() + 0.25
-                if finished == len(runs):
-                    break
-                fleet.check_health()
-            elapsed = time.monotonic() - began
-            if elapsed > FLOW_SQLITE_DEADLINE:
-                pytest.fail(
-                    f"only {finished}/{len(runs)} runs finished after {elapsed:.0f}s "
-                    f"({fleet.kills} kills)\nworker logs:\n{fleet.logs()}"
-                )
-            if fleet.kills < SQLITE_KILLS and due_for_kill(audit, group.started, work):
-                mid_run_kills += _finished(client, runs) < len(runs)
-                group = fleet.kill(0)
-                work = rng.uniform(*SQLITE_KILL_AFTER)
-                continue
-            time.sleep(0.02)
-        wall = time.monotonic() - began
-        fleet.check_health()
-        fleet.stop_all()
-        figures = check_flow_invariants(client, runs, audit)
-        integrity = {}
-        for name in ("autoflow.db", "autoflow-queue.db"):
-            with contextlib.closing(sqlite3.connect(home / name)) as db:
-                integrity[name] = db.execute("PRAGMA integrity_check").fetchone()[0]
-        _flow_report("sqlite", figures, fleet.kills, wall, f", integrity {integrity}")
-        _assert_clean(figures, fleet)
-        assert integrity == {"autoflow.db": "ok", "autoflow-queue.db": "ok"}
-        _check_flow_totals(figures, runs)
-        assert fleet.kills == SQLITE_KILLS and mid_run_kills == SQLITE_KILLS
-        assert figures.interrupted >= 1, "no kill interrupted a node: the chaos did not test recovery"
-        assert figures.duplicates <= fleet.kills * SQLITE_PROCS, (
-            f"{figures.duplicates} duplicate executions for {fleet.kills} kills of {SQLITE_PROCS} processes"
-        )
-    finally:
-        fleet.stop_all()
-        client.close()
+    _chaos_test(FLOW, SQLiteScenario(20240612), tmp_path, FLOW_SQLITE_RUNS, FLOW_SQLITE_DEADLINE)
 
 
 # -- a durable delay across a worker restart -----------------------------------------------
@@ -906,22 +831,9 @@ def test_a_durable_delay_survives_a_worker_restart(
     both delays wait; a new one starts after the short delay's deadline and before the
     long one's. Both runs complete, ``after`` runs exactly once and never before its
     deadline (the delay's start, as recorded, plus its seconds)."""
-    namespace = f"chaosdelay{uuid.uuid4().hex[:10]}"
-    home = tmp_path / "home"
-    audit = tmp_path / "audit.jsonl"
-    settings = af.Settings(
-        home=home, namespace=namespace, lease_seconds=LEASE, requeue_seconds=REQUEUE, max_stalls=MAX_STALLS
-    )
-    url: str | None = None
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
-        env = _worker_env(audit, namespace, 10, AUTOFLOW_REDIS_URL=str(url))
-    else:
-        env = _worker_env(audit, namespace, 10, AUTOFLOW_HOME=str(home))
-    fleet = Fleet(env, tmp_path, SQLITE_PROCS, FLOW_MODULE)
-    client = af.Client(url, settings=settings, workers=0)
-    assert client.backend.kind == backend
-    try:
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    with _deploy(tmp_path, "chaosdelay", url, SQLITE_PROCS, FLOW_MODULE, 10) as d:
+        client, fleet = d.client, d.fleet
         began = time.monotonic()
         first = fleet.start()
         seconds = {
@@ -960,7 +872,7 @@ def test_a_durable_delay_survives_a_worker_restart(
         fleet.check_health()
         fleet.stop_all()  # no straggler may append to the audit while we read it
 
-        execs = read_audit(audit)
+        execs = read_audit(d.audit)
         problems = []
         late = {}
         for run_id, delay in seconds.items():
@@ -1004,6 +916,3 @@ def test_a_durable_delay_survives_a_worker_restart(
         if problems:
             pytest.fail("\n  ".join(["a delay across a worker restart:", *problems]) + f"\nlogs:\n{fleet.logs()}")
         assert restarted_at < deadlines[long_run], "the new worker started after the long delay was over"
-    finally:
-        fleet.stop_all()
-        client.close()
