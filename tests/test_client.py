@@ -81,6 +81,16 @@ def stubborn(seconds: float) -> float:
 
 
 @af.node
+def gives_up() -> int:
+    raise af.NodeCancelled("nobody cancelled me")
+
+
+@af.workflow
+def self_cancelling(x: int = 1):
+    return double(gives_up())
+
+
+@af.node
 def describe(ctx: af.Context, tag: str) -> dict[str, object]:
     ctx.log.info("describing", data={"tag": tag, "api_key": "sk_live_abcdefgh12345678"})
     return {"run": ctx.run_id, "node": ctx.node_id, "attempt": ctx.attempt, "workflow": ctx.workflow}
@@ -236,6 +246,12 @@ def test_failure_skips_dependants_and_keeps_the_traceback(client: af.Client) -> 
         "total": "skipped",
     }
     assert info.nodes["explode"].attempt == 1  # retries=0
+
+
+def test_a_node_raising_nodecancelled_on_its_own_fails_instead_of_hanging(client: af.Client) -> None:
+    with pytest.raises(af.RunFailed) as caught:
+        client.execute(self_cancelling).result(timeout=20)
+    assert caught.value.error_type == "NodeCancelled" and caught.value.node_id == "gives_up"
 
 
 def test_timeout_fails_the_node(client: af.Client) -> None:

@@ -40,7 +40,7 @@ log = logging.getLogger("autoflow.executor")
 Settle = Callable[[], Progress]
 
 #: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
-_PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError)
+_PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError, NodeCancelled)
 
 
 class _Plan:
@@ -212,7 +212,9 @@ class Executor:
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
             return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
-        except NodeCancelled:
+        except NodeCancelled as exc:
+            if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
+                return self._failed(claim, token, spec, exc, logs, cancel)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
             return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
