@@ -1,4 +1,7 @@
-"""Small DAGs importable by worker subprocesses (``autoflow worker tests.resources.dags``)."""
+"""Small DAGs importable by worker subprocesses (``autoflow worker tests.resources.dags``).
+
+Workflow names carry a ``res_`` prefix so this module can be imported beside test modules
+that define workflows of the same function names (names are unique per registry)."""
 
 from __future__ import annotations
 
@@ -32,13 +35,13 @@ def sleepy(seconds: float, ctx: af.Context) -> float:
     return seconds
 
 
-@af.workflow
+@af.workflow(name="res_diamond")
 def diamond(x: int = 1):
     """x -> (2x, 2x) -> 4x"""
     return add(double(x), double(x))
 
 
-@af.workflow
+@af.workflow(name="res_chain10")
 def chain10(x: int = 0):
     value = double(x)
     for _ in range(9):
@@ -46,7 +49,7 @@ def chain10(x: int = 0):
     return value
 
 
-@af.workflow
+@af.workflow(name="res_slow")
 def slow(seconds: float = 5.0):
     return sleepy(seconds)
 
@@ -56,7 +59,7 @@ def boom(x: int) -> int:
     raise RuntimeError(f"boom {x}")
 
 
-@af.workflow
+@af.workflow(name="res_broken")
 def broken(x: int = 1):
     return double(boom(x))
 
@@ -67,7 +70,7 @@ def overrun(seconds: float) -> float:
     return seconds
 
 
-@af.workflow
+@af.workflow(name="res_overrunning")
 def overrunning(seconds: float = 10.0):
     return overrun(seconds)
 
@@ -78,6 +81,6 @@ def deaf(seconds: float) -> float:
     return seconds
 
 
-@af.workflow
+@af.workflow(name="res_deaf_flow")
 def deaf_flow(seconds: float = 30.0):
     return deaf(seconds)
