@@ -17,7 +17,7 @@ from autoflow.engine.plan import node_seeds
 from autoflow.engine.shipping import blob_key, pack
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
-from autoflow.errors import InputError, NotFoundError, RunCancelled, RunFailed, RunTimeout, WorkflowError
+from autoflow.errors import InputError, NotFoundError, OutputError, RunCancelled, RunFailed, RunTimeout, WorkflowError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.notebook.panel import RunPanel, show_run
 from autoflow.notebook.snapshot import snapshot_html
@@ -195,7 +195,7 @@ class Client:
         values = wf.validate_inputs({**(inputs or {}), **kwargs})
         try:
             trigger_json = codec.to_json_value(trigger_data, where="trigger_data")
-        except Exception as exc:
+        except OutputError as exc:
             raise InputError(str(exc)) from None
         self._check_local(wf)
         if wf.digest not in self._stored:
