@@ -18,14 +18,9 @@ from autoflow.engine.plan import node_seeds
 from autoflow.errors import InputError, NotFoundError
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
 from autoflow.schema import check_json_schema
-from autoflow.store.base import Claim, NewRun, Progress, Ready, Store
+from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, child_token
 
-__all__ = ["SubFlows", "child_token"]
-
-
-def child_token(child_run_id: str) -> str:
-    """The claim token a node waiting for ``child_run_id`` holds."""
-    return f"@sub:{child_run_id}"
+__all__ = ["SubFlows"]
 
 
 class SubFlows:

@@ -26,6 +26,7 @@ __all__ = [
     "Progress",
     "Ready",
     "Store",
+    "child_token",
     "crash_error",
 ]
 
@@ -112,6 +113,12 @@ class HeartbeatResult:
 
     cancelled: frozenset[str] = frozenset()
     lost: frozenset[tuple[str, str]] = frozenset()
+
+
+def child_token(child_run_id: str) -> str:
+    """The claim token of a node waiting for sub-workflow run ``child_run_id`` (its owner
+    in the store; the Lua scripts know the ``@sub:`` prefix too)."""
+    return f"@sub:{child_run_id}"
 
 
 #: printf-style message of a node given up after too many lost workers (also used in Lua).

@@ -22,7 +22,7 @@ from autoflow.models import (
     ErrorInfo,
     RunStatus,
 )
-from autoflow.store.base import CRASH_MESSAGE, Claim, HeartbeatResult, NewRun, NodeSeed, Progress, Ready
+from autoflow.store.base import CRASH_MESSAGE, Claim, HeartbeatResult, NewRun, NodeSeed, Progress, Ready, child_token
 from autoflow.store.redis_reads import _FINISHED, RUN_KEYS, RedisReads, _guard, _s
 
 __all__ = ["RedisStore"]
@@ -489,10 +489,10 @@ class RedisStore(RedisReads):
         for run_id in active:
             pipe.hgetall(self._keys(run_id)[5])
         waiting = [
-            (run_id, _s(node_id), _s(owner)[5:])
+            (run_id, _s(node_id), _s(owner)[len(child_token("")) :])
             for run_id, owners in zip(active, pipe.execute(), strict=True)
             for node_id, owner in owners.items()
-            if _s(owner).startswith("@sub:")
+            if _s(owner).startswith(child_token(""))
         ]
         for _run_id, _node_id, child in waiting:
             pipe.hget(self._keys(child)[0], "status")

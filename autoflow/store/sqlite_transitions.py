@@ -25,7 +25,7 @@ from autoflow.engine.planner import (
     skip_outcome,
 )
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready
+from autoflow.store.base import Claim, Progress, Ready, child_token
 
 __all__ = ["SQLiteTransitions", "engine_log"]
 
@@ -241,7 +241,7 @@ class SQLiteTransitions:
                 return Progress(False)
             db.execute(
                 "UPDATE nodes SET owner = ?, lease_until = NULL, child_run = ? WHERE run_id = ? AND node_id = ?",
-                (f"@sub:{child_run_id}", child_run_id, run_id, node_id),
+                (child_token(child_run_id), child_run_id, run_id, node_id),
             )
         return Progress(True)
 
