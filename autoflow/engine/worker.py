@@ -96,7 +96,6 @@ class Worker:
             retention=settings.retention_seconds,
         )
         self._consumers: list[Any] = []
-        self._threads: list[threading.Thread] = []
         self._child_ready = False
 
     @staticmethod
@@ -144,14 +143,14 @@ class Worker:
         flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True)
         self._consumers = [nodes, flows]
         for consumer in self._consumers:
-            thread = threading.Thread(target=consumer.run, name="autoflow-consumer", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=consumer.run, name="autoflow-consumer", daemon=True).start()
         self.reaper.start()
         self.reaper.tick()
 
     def run(self) -> None:
-        """Run in the foreground until SIGINT or SIGTERM (graceful: running nodes finish)."""
+        """Run in the foreground until SIGTERM (graceful: running nodes get
+        ``shutdown_timeout`` seconds to finish) or SIGINT (at once: their leases hand them
+        to other workers)."""
         dispatcher = self._dispatcher()
         nodes = dispatcher.consumer(
             "nodes",
