@@ -2,7 +2,7 @@
 
 Embedded (``Client()`` on SQLite, or ``Client(url, workers=N)``) it runs in daemon
 threads; ``autoflow worker`` runs it in the foreground with thread or process workers,
-stopping gracefully on SIGINT/SIGTERM.
+stopping gracefully on SIGTERM (running nodes finish) and at once on SIGINT.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Worker:
     Example::
 
         worker = Worker(backend, registry, settings, workers=4, kind="process")
-        worker.run()        # foreground, until SIGINT/SIGTERM (what `autoflow worker` does)
+        worker.run()        # foreground, until SIGTERM or SIGINT (what `autoflow worker` does)
 
         worker.start()      # background threads (what an embedded Client does)
         worker.stop()
