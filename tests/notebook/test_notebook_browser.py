@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,6 +166,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, front_end_deps: str) 
                 with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=1) as resp:
                     if resp.status == 200:
                         break
+            except urllib.error.HTTPError as exc:
+                exc.close()  # an HTTP error keeps its response (and socket) open
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -193,7 +196,11 @@ def _wait_for_kernel_connection(url: str, timeout: float = 60.0) -> None:
         try:
             with urllib.request.urlopen(f"{base}/api/kernels?token={TOKEN}", timeout=5) as resp:
                 kernels = json.loads(resp.read())
-        except OSError:  # HTTP 500 while a kernel is being started (a jupyter_server race)
+        except urllib.error.HTTPError as exc:  # 500 while a kernel is being started (a jupyter_server race)
+            exc.close()  # it holds the response's socket: close it, or it leaks until gc
+            time.sleep(0.2)
+            continue
+        except OSError:
             time.sleep(0.2)
             continue
         if any(k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in kernels):
