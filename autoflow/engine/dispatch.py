@@ -130,6 +130,11 @@ class _RedisStorage(PriorityRedisStorage):  # type: ignore[misc]
         mapping = {struct.pack(">Q", base + i) + data: -priority for i, (data, priority) in enumerate(items)}
         self.conn.zadd(self.queue_key, mapping)
 
+    def close(self) -> bool:
+        """Huey's Redis storage keeps its connections on close; release them."""
+        self.conn.connection_pool.disconnect()
+        return True
+
 
 class _SqliteHuey(_EngineHuey, SqliteHuey):  # type: ignore[misc]
     storage_class = _SqliteStorage

@@ -112,3 +112,30 @@ def test_sqlite_dispatcher_orders_by_priority_and_honours_eta(tmp_path: Path) ->
     consumer.stop()
     assert [name for name, _ in seen] == ["high", "mid", "low", "later"]
     assert seen[-1][1] - started >= 0.45
+
+
+def test_closing_a_redis_client_releases_every_connection(redis_url: str, settings: af.Settings) -> None:
+    watcher = redis.Redis.from_url(redis_url)
+
+    def connected() -> set[str]:
+        return {c["id"] for c in watcher.client_list()}
+
+    before = connected()
+    client = af.Client(redis_url, settings=settings, workers=0)
+    run = client.execute(_noop_flow)  # uses the store's pool and the queue's pool
+    assert run.status().status is af.RunStatus.PENDING
+    opened = connected() - before
+    assert len(opened) >= 2
+    client.close()
+    assert not opened & connected()
+    watcher.close()
+
+
+@af.node
+def _noop(x: int = 0) -> int:
+    return x
+
+
+@af.workflow
+def _noop_flow(x: int = 0):
+    return _noop(x)
