@@ -252,21 +252,25 @@ class RedisStore(RedisReads):
     def _logs(logs: Sequence[dict[str, Any]]) -> list[str]:
         return [codec.dumps(r) for r in logs]
 
+    def _transition(
+        self,
+        name: str,
+        run_id: str,
+        node_id: str,
+        token: str,
+        args: Sequence[Any],
+        logs: Sequence[dict[str, Any]],
+        tail: Sequence[str] = (),
+    ) -> Any:
+        """Run a node transition script. Its ARGV: node, token, ``args``, the number of log
+        entries, the entries, then ``tail`` (see lua/lib.lua)."""
+        entries = self._logs(logs)
+        return self._call(name, run_id, node_id, token, *args, len(entries), *entries, *tail)
+
     @_guard
     def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
-        entries = self._logs(logs)
-        res = self._call(
-            "complete",
-            run_id,
-            node_id,
-            token,
-            codec.dumps(output),
-            repr(time.time()),
-            self._retention_ms,
-            len(entries),
-            *entries,
-        )
-        return self._progress(run_id, res)
+        args = (codec.dumps(output), repr(time.time()), self._retention_ms)
+        return self._progress(run_id, self._transition("complete", run_id, node_id, token, args, logs))
 
     @_guard
     def fail(
@@ -278,35 +282,22 @@ class RedisStore(RedisReads):
         retry_at: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        entries = self._logs(logs)
-        res = self._call(
-            "fail",
-            run_id,
-            node_id,
-            token,
-            error.model_dump_json(),
-            "" if retry_at is None else repr(retry_at),
-            repr(time.time()),
-            self._retention_ms,
-            len(entries),
-            *entries,
-        )
-        return self._progress(run_id, res)
+        retry = "" if retry_at is None else repr(retry_at)
+        args = (error.model_dump_json(), retry, repr(time.time()), self._retention_ms)
+        return self._progress(run_id, self._transition("fail", run_id, node_id, token, args, logs))
 
     @_guard
     def defer(
         self, run_id: str, node_id: str, token: str, until: float, waiting: bool, logs: Sequence[dict[str, Any]]
     ) -> Progress:
-        entries = self._logs(logs)
-        res = self._call("defer", run_id, node_id, token, repr(until), int(waiting), len(entries), *entries)
-        return self._progress(run_id, res)
+        args = (repr(until), int(waiting))
+        return self._progress(run_id, self._transition("defer", run_id, node_id, token, args, logs))
 
     @_guard
     def await_child(
         self, run_id: str, node_id: str, token: str, child_run_id: str, logs: Sequence[dict[str, Any]]
     ) -> Progress:
-        entries = self._logs(logs)
-        res = self._call("await_child", run_id, node_id, token, child_run_id, len(entries), *entries)
+        res = self._transition("await_child", run_id, node_id, token, (child_run_id,), logs)
         return self._progress(run_id, res)
 
     @_guard
@@ -319,34 +310,13 @@ class RedisStore(RedisReads):
         max_parallel: int | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        entries = self._logs(logs)
-        res = self._call(
-            "expand",
-            run_id,
-            node_id,
-            token,
-            repr(time.time()),
-            self._retention_ms,
-            -1 if max_parallel is None else max_parallel,
-            len(entries),
-            *entries,
-            *items,
-        )
-        return self._progress(run_id, res)
+        args = (repr(time.time()), self._retention_ms, -1 if max_parallel is None else max_parallel)
+        return self._progress(run_id, self._transition("expand", run_id, node_id, token, args, logs, tail=items))
 
     @_guard
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
-        entries = self._logs(logs)
-        res = self._call(
-            "cancel_node",
-            run_id,
-            node_id,
-            token,
-            repr(time.time()),
-            self._retention_ms,
-            len(entries),
-            *entries,
-        )
+        args = (repr(time.time()), self._retention_ms)
+        res = self._transition("cancel_node", run_id, node_id, token, args, logs)
         return self._progress(run_id, list(res[:2]))
 
     def _finished(self, run_id: str, status: RunStatus) -> None:
