@@ -48,6 +48,7 @@ NODE_COLORS: dict[NodeStatus | None, tuple[str, str]] = {
     NodeStatus.QUEUED: ("#e7f5ff", "#74c0fc"),
     NodeStatus.RUNNING: ("#d0ebff", "#1c7ed6"),
     NodeStatus.RETRYING: ("#fff3bf", "#f08c00"),
+    NodeStatus.WAITING: ("#f3f0ff", "#845ef7"),
     NodeStatus.COMPLETED: ("#d3f9d8", "#2f9e44"),
     NodeStatus.FAILED: ("#ffe3e3", "#e03131"),
     NodeStatus.SKIPPED: ("#f8f9fa", "#ced4da"),

@@ -91,6 +91,12 @@ def two_steps(first: float = 0.8, second: float = 0.3):
     return nb_then(nb_wait(first), second)
 
 
+@af.workflow(name="nb_delayed")
+def delayed(seconds: float = 30.0):
+    """A durable delay: its node is ``waiting`` (no worker held) for ``seconds``."""
+    return nb_sum(af.delay(nb_source(3), seconds=seconds))
+
+
 @af.workflow(name="nb_chatty")
 def chatty(lines: int = 10_000):
     return nb_chatty(lines)

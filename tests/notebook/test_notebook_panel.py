@@ -116,6 +116,17 @@ def test_live_run_is_followed_by_the_background_thread(embedded: af.Client, pane
     assert "took" in p.header.value
 
 
+def test_a_node_in_a_durable_delay_shows_as_waiting(embedded: af.Client, panels: list[RunPanel]) -> None:
+    run = embedded.execute(flows.delayed, seconds=30.0)
+    p = RunPanel(run, display=False, interval=0.05)
+    panels.append(p)
+    eventually(lambda: table_rows(p).get("delay") == "waiting", what="the delay to be waiting")
+    assert 'data-id="delay" data-state="waiting"' in p.dag.value
+    assert NODE_COLORS[af.NodeStatus.WAITING][0] in p.dag.value
+    assert "waiting" in p.table.value
+    run.cancel()
+
+
 def test_cancel_button_cancels_the_run(embedded: af.Client, panels: list[RunPanel]) -> None:
     run = embedded.execute(flows.slow, seconds=30.0)
     p = RunPanel(run, display=False, interval=0.05)

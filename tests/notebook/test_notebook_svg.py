@@ -77,6 +77,16 @@ def test_nodes_missing_from_states_are_pending_and_strings_are_accepted() -> Non
     assert drawn["nb_sum"].get("data-state") == "pending"
 
 
+@pytest.mark.parametrize("state", list(NodeStatus))
+def test_every_node_state_has_a_colour_and_a_legend_entry(state: NodeStatus) -> None:
+    root = parse(dag_svg(flows.pipeline.graph, {"nb_source": state.value}))
+    rect = nodes_of(root)["nb_source"].find(f"{SVG}rect")
+    assert rect is not None
+    assert (rect.get("fill"), rect.get("stroke")) == NODE_COLORS[state]
+    legend = [t.text for g in root.iter(f"{SVG}g") if g.get("class") == "af-legend" for t in g.iter(f"{SVG}text")]
+    assert state.value in legend
+
+
 def test_without_states_there_is_no_legend_and_boxes_are_plain() -> None:
     svg = dag_svg(flows.pipeline.graph)
     root = parse(svg)
