@@ -173,6 +173,16 @@ def parent_of_failing(x: int = -1):
 
 
 @af.node
+def anything(value: Any) -> Any:
+    return value
+
+
+@af.workflow
+def parent_of_mistyped(value: str = "twelve"):
+    return wrap(child(anything(value)))  # child wants an int: known only when it runs
+
+
+@af.node
 def slow_step(seconds: float, ctx: af.Context) -> float:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -311,6 +321,15 @@ def test_a_failing_sub_workflow_fails_its_parent_node(client: af.Client) -> None
     with pytest.raises(af.RunFailed, match=r"sub-workflow run .* failed: negative input") as caught:
         client.execute(parent_of_failing).result(timeout=30)
     assert caught.value.node_id == "failing_child"
+
+
+def test_a_sub_workflow_given_bad_inputs_fails_its_parent_node(client: af.Client) -> None:
+    run = client.execute(parent_of_mistyped)
+    with pytest.raises(af.RunFailed, match=r"sub-workflow 'child', input 'x'") as caught:
+        run.result(timeout=30)  # at once: not after a lease expired and the reaper came
+    assert caught.value.node_id == "child"
+    node = run.status().nodes["child"]
+    assert node.status is NodeStatus.FAILED and node.attempt == 1 and node.child_run_id is None
 
 
 def test_cancelling_the_parent_cancels_the_child(client: af.Client) -> None:

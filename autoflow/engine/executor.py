@@ -182,7 +182,8 @@ class Executor:
             spec = plan.specs[claim.map_of or node_id]
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
             if spec.workflow is not None:
-                return partial(self.subflows.start_child, claim, spec, token, values, self.send)
+                child = self.subflows.prepare_child(claim, spec, values)
+                return partial(self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
                 return self._expand(claim, spec, token, values[spec.map_over], logs)
             if claim.map_of is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from autoflow import codec
 from autoflow.context import log_record
@@ -18,9 +18,16 @@ from autoflow.engine.plan import node_seeds
 from autoflow.errors import InputError, NotFoundError
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
 from autoflow.schema import check_json_schema
-from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, child_token
+from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, Store, child_token
 
-__all__ = ["SubFlows"]
+__all__ = ["ChildRun", "SubFlows"]
+
+
+class ChildRun(NamedTuple):
+    """A checked child run, ready to be created: the run and its nodes."""
+
+    run: NewRun
+    nodes: list[NodeSeed]
 
 
 class SubFlows:
@@ -29,9 +36,9 @@ class SubFlows:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def start_child(
-        self, claim: Claim, spec: NodeSpec, token: str, values: dict[str, Any], send: Callable[[Sequence[Ready]], None]
-    ) -> Progress:
+    def prepare_child(self, claim: Claim, spec: NodeSpec, values: dict[str, Any]) -> ChildRun:
+        """The child run a sub-workflow node starts; NotFoundError or InputError (naming
+        the sub-workflow and the input) before anything is written."""
         name, digest = spec.workflow or ("", "")
         body = self.store.get_definition(digest)
         if body is None:
@@ -39,7 +46,7 @@ class SubFlows:
         definition = codec.loads(body)
         specs, output = parse_definition(definition)
         inputs = _child_inputs(name, definition.get("inputs") or {}, values)
-        child = NewRun(
+        run = NewRun(
             id=codec.new_run_id(),
             workflow=name,
             digest=digest,
@@ -52,8 +59,15 @@ class SubFlows:
             parent_run_id=claim.run_id,
             parent_node_id=claim.node_id,
         )
-        child_id = self.store.create_run(child, node_seeds(specs))
-        note = log_record(LogLevel.INFO, f"started sub-workflow {name} as run {child_id}", claim.node_id)
+        return ChildRun(run, node_seeds(specs))
+
+    def start_child(
+        self, claim: Claim, token: str, child: ChildRun, send: Callable[[Sequence[Ready]], None]
+    ) -> Progress:
+        """Create the child run, let the parent node wait for it (releasing its lease) and
+        start the child."""
+        child_id = self.store.create_run(child.run, child.nodes)
+        note = log_record(LogLevel.INFO, f"started sub-workflow {child.run.workflow} as run {child_id}", claim.node_id)
         progress = self.store.await_child(claim.run_id, claim.node_id, token, child_id, [note])
         if progress.accepted:
             send(self.store.start_run(child_id))
