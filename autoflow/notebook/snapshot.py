@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["fetch_logs", "run_graph", "snapshot_html"]
 
-_LOG_PAGE_HINT = 1000  # a page this long may not be the last one: ask again
+_LOG_PAGE = 10_000  # lines per store call; a shorter page is the last one
 _MAX_LOG_PAGES = 50  # per call; a flood beyond that is caught up on the next call
 
 
@@ -56,18 +56,18 @@ def fetch_logs(run: Run, since: int, keep: deque[LogEntry]) -> tuple[int, int]:
     """Append the log lines of ``run`` after id ``since`` to ``keep`` (a bounded deque, so
     only the newest survive); return (lines fetched, last id seen).
 
-    ``run.logs()`` returns at most one store page (10,000 lines) per call, so this pages
-    on while pages come back large; lines are never all held at once.
+    Pages through the store ``_LOG_PAGE`` lines at a time until a short page; lines are
+    never all held at once.
     """
     fetched = 0
     for _ in range(_MAX_LOG_PAGES):
-        batch = run.logs(since=since)
+        batch = run.logs(since=since, limit=_LOG_PAGE)
         if not batch:
             break
         keep.extend(batch)
         fetched += len(batch)
         since = max(since, batch[-1].id)
-        if len(batch) < _LOG_PAGE_HINT:
+        if len(batch) < _LOG_PAGE:
             break
     return fetched, since
 
@@ -79,4 +79,4 @@ def snapshot_html(run: Run, *, graph: nx.DiGraph | None = None, max_logs: int = 
     svg = DagLayout(graph).render({n.id: n.status for n in info.nodes.values()})
     tail: deque[LogEntry] = deque(maxlen=max_logs)
     fetched, _ = fetch_logs(run, 0, tail)
-    return run_html(info, list(tail), svg, skipped=fetched - len(tail))
+    return run_html(info, list(tail), svg, max_logs=max_logs, skipped=fetched - len(tail))

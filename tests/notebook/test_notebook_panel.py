@@ -338,3 +338,6 @@ def test_snapshot_html_counts_skipped_lines(tmp_path: Path) -> None:
     page = snapshot_html(run, max_logs=100)
     assert page.count('class="af-log ') == 100
     assert "earlier lines not shown" in page
+    everything = snapshot_html(run, max_logs=5_000)  # above the default cap of 500
+    assert everything.count('class="af-log ') == len(run.logs()) > 2_000
+    assert "earlier lines not shown" not in everything
