@@ -16,14 +16,13 @@ Example::
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 from autoflow.models import LogEntry, LogLevel, NodeInfo, RunInfo, RunStatus
-from autoflow.notebook.svg import state_color
+from autoflow.notebook.svg import _FONT, _esc, state_color
 
 __all__ = [
     "BAR_STYLES",
@@ -78,10 +77,6 @@ _LEVEL_COLORS = {
 _MONO = "SFMono-Regular,Menlo,Consolas,'Liberation Mono',monospace"
 _MESSAGE_CHARS = 500
 _ERROR_CHARS = 140
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -142,9 +137,8 @@ def _node_duration(node: NodeInfo, now: datetime) -> str:
         text = format_seconds(node.duration)
     elif node.started_at is not None and not node.status.finished:
         text = format_seconds(max(0.0, (now - node.started_at).total_seconds())) + " …"
-    total = getattr(node, "items_total", None)  # fan-out nodes (node.map) count their items
-    if total:
-        text = f"{text} · {getattr(node, 'items_done', 0)}/{total} items".lstrip(" ·")
+    if node.items_total:  # fan-out nodes (node.map) count their items
+        text = f"{text} · {node.items_done}/{node.items_total} items".lstrip(" ·")
     return text
 
 
@@ -222,12 +216,17 @@ def progress_html(info: RunInfo) -> str:
     )
 
 
+def _log_parts(entry: LogEntry) -> tuple[str, str]:
+    """The time stamp of one log line and its text: message and data, clipped."""
+    data = f" {json.dumps(entry.data, default=str)}" if entry.data else ""
+    return f"{entry.timestamp:%H:%M:%S.%f}"[:-3], _clip(f"{entry.message}{data}", _MESSAGE_CHARS)
+
+
 def format_log(entry: LogEntry) -> str:
     """One log line as plain text: time, level, [node], message, data (clipped)."""
+    stamp, text = _log_parts(entry)
     node = f" [{entry.node_id}]" if entry.node_id else ""
-    data = f" {json.dumps(entry.data, default=str)}" if entry.data else ""
-    text = _clip(f"{entry.message}{data}", _MESSAGE_CHARS)
-    return f"{entry.timestamp:%H:%M:%S.%f}"[:-3] + f" {entry.level.value:5}{node} {text}"
+    return f"{stamp} {entry.level.value:5}{node} {text}"
 
 
 def logs_html(entries: Sequence[LogEntry], skipped: int = 0) -> str:
@@ -240,10 +239,8 @@ def logs_html(entries: Sequence[LogEntry], skipped: int = 0) -> str:
             f'<div style="color:#868e96">… {skipped:,} earlier lines not shown (run.logs() has them all)</div>'
         )
     for entry in entries:
+        stamp, text = _log_parts(entry)
         node = f' <span style="color:#7048e8">[{_esc(entry.node_id)}]</span>' if entry.node_id else ""
-        data = f" {json.dumps(entry.data, default=str)}" if entry.data else ""
-        text = _clip(f"{entry.message}{data}", _MESSAGE_CHARS)
-        stamp = f"{entry.timestamp:%H:%M:%S.%f}"[:-3]
         lines.append(
             f'<div class="af-log af-log-{entry.level.value}" style="white-space:pre-wrap">'
             f'<span style="color:#868e96">{stamp}</span> '
@@ -304,7 +301,7 @@ def run_html(
     dag = f'<div class="af-dag-box" style="overflow:auto;max-height:420px;margin:4px 0">{svg}</div>' if svg else ""
     return (
         f'<div class="af-run" data-run="{_esc(info.id)}" data-status="{info.status.value}" '
-        f"style=\"font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Helvetica,Arial,sans-serif;"
+        f'style="font-family:{_FONT};'
         f'font-size:13px;max-width:1100px">'
         f'<div style="display:flex;align-items:center;gap:10px;flex-wrap:wrap">{header_html(info)}'
         f"{status_badge(info.status, cancel_requested=info.cancel_requested)}</div>"

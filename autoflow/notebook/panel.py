@@ -224,10 +224,8 @@ class RunPanel:
         first = self.info is None
         self.info = info
         status = info.status
-        if first:
+        if first or info.finished:  # once finished, the header shows the duration
             self.header.value = header_html(info)
-        elif info.finished:
-            self.header.value = header_html(info)  # shows the duration
         self.badge.value = status_badge(status, cancel_requested=info.cancel_requested)
         done, total = info.progress
         self.progress.max = max(total, 1)
@@ -238,7 +236,7 @@ class RunPanel:
         self.buttons["cancel"].disabled = info.finished or info.cancel_requested
         self.buttons["pause"].disabled = not running or info.cancel_requested
         self.buttons["resume"].disabled = status is not RunStatus.PAUSED
-        self.message.value = error_html(info) + self._problem_html()
+        self._show_problem()
         # big runs: redraw the table and the DAG (100 kB each) at most once a second
         now = time.monotonic()
         if len(info.nodes) <= COMPACT_AT or info.finished or now - self._drawn_at >= _BIG_REDRAW:
@@ -247,7 +245,7 @@ class RunPanel:
             self.table.value = nodes_table_html(self.rows, limit=self.max_table_rows)
             self._render_dag(info)
         if new_lines or first:
-            text = "\n".join(format_log(entry) for entry in self._entries)
+            text = "\n".join(self.log_lines)
             self.logs.outputs = (
                 {
                     "output_type": "display_data",

@@ -354,7 +354,8 @@ class DagLayout:
         height = self.body_height + _MARGIN
         legend = ""
         if states is not None:
-            used = [s for s in NodeStatus if s in set(resolved.values())]
+            present = set(resolved.values())
+            used = [s for s in NodeStatus if s in present]
             legend = self._legend(used, height)
             height += 20
         title = ""
