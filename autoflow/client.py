@@ -66,7 +66,7 @@ class Run:
     def to_svg(self) -> str:
         """The run's DAG as SVG, each node coloured by its state."""
         info = self.status()
-        return dag_svg(self.graph(), {k: n.status for k, n in info.nodes.items()}, title=info.workflow)
+        return dag_svg(self.client.graph(info), {k: n.status for k, n in info.nodes.items()}, title=info.workflow)
 
     def watch(self, *, interval: float = 0.25) -> RunPanel | None:
         """Show the live panel (a static snapshot without ipywidgets); returns the panel."""
@@ -274,12 +274,14 @@ class Client:
         """Log lines with ``id > since``, oldest first, at most ``limit`` per call."""
         return self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
 
-    def graph(self, run_id: str) -> nx.DiGraph:
-        """The DAG of a run, rebuilt from the stored definition it ran."""
-        digest = self.status(run_id).definition_hash
+    def graph(self, run: str | RunInfo) -> nx.DiGraph:
+        """The DAG of a run (its id, or its status if already fetched), rebuilt from the
+        stored definition it ran."""
+        info = self.status(run) if isinstance(run, str) else run
+        digest = info.definition_hash
         body = self.backend.store.get_definition(digest)
         if body is None:
-            raise NotFoundError(f"the definition {digest} of run {run_id!r} is not in the store")
+            raise NotFoundError(f"the definition {digest} of run {info.id!r} is not in the store")
         data = codec.loads(body)
         return build_graph(str(data.get("name", "")), parse_definition(data)[0])
 

@@ -41,7 +41,7 @@ def run_graph(run: Run, info: RunInfo | None = None) -> nx.DiGraph:
         graph: nx.DiGraph = workflow.graph
         return graph
     try:  # the definition the run ran, from the store
-        graph = run.graph()
+        graph = run.client.graph(info)
         if set(graph.nodes) == set(info.nodes):
             return graph
     except NotFoundError:

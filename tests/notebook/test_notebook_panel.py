@@ -245,6 +245,9 @@ def test_graph_is_the_registered_workflow_or_the_run_nodes(settings: af.Settings
             assert set(graph.nodes) == {"nb_source", "nb_square", "nb_sum"}
             assert set(graph.edges) == set(flows.pipeline.graph.edges)
             assert graph.nodes["nb_square"]["type"] == "tests.notebook.flows:nb_square"
+            by_id, by_info = foreign.graph(), other.graph(foreign.status())
+            assert set(by_id.edges) == set(by_info.edges) == set(graph.edges)
+            assert foreign.to_svg().count('data-state="completed"') == 3
             p = RunPanel(foreign, display=False)
             try:
                 assert 'data-id="nb_sum" data-state="completed"' in p.dag.value
