@@ -127,17 +127,16 @@ class ThreadInvoker:
     def call(self, fn: Callable[[], Any], *, is_async: bool, timeout: float | None, cancel: threading.Event) -> Any:
         if timeout is None or is_async:
             return _run(fn, is_async, timeout, cancel)
-        call = _Call(lambda: _run(fn, is_async, timeout, cancel))
+        call = _Call(fn)  # synchronous, with a timeout: the helper runs it, we watch
         self._helper().submit(call)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while not call.done.is_set():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                if call.done.wait(0.05 if is_async else 0):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if call.done.is_set():
                     break
                 raise NodeTimeout(f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)")
-            step = 0.1 if remaining is None else min(0.1, remaining)
-            if call.done.wait(step):
+            if call.done.wait(min(0.1, remaining)):
                 break
             if cancel.is_set():
                 if call.done.wait(_CANCEL_GRACE):
