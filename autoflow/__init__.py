@@ -16,9 +16,11 @@ Example::
     client.execute(twice, x=5).result()   # 20
 """
 
+from autoflow import notebook as notebook  # installs the display hooks of runs (live panel, HTML)
 from autoflow.client import Client, Run
 from autoflow.config import Settings
 from autoflow.context import Context
+from autoflow.define import Backoff, Node, NodeOptions, Registry, Workflow, default_registry, delay, node, workflow
 from autoflow.errors import (
     AutoflowError,
     BackendError,
@@ -31,7 +33,6 @@ from autoflow.errors import (
     RunTimeout,
     WorkflowError,
 )
-from autoflow.flow import delay
 from autoflow.models import (
     ErrorInfo,
     LogEntry,
@@ -44,9 +45,6 @@ from autoflow.models import (
     RunStatus,
     TriggerRule,
 )
-from autoflow.node import Backoff, Node, NodeOptions, node
-from autoflow.registry import Registry, default_registry
-from autoflow.workflow import Workflow, workflow
 
 __version__ = "0.1.0"
 

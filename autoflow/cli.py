@@ -20,12 +20,12 @@ from typing import Any, TextIO
 
 from autoflow.client import Client
 from autoflow.config import Settings
+from autoflow.define.registry import default_registry
+from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.engine.backend import open_backend
 from autoflow.engine.worker import KINDS, Worker
 from autoflow.errors import AutoflowError, NotFoundError, RunTimeout
 from autoflow.models import RunInfo, RunStatus
-from autoflow.registry import default_registry
-from autoflow.workflow import Workflow
 
 __all__ = ["main"]
 
@@ -49,7 +49,8 @@ def _workflow(target: str) -> Workflow:
     found = getattr(module, attr, None)
     if isinstance(found, Workflow):
         return found
-    return default_registry().workflow(attr)
+    registry: WorkflowRegistry = default_registry()
+    return registry.workflow(attr)
 
 
 def _client(args: argparse.Namespace, *, workers: int | None = 0) -> Client:

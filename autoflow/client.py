@@ -2,33 +2,46 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
 from autoflow import codec
 from autoflow.config import Settings
-from autoflow.definition import build_graph, parse_definition
+from autoflow.define.definition import build_graph, parse_definition
+from autoflow.define.registry import default_registry
+from autoflow.define.workflow import Workflow, WorkflowRegistry
+from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
-from autoflow.engine.plan import node_seeds
+from autoflow.engine.planner import node_seeds
 from autoflow.engine.shipping import blob_key, pack
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
 from autoflow.errors import InputError, NotFoundError, OutputError, RunCancelled, RunFailed, RunTimeout, WorkflowError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
-from autoflow.notebook.panel import RunPanel, show_run
-from autoflow.notebook.snapshot import snapshot_html
-from autoflow.notebook.svg import dag_svg
-from autoflow.registry import Registry, default_registry
 from autoflow.store.base import NewRun
-from autoflow.workflow import Workflow
 
-__all__ = ["Client", "Run"]
+__all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]
 
 log = logging.getLogger("autoflow.client")
+
+
+@dataclass
+class DisplayHooks:
+    """How runs show themselves in a notebook. ``autoflow.notebook`` installs its live
+    panel and HTML snapshot here when imported, so the client never imports widgets."""
+
+    show: Callable[..., Any] | None = None  # show(run, interval=seconds) -> the panel, or None
+    html: Callable[[Run], str] | None = None
+
+
+display_hooks = DisplayHooks()
 
 
 class Run:
@@ -68,15 +81,20 @@ class Run:
         info = self.status()
         return dag_svg(self.client.graph(info), {k: n.status for k, n in info.nodes.items()}, title=info.workflow)
 
-    def watch(self, *, interval: float = 0.25) -> RunPanel | None:
+    def watch(self, *, interval: float = 0.25) -> Any:
         """Show the live panel (a static snapshot without ipywidgets); returns the panel."""
-        return show_run(self, interval=interval)
+        if display_hooks.show is None:
+            print(self)
+            return None
+        return display_hooks.show(self, interval=interval)
 
     def _ipython_display_(self) -> None:
-        show_run(self)
+        self.watch()
 
     def _repr_html_(self) -> str:
-        return snapshot_html(self)
+        if display_hooks.html is None:
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        return display_hooks.html(self)
 
     def cancel(self) -> RunStatus:
         return self.client.cancel(self.id)
@@ -122,7 +140,7 @@ class Client:
         url: str | None = None,
         *,
         settings: Settings | None = None,
-        registry: Registry | None = None,
+        registry: WorkflowRegistry | None = None,
         workers: int | None = None,
         immediate: bool = False,
         ship_code: bool = False,

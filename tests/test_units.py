@@ -13,8 +13,9 @@ from pydantic import BaseModel
 
 import autoflow as af
 from autoflow import codec
-from autoflow.engine.planner import Decision, Rule, decide, final_status, retry_delay
-from autoflow.schema import check_json_schema, compatible
+from autoflow.define.schema import check_json_schema, compatible
+from autoflow.engine.planner import retry_delay
+from autoflow.store.rules import Decision, Rule, decide, final_status
 
 
 def test_public_names_match_all() -> None:

@@ -10,8 +10,9 @@ import networkx as nx
 import pytest
 
 import autoflow as af
-from autoflow.building import NodeRef
-from autoflow.definition import parse_definition, resolve_template
+from autoflow.define.building import NodeRef
+from autoflow.define.definition import parse_definition
+from autoflow.templates import resolve_template
 
 
 @af.node

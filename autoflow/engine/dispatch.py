@@ -342,7 +342,8 @@ class HueyDispatcher:
         deadline = time.monotonic() + timeout
         for consumer in consumers:
             for _, thread in consumer.worker_threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.ident is not None:  # a consumer stopped while starting has unstarted threads
+                    thread.join(max(0.0, deadline - time.monotonic()))
 
     @staticmethod
     def serve(consumer: Consumer, started: Callable[[], None]) -> None:

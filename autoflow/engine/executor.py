@@ -19,18 +19,19 @@ from typing import Any
 
 from autoflow import codec
 from autoflow.context import Context, Defer, LogBuffer, log_record
-from autoflow.definition import NodeSpec, parse_definition, resolve_template
+from autoflow.define.definition import NodeSpec, parse_definition
+from autoflow.define.delay import resolve_node
+from autoflow.define.node import Node
+from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.planner import retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.subflows import SubFlows
 from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
-from autoflow.flow import resolve_node
 from autoflow.models import LogLevel, RunStatus
-from autoflow.node import Node
-from autoflow.registry import Registry
 from autoflow.store.base import Claim, Progress, Ready, Store
+from autoflow.templates import resolve_template
 
 __all__ = ["Executor"]
 
@@ -61,7 +62,7 @@ class Executor:
     def __init__(
         self,
         store: Store,
-        registry: Registry,
+        registry: WorkflowRegistry,
         send: Callable[[Sequence[Ready]], None],
         *,
         lease: float,

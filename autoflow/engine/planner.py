@@ -1,103 +1,50 @@
-"""Pure rules of the engine: when a node becomes ready or skipped, how a run ends,
-how long to wait before a retry. No I/O here; both stores apply these rules (the Redis
-store mirrors :func:`decide` in Lua, and the contract tests hold the two together).
+"""Planning runs from definitions: the per-run seeds the store keeps, and retry timing.
+
+Pure functions, no I/O. The rules that decide what becomes ready or skipped once a node
+finishes are the store's (``autoflow.store.rules``): both stores apply them atomically.
 """
 
 from __future__ import annotations
 
-import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from autoflow.models import RunStatus, TriggerRule
-from autoflow.node import NodeOptions
+from autoflow.define.definition import NodeSpec
+from autoflow.define.node import NodeOptions
+from autoflow.store.base import NodeSeed
+from autoflow.templates import template_refs
 
-__all__ = [
-    "HANDLER_RULES",
-    "Decision",
-    "Rule",
-    "decide",
-    "final_status",
-    "message_priority",
-    "retry_delay",
-    "skip_outcome",
-]
+__all__ = ["node_seeds", "retry_delay"]
 
 
-Rule = TriggerRule
+def _item_parents(spec: NodeSpec) -> tuple[str, ...]:
+    """The parents whose outputs the items of a map read: those of its other arguments.
+    The list mapped over is not among them, so claiming an item stays O(1) however long
+    the list."""
+    fixed = {name: tpl for name, tpl in spec.args.items() if name != spec.map_over}
+    return tuple(dict.fromkeys(target for kind, target in template_refs(fixed) if kind == "$ref"))
 
 
-class Decision(enum.Enum):
-    WAIT = "wait"
-    READY = "ready"
-    SKIP = "skip"
-
-
-def decide(rule: Rule | str, total: int, ok: int, failed: int, skipped: int) -> Decision:
-    """Decide a node's fate from its parents' outcomes so far.
-
-    ``total`` parents, of which ``ok`` completed, ``failed`` failed (or were skipped
-    because of a failure upstream) and ``skipped`` were skipped because a branch was not
-    taken. A decision is taken as soon as it is certain, so no join waits forever.
-
-    ``all_success`` (the default) runs when no parent failed and at least one completed:
-    a parent on a branch not taken does not block a join, but a node whose parents were
-    all skipped is skipped too.
-    """
-    rule = Rule(rule)
-    done = ok + failed + skipped
-    if done > total or min(total, ok, failed, skipped) < 0:
-        raise ValueError(f"inconsistent tallies: total={total} ok={ok} failed={failed} skipped={skipped}")
-    all_done = done == total
-    if rule is Rule.ALL_SUCCESS:
-        if failed:
-            return Decision.SKIP
-        if not all_done:
-            return Decision.WAIT
-        return Decision.READY if ok else Decision.SKIP
-    if rule is Rule.ALL_DONE:
-        return Decision.READY if all_done else Decision.WAIT
-    if rule is Rule.ONE_SUCCESS:
-        if ok:
-            return Decision.READY
-        return Decision.SKIP if all_done else Decision.WAIT
-    if rule is Rule.ONE_FAILED:
-        if failed:
-            return Decision.READY
-        return Decision.SKIP if all_done else Decision.WAIT
-    if rule is Rule.ALL_FAILED:
-        if ok or skipped:
-            return Decision.SKIP
-        return Decision.READY if all_done else Decision.WAIT
-    # NONE_FAILED
-    if failed:
-        return Decision.SKIP
-    return Decision.READY if all_done else Decision.WAIT
-
-
-#: Rules under which a node can run after a parent failed: its completion handles the failure.
-HANDLER_RULES = frozenset({Rule.ONE_FAILED, Rule.ALL_FAILED, Rule.ALL_DONE})
-
-
-def skip_outcome(rule: Rule | str, failed: int) -> str:
-    """What a skipped node tells its children: ``"fail"`` when it was skipped because of a
-    failure upstream (so the failure keeps travelling down), else ``"skip"`` (a branch
-    not taken)."""
-    if failed and Rule(rule) in (Rule.ALL_SUCCESS, Rule.NONE_FAILED, Rule.ONE_SUCCESS):
-        return "fail"
-    return "skip"
-
-
-def final_status(cancel_requested: bool, failed: int) -> RunStatus:
-    """How a run ends once none of its nodes can change any more."""
-    if cancel_requested:
-        return RunStatus.CANCELLED
-    return RunStatus.FAILED if failed else RunStatus.COMPLETED
-
-
-def message_priority(run_priority: int, node_priority: int) -> int:
-    """A node's queue priority: its run's priority plus its own (higher runs first)."""
-    return run_priority + node_priority
+def node_seeds(specs: Mapping[str, NodeSpec]) -> list[NodeSeed]:
+    """One seed per node, in definition order: parents, children, trigger rule, branch
+    condition and priority."""
+    children: dict[str, list[str]] = {node_id: [] for node_id in specs}
+    for spec in specs.values():
+        for parent in spec.parents:
+            children[parent].append(spec.id)
+    return [
+        NodeSeed(
+            id=spec.id,
+            type=spec.type,
+            parents=spec.parents,
+            children=tuple(children[spec.id]),
+            rule=spec.options.trigger,
+            priority=spec.options.priority,
+            when=spec.when,
+            item_parents=_item_parents(spec) if spec.map_over else None,
+        )
+        for spec in specs.values()
+    ]
 
 
 def retry_delay(options: NodeOptions, attempt: int, rand: Callable[[], float] = random.random) -> float | None:

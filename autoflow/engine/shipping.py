@@ -21,8 +21,8 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+from autoflow.define.node import Node
 from autoflow.errors import WorkflowError
-from autoflow.node import Node
 
 try:  # optional: pip install 'autoflow[notebook]'
     import cloudpickle

@@ -13,11 +13,11 @@ from typing import Any, NamedTuple
 
 from autoflow import codec
 from autoflow.context import log_record
-from autoflow.definition import NodeSpec, parse_definition
-from autoflow.engine.plan import node_seeds
+from autoflow.define.definition import NodeSpec, parse_definition
+from autoflow.define.schema import check_json_schema
+from autoflow.engine.planner import node_seeds
 from autoflow.errors import InputError, NotFoundError
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.schema import check_json_schema
 from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, Store, child_token
 
 __all__ = ["ChildRun", "SubFlows"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autoflow.config import Settings
+from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.backend import Backend
 from autoflow.engine.dispatch import HueyDispatcher
 from autoflow.engine.executor import Executor
@@ -24,7 +25,6 @@ from autoflow.engine.invoke import SignalInvoker, ThreadInvoker
 from autoflow.engine.reaper import Reaper
 from autoflow.engine.shipping import CodeRefused
 from autoflow.models import RunStatus
-from autoflow.registry import Registry
 
 __all__ = ["Worker"]
 
@@ -56,7 +56,7 @@ class Worker:
     def __init__(
         self,
         backend: Backend,
-        registry: Registry,
+        registry: WorkflowRegistry,
         settings: Settings,
         *,
         workers: int | None = None,

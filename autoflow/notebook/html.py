@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from autoflow.draw import _FONT, _esc, state_color
 from autoflow.models import LogEntry, LogLevel, NodeInfo, RunInfo, RunStatus
-from autoflow.notebook.svg import _FONT, _esc, state_color
 
 __all__ = [
     "BAR_STYLES",

@@ -1,7 +1,7 @@
 """The live run panel: an ipywidgets view of a run that polls the client until the run ends.
 
 The panel renders snapshots (``run.status()`` and new ``run.logs(since=...)`` lines)
-with the pure functions of :mod:`autoflow.notebook.html` and :mod:`autoflow.notebook.svg`;
+with the pure functions of :mod:`autoflow.notebook.html` and :mod:`autoflow.draw`;
 it holds no engine logic. Its buttons call ``run.cancel()``, ``run.pause()`` and
 ``run.resume()``. A daemon thread polls every ``interval`` seconds, so the kernel is never
 blocked, and stops once the run is finished.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from autoflow.draw import COMPACT_AT, DagLayout
 from autoflow.models import LogEntry, NodeStatus, RunInfo, RunStatus
 from autoflow.notebook.html import (
     BAR_STYLES,
@@ -40,7 +41,6 @@ from autoflow.notebook.html import (
     status_badge,
 )
 from autoflow.notebook.snapshot import fetch_logs, run_graph, snapshot_html
-from autoflow.notebook.svg import COMPACT_AT, DagLayout
 
 if TYPE_CHECKING:
     from autoflow.client import Run

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 
+from autoflow.draw import DagLayout
 from autoflow.errors import NotFoundError
 from autoflow.models import LogEntry, RunInfo
 from autoflow.notebook.html import MAX_LOG_LINES, run_html
-from autoflow.notebook.svg import DagLayout
 
 if TYPE_CHECKING:
     from autoflow.client import Run

@@ -13,7 +13,6 @@ import redis
 from redis.exceptions import RedisError
 
 from autoflow import codec
-from autoflow.definition import resolve_template
 from autoflow.errors import BackendError
 from autoflow.models import (
     ErrorInfo,
@@ -27,6 +26,7 @@ from autoflow.models import (
     RunStatus,
 )
 from autoflow.store.sqlite_reads import first_error
+from autoflow.templates import resolve_template
 
 __all__ = ["RUN_KEYS", "RedisReads"]
 

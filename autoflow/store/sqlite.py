@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from autoflow import codec
-from autoflow.engine.planner import message_priority
 from autoflow.errors import BackendError
 from autoflow.models import (
     LogLevel,
 )
 from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, Ready
+from autoflow.store.rules import message_priority
 from autoflow.store.sqlite_control import SQLiteControl
 from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA
 from autoflow.store.sqlite_transitions import engine_log

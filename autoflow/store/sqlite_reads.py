@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from autoflow import codec
-from autoflow.definition import resolve_template
 from autoflow.models import (
     ErrorInfo,
     LogEntry,
@@ -20,6 +19,7 @@ from autoflow.models import (
     RunInfo,
     RunStatus,
 )
+from autoflow.templates import resolve_template
 
 __all__ = ["MIGRATIONS", "SCHEMA", "SQLiteReads"]
 

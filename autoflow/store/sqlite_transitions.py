@@ -16,7 +16,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from autoflow import codec
-from autoflow.engine.planner import (
+from autoflow.models import ErrorInfo, LogLevel, RunStatus
+from autoflow.store.base import Claim, Progress, Ready, child_token
+from autoflow.store.rules import (
     HANDLER_RULES,
     Decision,
     decide,
@@ -24,8 +26,6 @@ from autoflow.engine.planner import (
     message_priority,
     skip_outcome,
 )
-from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, child_token
 
 __all__ = ["SQLiteTransitions", "engine_log"]
 

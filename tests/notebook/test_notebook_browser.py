@@ -377,7 +377,7 @@ def test_dag_renders_without_overlaps(tmp_path: Path, front_end_deps: str) -> No
     import networkx as nx
     from playwright.sync_api import sync_playwright
 
-    from autoflow.notebook.svg import dag_svg
+    from autoflow.draw import dag_svg
 
     graph, states = _sample_graph()
     sample = dag_svg(graph, states, title="etl")

@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timezone
 
 import autoflow as af
+from autoflow.draw import dag_svg
 from autoflow.models import LogEntry, LogLevel, RunStatus
 from autoflow.notebook.html import (
     RUN_COLORS,
@@ -17,7 +18,6 @@ from autoflow.notebook.html import (
     run_text,
     status_badge,
 )
-from autoflow.notebook.svg import dag_svg
 from tests.notebook import flows
 
 

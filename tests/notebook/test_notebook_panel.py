@@ -13,12 +13,12 @@ import ipywidgets
 import pytest
 
 import autoflow as af
+from autoflow.draw import NODE_COLORS
 from autoflow.models import RunStatus
 from autoflow.notebook import panel as panel_module
 from autoflow.notebook.html import MAX_LOG_LINES, RUN_COLORS
 from autoflow.notebook.panel import INSTALL_HINT, RunPanel, show_run
 from autoflow.notebook.snapshot import run_graph, snapshot_html
-from autoflow.notebook.svg import NODE_COLORS
 from tests.notebook import flows
 
 

@@ -9,8 +9,8 @@ import networkx as nx
 import pytest
 
 import autoflow as af
+from autoflow.draw import COMPACT_AT, EDGE_STYLES, NODE_COLORS, DagLayout, dag_svg
 from autoflow.models import NodeStatus
-from autoflow.notebook.svg import COMPACT_AT, EDGE_STYLES, NODE_COLORS, DagLayout, dag_svg
 from tests.notebook import flows
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from autoflow import codec
-from autoflow.engine.planner import Decision, Rule, decide, skip_outcome
 from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
 from autoflow.store.base import NewRun, NodeSeed, Ready, Store
+from autoflow.store.rules import Decision, Rule, decide, skip_outcome
 
 LEASE = 30.0
 ERR = ErrorInfo(type="ValueError", message="boom", traceback="Traceback ...", node_id=None)

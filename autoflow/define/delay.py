@@ -13,11 +13,11 @@ import time
 from datetime import datetime
 from typing import Any
 
-from autoflow.building import Ref
 from autoflow.context import Context, Defer
+from autoflow.define.building import Ref
+from autoflow.define.node import Node, NodeOptions
+from autoflow.define.registry import Registry
 from autoflow.errors import WorkflowError
-from autoflow.node import Node, NodeOptions
-from autoflow.registry import Registry
 
 __all__ = ["BUILTINS", "DELAY_TYPE", "delay", "resolve_node"]
 
@@ -44,7 +44,7 @@ _delay_node: Node[Any, Any] = Node(_delay, NodeOptions(name="delay", type=DELAY_
 BUILTINS: dict[str, Node[Any, Any]] = {DELAY_TYPE: _delay_node}
 
 
-def resolve_node(registry: Registry, key: str) -> Node[Any, Any]:
+def resolve_node(registry: Registry[Any, Any], key: str) -> Node[Any, Any]:
     """The node of ``key``: a built-in, else the registry's (NotFoundError says how to fix)."""
     return BUILTINS.get(key) or registry.node(key)
 

@@ -1,23 +1,23 @@
 """The JSON definition format of workflows and the argument templates inside it.
 
-A node's arguments are stored as JSON *templates* in which references appear as markers
-``{"$ref": node_id}`` (another node's output) and ``{"$input": name}`` (a workflow input).
-In the definition format (``to_dict``), ``$ref`` markers travel as ``edges`` and the rest
-of each template as the node's ``config``. Pure functions only: no functions resolved.
+A node's arguments are stored as JSON templates (``autoflow.templates``) in which
+references appear as markers. In the definition format (``to_dict``), ``$ref`` markers
+travel as ``edges`` and the rest of each template as the node's ``config``. Pure functions only: no functions resolved.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
+from autoflow.define.node import NodeOptions
 from autoflow.errors import WorkflowError
-from autoflow.node import NodeOptions
+from autoflow.templates import marker, template_refs
 
 __all__ = [
     "FORMAT_VERSION",
@@ -26,51 +26,14 @@ __all__ = [
     "NodeSpec",
     "build_graph",
     "definition_edges",
-    "marker",
     "parse_definition",
-    "resolve_template",
     "sorted_json",
-    "template_refs",
 ]
 
 FORMAT_VERSION = 1
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 #: The node type of a sub-workflow call (its spec names the workflow).
 SUBWORKFLOW_TYPE = "autoflow.workflow"
-
-
-def marker(value: Any) -> tuple[str, str] | None:
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, target),) = value.items()
-        if key in ("$ref", "$input") and isinstance(target, str):
-            return key, target
-    return None
-
-
-def template_refs(template: Any) -> Iterator[tuple[str, str]]:
-    """Yield every marker ``("$ref"|"$input", target)`` inside a template."""
-    found = marker(template)
-    if found:
-        yield found
-    elif isinstance(template, dict):
-        for item in template.values():
-            yield from template_refs(item)
-    elif isinstance(template, list):
-        for item in template:
-            yield from template_refs(item)
-
-
-def resolve_template(template: Any, outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-    """Replace markers in ``template`` with node outputs and workflow inputs."""
-    found = marker(template)
-    if found:
-        kind, target = found
-        return outputs.get(target) if kind == "$ref" else inputs.get(target)
-    if isinstance(template, dict):
-        return {k: resolve_template(v, outputs, inputs) for k, v in template.items()}
-    if isinstance(template, list):
-        return [resolve_template(v, outputs, inputs) for v in template]
-    return template
 
 
 @dataclass(frozen=True)

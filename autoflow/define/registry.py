@@ -9,19 +9,35 @@ error that says how to fix it.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from autoflow.errors import NotFoundError, WorkflowError
-
-if TYPE_CHECKING:
-    from autoflow.node import Node
-    from autoflow.workflow import Workflow
 
 __all__ = ["Registry", "default_registry"]
 
 
-class Registry:
-    """Node functions by key and workflows by name.
+class _Keyed(Protocol):
+    """What the registry reads of a node (``autoflow.define.node.Node``)."""
+
+    key: str
+    module: str
+    qualname: str
+
+
+class _Named(Protocol):
+    """What the registry reads of a workflow (``autoflow.define.workflow.Workflow``)."""
+
+    name: str
+    module: str
+
+
+N = TypeVar("N", bound=_Keyed)
+W = TypeVar("W", bound=_Named)
+
+
+class Registry(Generic[N, W]):
+    """Node functions by key and workflows by name. (It holds ``af.Node`` and
+    ``af.Workflow`` objects; it is generic only so that this module imports neither.)
 
     Example::
 
@@ -36,10 +52,10 @@ class Registry:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._nodes: dict[str, Node[Any, Any]] = {}
-        self._workflows: dict[str, Workflow] = {}
+        self._nodes: dict[str, N] = {}
+        self._workflows: dict[str, W] = {}
 
-    def add_node(self, node: Node[Any, Any]) -> None:
+    def add_node(self, node: N) -> None:
         with self._lock:
             old = self._nodes.get(node.key)
             if old is not None and old.module != node.module:
@@ -50,7 +66,7 @@ class Registry:
                 )
             self._nodes[node.key] = node
 
-    def add_workflow(self, workflow: Workflow) -> None:
+    def add_workflow(self, workflow: W) -> None:
         with self._lock:
             old = self._workflows.get(workflow.name)
             if old is not None and old.module != workflow.module:
@@ -60,7 +76,7 @@ class Registry:
                 )
             self._workflows[workflow.name] = workflow
 
-    def node(self, key: str) -> Node[Any, Any]:
+    def node(self, key: str) -> N:
         """The node registered under ``key``; NotFoundError says how to make it known."""
         try:
             return self._nodes[key]
@@ -73,7 +89,7 @@ class Registry:
             )
             raise NotFoundError(f"node type {key!r} is not registered here; {hint}") from None
 
-    def workflow(self, name: str) -> Workflow:
+    def workflow(self, name: str) -> W:
         try:
             return self._workflows[name]
         except KeyError:
@@ -86,21 +102,21 @@ class Registry:
         return key in self._nodes
 
     @property
-    def workflows(self) -> dict[str, Workflow]:
+    def workflows(self) -> dict[str, W]:
         with self._lock:
             return dict(self._workflows)
 
     @property
-    def nodes(self) -> dict[str, Node[Any, Any]]:
+    def nodes(self) -> dict[str, N]:
         with self._lock:
             return dict(self._nodes)
 
 
-_default: Registry | None = None
+_default: Registry[Any, Any] | None = None
 _default_lock = threading.Lock()
 
 
-def default_registry() -> Registry:
+def default_registry() -> Registry[Any, Any]:
     """The registry decorators use when none is given (created on first use)."""
     global _default
     with _default_lock:

@@ -18,26 +18,25 @@ from croniter import croniter
 from pydantic import TypeAdapter, ValidationError
 
 from autoflow import codec
-from autoflow.building import Builder, InputRef, NodeCall, to_template
-from autoflow.definition import (
+from autoflow.define.building import Builder, InputRef, NodeCall, to_template
+from autoflow.define.definition import (
     FORMAT_VERSION,
     ID_PATTERN,
     NodeSpec,
     build_graph,
     definition_edges,
-    marker,
     parse_definition,
     sorted_json,
-    template_refs,
 )
+from autoflow.define.delay import resolve_node
+from autoflow.define.node import Node, current_builder
+from autoflow.define.registry import Registry, default_registry
+from autoflow.define.schema import check_json_schema
+from autoflow.draw import dag_svg
 from autoflow.errors import InputError, OutputError, WorkflowError
-from autoflow.flow import resolve_node
-from autoflow.node import Node, current_builder
-from autoflow.notebook.svg import dag_svg
-from autoflow.registry import Registry, default_registry
-from autoflow.schema import check_json_schema
+from autoflow.templates import marker, template_refs
 
-__all__ = ["RESERVED_INPUTS", "Workflow", "workflow"]
+__all__ = ["RESERVED_INPUTS", "Workflow", "WorkflowRegistry", "workflow"]
 
 #: Options of ``Client.execute``; a workflow parameter may not use these names.
 RESERVED_INPUTS = frozenset(
@@ -63,7 +62,7 @@ class Workflow:
     def __init__(
         self,
         name: str,
-        calls: Mapping[str, NodeCall],
+        calls: Mapping[str, NodeCall[Workflow]],
         inputs: Mapping[str, dict[str, Any]],
         output: Any,
         *,
@@ -135,7 +134,7 @@ class Workflow:
             if (kind == "$ref" and target not in self.calls) or (kind == "$input" and target not in self.inputs):
                 raise WorkflowError(f"workflow {self.name!r}: output refers to unknown {target!r}")
 
-    def _validate_control(self, call: NodeCall) -> None:
+    def _validate_control(self, call: NodeCall[Workflow]) -> None:
         spec = call.spec
         if spec.when:
             cond = self.calls.get(spec.when[0])
@@ -234,7 +233,7 @@ class Workflow:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], registry: Registry | None = None) -> Workflow:
+    def from_dict(cls, data: Mapping[str, Any], registry: Registry[Any, Any] | None = None) -> Workflow:
         """Build (and validate) a workflow from its JSON definition, resolving node types
         through ``registry`` (default: the default registry)."""
         registry = registry or default_registry()
@@ -247,7 +246,7 @@ class Workflow:
         if not isinstance(inputs, Mapping) or not all(isinstance(v, Mapping) for v in inputs.values()):
             raise WorkflowError("'inputs' must map each input name to a JSON schema object")
         children = data.get("workflows") or {}
-        calls: dict[str, NodeCall] = {}
+        calls: dict[str, NodeCall[Workflow]] = {}
         for sid, spec in specs.items():
             if spec.workflow is None:
                 calls[sid] = NodeCall(spec, resolve_node(registry, spec.type))
@@ -301,6 +300,10 @@ class Workflow:
         return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"
 
 
+#: A registry of nodes and workflows, as the engine, the client and the CLI use it.
+WorkflowRegistry = Registry[Node[Any, Any], Workflow]
+
+
 def _input_schemas(fn: Callable[..., Any], name: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     try:
         hints = typing.get_type_hints(fn)
@@ -331,10 +334,10 @@ def _input_schemas(fn: Callable[..., Any], name: str) -> tuple[dict[str, dict[st
     return schemas, types
 
 
-def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Registry) -> Workflow:
+def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Registry[Any, Any]) -> Workflow:
     schemas, types = _input_schemas(fn, name)
     params = inspect.signature(fn).parameters
-    builder = Builder(name, params)
+    builder: Builder[Workflow] = Builder(name, params)
     refs = {p: InputRef(p, types[p]) for p in params}
     token = current_builder.set(builder)
     try:
@@ -375,7 +378,7 @@ def workflow(fn: Callable[..., Any], /) -> Workflow: ...
 
 @overload
 def workflow(
-    *, name: str | None = None, schedule: str | None = None, registry: Registry | None = None
+    *, name: str | None = None, schedule: str | None = None, registry: Registry[Any, Any] | None = None
 ) -> Callable[[Callable[..., Any]], Workflow]: ...
 
 
@@ -385,7 +388,7 @@ def workflow(
     *,
     name: str | None = None,
     schedule: str | None = None,
-    registry: Registry | None = None,
+    registry: Registry[Any, Any] | None = None,
 ) -> Any:
     """Compose nodes into a workflow: ``@af.workflow`` or ``@af.workflow(name=..., schedule=...)``.
 

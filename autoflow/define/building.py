@@ -14,18 +14,15 @@ import inspect
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from autoflow import codec
-from autoflow.definition import SUBWORKFLOW_TYPE, NodeSpec
+from autoflow.define.definition import SUBWORKFLOW_TYPE, NodeSpec
+from autoflow.define.node import Node, NodeOptions
+from autoflow.define.schema import compatible
 from autoflow.errors import OutputError, WorkflowError
-from autoflow.node import Node, NodeOptions
-from autoflow.schema import compatible
 
-if TYPE_CHECKING:
-    from autoflow.workflow import Workflow
-
-__all__ = ["Builder", "Condition", "InputRef", "NodeCall", "NodeRef", "to_template"]
+__all__ = ["Builder", "Composable", "Condition", "InputRef", "NodeCall", "NodeRef", "to_template"]
 
 
 class Ref:
@@ -124,13 +121,26 @@ class InputRef(Ref):
         return f"<InputRef {self.name}>"
 
 
+class Composable(Protocol):
+    """What a builder reads of a workflow called as a sub-workflow (``af.Workflow``)."""
+
+    name: str
+    digest: str
+    inputs: dict[str, dict[str, Any]]
+    input_types: dict[str, Any]
+
+
+W = TypeVar("W", bound=Composable)
+
+
 @dataclass(frozen=True)
-class NodeCall:
-    """One vertex of the graph: a node call (``node``) or a sub-workflow (``workflow``)."""
+class NodeCall(Generic[W]):
+    """One vertex of the graph: a node call (``node``) or a sub-workflow (``workflow``).
+    Generic in the workflow type only so that this module need not import it."""
 
     spec: NodeSpec
     node: Node[Any, Any] | None = None
-    workflow: Workflow | None = None
+    workflow: W | None = None
 
     @property
     def id(self) -> str:
@@ -181,13 +191,13 @@ def _when(value: Any, where: str) -> tuple[str, bool] | None:
     return cond.ref.node_id, cond.expected
 
 
-class Builder:
+class Builder(Generic[W]):
     """Collects node calls while a workflow body runs (see ``node.current_builder``)."""
 
     def __init__(self, name: str, params: Mapping[str, inspect.Parameter]) -> None:
         self.name = name
         self.params = params
-        self.calls: dict[str, NodeCall] = {}
+        self.calls: dict[str, NodeCall[W]] = {}
 
     def _unique(self, base: str) -> str:
         if base not in self.calls:
@@ -271,7 +281,7 @@ class Builder:
         item = Any if node.returns is inspect.Parameter.empty else node.returns
         return NodeRef(node_id, list.__class_getitem__(item))
 
-    def add_workflow(self, workflow: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeRef:
+    def add_workflow(self, workflow: W, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeRef:
         node_id = self._unique(workflow.name)
         where = f"workflow {self.name!r}, sub-workflow {node_id!r}"
         when = kwargs.pop("when", None)

@@ -9,7 +9,7 @@ bounded whatever the size. Every box carries a ``<title>`` tooltip with the full
 
 Example::
 
-    from autoflow.notebook.svg import dag_svg
+    from autoflow.draw import dag_svg
 
     svg = dag_svg(etl.graph, title="etl")                          # structure only
     svg = dag_svg(etl.graph, {n.id: n.status for n in info.nodes.values()})  # coloured

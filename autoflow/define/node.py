@@ -22,9 +22,9 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from pydantic import TypeAdapter, ValidationError
 
 from autoflow.context import Context
+from autoflow.define.registry import Registry, default_registry
 from autoflow.errors import InputError, WorkflowError
 from autoflow.models import TriggerRule
-from autoflow.registry import Registry, default_registry
 
 if typing.TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -407,11 +407,11 @@ def node(
     trigger: str = "all_success",
     rate_limit: str | tuple[str, str] | None = None,
     concurrency: int | None = None,
-    registry: Registry | None = None,
+    registry: Registry[Any, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
-def node(fn: Callable[..., Any] | None = None, /, *, registry: Registry | None = None, **options: Any) -> Any:
+def node(fn: Callable[..., Any] | None = None, /, *, registry: Registry[Any, Any] | None = None, **options: Any) -> Any:
     """Mark a function as a workflow node: ``@af.node`` or ``@af.node(retries=3, ...)``.
 
     Options: ``name`` (node id in graphs; also the registry key when given), ``type``
