@@ -19,10 +19,11 @@ LAYERS: list[set[str]] = [
     {"codec"},
     {"context", "draw"},
     {"define"},
+    {"nodes"},  # built-in nodes: ordinary @node functions; their I/O comes through af.Context
     {"store"},
     {"engine"},
-    {"nodes"},
-    {"client", "triggers"},
+    {"triggers"},  # schedules, database listeners, webhook verification: start runs via a callback
+    {"client"},
     {"notebook", "server"},
     {"cli"},
     {"__init__"},
