@@ -196,17 +196,24 @@ class Client:
         user_id: str | None = None,
         organization_id: str | None = None,
         trigger_data: Any = None,
+        trigger: str | None = None,
         idempotency_key: str | None = None,
         display: bool = False,
         **kwargs: Any,
     ) -> Run:
         """Start a run and return at once. Inputs are validated first: a bad input raises
-        :class:`InputError` and nothing is stored or queued."""
+        :class:`InputError` and nothing is stored or queued.
+
+        ``trigger`` names what started the run (``manual``, ``webhook``, ``schedule``,
+        ``database``, ...; default ``webhook`` when ``trigger_data`` is given, else
+        ``manual``); ``trigger_data`` is what the trigger carried (JSON)."""
         wf = self.registry.workflow(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, Workflow):
             raise TypeError(f"execute() needs an af.Workflow or a registered name, got {workflow!r}")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InputError(f"priority must be an int, got {priority!r}")
+        if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier()):
+            raise InputError(f"trigger must be a word like 'manual', 'webhook' or 'schedule', got {trigger!r}")
         clash = set(inputs or {}) & set(kwargs)
         if clash:
             raise InputError(f"input(s) {sorted(clash)} given both in inputs= and as keywords")
@@ -228,7 +235,7 @@ class Client:
             priority=priority,
             user_id=user_id,
             organization_id=organization_id,
-            trigger="webhook" if trigger_data is not None else "manual",
+            trigger=trigger or ("webhook" if trigger_data is not None else "manual"),
             trigger_data=trigger_json,
             idempotency_key=idempotency_key,
         )

@@ -16,10 +16,10 @@ from typing import Any
 from autoflow.context import Context, Defer
 from autoflow.define.building import Ref
 from autoflow.define.node import Node, NodeOptions
-from autoflow.define.registry import Registry
+from autoflow.define.registry import builtin_registry
 from autoflow.errors import WorkflowError
 
-__all__ = ["BUILTINS", "DELAY_TYPE", "delay", "resolve_node"]
+__all__ = ["DELAY_TYPE", "delay"]
 
 DELAY_TYPE = "autoflow.delay"
 
@@ -39,14 +39,7 @@ def _delay(ctx: Context, value: Any = None, seconds: float | None = None, until:
 
 
 _delay_node: Node[Any, Any] = Node(_delay, NodeOptions(name="delay", type=DELAY_TYPE, retries=0))
-
-#: Nodes every worker knows without importing anything.
-BUILTINS: dict[str, Node[Any, Any]] = {DELAY_TYPE: _delay_node}
-
-
-def resolve_node(registry: Registry[Any, Any], key: str) -> Node[Any, Any]:
-    """The node of ``key``: a built-in, else the registry's (NotFoundError says how to fix)."""
-    return BUILTINS.get(key) or registry.node(key)
+builtin_registry().add_node(_delay_node)
 
 
 def delay(value: Any = None, *, seconds: float | None = None, until: datetime | None = None) -> Any:

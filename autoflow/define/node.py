@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from pydantic import TypeAdapter, ValidationError
 
 from autoflow.context import Context
-from autoflow.define.registry import Registry, default_registry
+from autoflow.define.registry import Registry, builtin_registry, default_registry
 from autoflow.errors import InputError, WorkflowError
 from autoflow.models import TriggerRule
 
@@ -33,7 +33,7 @@ if typing.TYPE_CHECKING:
 else:
     P = TypeVar("P")
 
-__all__ = ["Backoff", "Node", "NodeOptions", "Param", "RateLimit", "node"]
+__all__ = ["Backoff", "Node", "NodeOptions", "Param", "RateLimit", "node", "resolve_node"]
 
 R = TypeVar("R")
 
@@ -384,6 +384,14 @@ class Node(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Node {self.key}>"
+
+
+def resolve_node(registry: Registry[Any, Any], key: str) -> Node[Any, Any]:
+    """The node of type ``key``: a built-in (:func:`builtin_registry`), else the one in
+    ``registry`` (NotFoundError says how to make it known)."""
+    builtins = builtin_registry()
+    found: Node[Any, Any] = builtins.node(key) if builtins.has_node(key) else registry.node(key)
+    return found
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from autoflow.errors import NotFoundError, WorkflowError
 
-__all__ = ["Registry", "default_registry"]
+__all__ = ["Registry", "builtin_registry", "default_registry"]
 
 
 class _Keyed(Protocol):
@@ -123,3 +123,13 @@ def default_registry() -> Registry[Any, Any]:
         if _default is None:
             _default = Registry()
         return _default
+
+
+_builtins: Registry[Any, Any] = Registry()
+
+
+def builtin_registry() -> Registry[Any, Any]:
+    """The nodes every worker knows without importing user code (``af.delay`` and the
+    node library), registered with ``@af.node(type="...", registry=builtin_registry())``.
+    Node types resolve here first, then in the user's registry."""
+    return _builtins

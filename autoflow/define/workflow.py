@@ -28,8 +28,7 @@ from autoflow.define.definition import (
     parse_definition,
     sorted_json,
 )
-from autoflow.define.delay import resolve_node
-from autoflow.define.node import Node, current_builder
+from autoflow.define.node import Node, current_builder, resolve_node
 from autoflow.define.registry import Registry, default_registry
 from autoflow.define.schema import check_json_schema
 from autoflow.draw import dag_svg
@@ -40,7 +39,7 @@ __all__ = ["RESERVED_INPUTS", "Workflow", "WorkflowRegistry", "workflow"]
 
 #: Options of ``Client.execute``; a workflow parameter may not use these names.
 RESERVED_INPUTS = frozenset(
-    {"priority", "user_id", "organization_id", "trigger_data", "idempotency_key", "display", "inputs"}
+    {"priority", "user_id", "organization_id", "trigger", "trigger_data", "idempotency_key", "display", "inputs"}
 )
 
 

@@ -20,8 +20,7 @@ from typing import Any
 from autoflow import codec
 from autoflow.context import Context, Defer, LogBuffer, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
-from autoflow.define.delay import resolve_node
-from autoflow.define.node import Node
+from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
