@@ -143,6 +143,7 @@ def _lat_summary(engine: list[float], observed: list[float]) -> dict[str, Any]:
         "max_ms": max(engine) * 1000,
         "observed_p50_ms": pct(observed, 50) * 1000,
         "observed_p95_ms": pct(observed, 95) * 1000,
+        "observed_all": observed,
     }
 
 

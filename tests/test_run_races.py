@@ -15,7 +15,6 @@ import autoflow as af
 from autoflow import codec
 from autoflow.engine.subflows import SubFlows
 from autoflow.models import NodeStatus, RunStatus
-from autoflow.store import redis as redis_module
 from autoflow.store.base import NewRun, NodeSeed, Store
 from autoflow.store.redis import RedisStore
 from tests.resources.dags import add
@@ -213,7 +212,7 @@ def test_a_worker_whose_clock_is_late_keeps_its_lease(
         run_id = _new_run(store)
         store.admit(10)
         late = time.time
-        monkeypatch.setattr(redis_module.time, "time", lambda: late() - 20)  # this worker is 20 s late
+        monkeypatch.setattr(time, "time", lambda: late() - 20)  # this worker's clock is 20 s late
         assert store.claim(run_id, "a", 1, "tok", 15) is not None
         assert not store.heartbeat([(run_id, "a", "tok")], 15).lost
         monkeypatch.undo()

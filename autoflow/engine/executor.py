@@ -35,12 +35,15 @@ from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Claim, Progress, Ready, Store
 from autoflow.templates import resolve_template
 
-__all__ = ["Executor"]
+__all__ = ["CONTINUE_FOR", "Executor"]
 
 log = logging.getLogger("autoflow.executor")
 
-#: A store transition that records a node's outcome, run once the node let go of its lease.
-Settle = Callable[[], Progress]
+#: A store transition that records a node's outcome, run once the node let go of its lease;
+#: given a token, a completion may claim the next ready node with it (a continuation).
+Settle = Callable[[str | None], Progress]
+#: Seconds one message may go on running the nodes its completions make ready.
+CONTINUE_FOR = 0.05
 
 #: Results of map items read per store call when a map gathers them.
 _GATHER_PAGE = 1000
@@ -146,12 +149,27 @@ class Executor:
 
     # -- one message -----------------------------------------------------------------------
     def run_node(self, run_id: str, node_id: str, attempt: int) -> None:
-        """Handle one ``(run_id, node_id, attempt)`` message; never raises for node errors."""
+        """Handle one ``(run_id, node_id, attempt)`` message; never raises for node errors.
+
+        Completing a node may hand this worker the next ready node, already claimed (a
+        continuation): it runs it at once, without a queue round trip, for up to
+        ``CONTINUE_FOR`` seconds of one message; after that (or when the worker stops) the
+        next nodes go through the queue like any other, so no run monopolises a worker."""
         token = codec.new_id()
         claim = self.store.claim(run_id, node_id, attempt, token, self.lease)
         if claim is None:
             log.debug("stale or paused message %s/%s#%d dropped", run_id, node_id, attempt)
             return
+        until = time.monotonic() + CONTINUE_FOR
+        while claim is not None:
+            next_token = codec.new_id() if time.monotonic() < until and not self.stopping() else None
+            claim = self._run_claim(claim, token, next_token)
+            token = next_token or ""
+
+    def _run_claim(self, claim: Claim, token: str, next_token: str | None) -> Claim | None:
+        """Execute one claimed node and record its outcome; returns the next claim, if the
+        store handed one over (``next_token``)."""
+        run_id, node_id = claim.run_id, claim.node_id
         logs = LogBuffer()
         cancel = threading.Event()
         self.tracker.track(run_id, node_id, token, cancel, logs, self.invoker.interrupt)
@@ -161,20 +179,21 @@ class Executor:
             # Stop the heartbeat before recording the outcome: after the transition the
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
-        progress = self._record(settle, run_id, node_id, token)
+        progress = self._record(settle, run_id, node_id, token, next_token)
         if not progress.accepted and not lost:
-            log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, attempt)
+            log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, claim.attempt)
         elif not progress.accepted:
-            log.info("result of %s/%s#%d discarded (claim lost or cancelled meanwhile)", run_id, node_id, attempt)
+            log.info("result of %s/%s#%d discarded (claim lost or cancelled meanwhile)", run_id, node_id, claim.attempt)
         self.after(progress, run_id)
+        return progress.claim
 
-    def _record(self, settle: Settle, run_id: str, node_id: str, token: str) -> Progress:
+    def _record(self, settle: Settle, run_id: str, node_id: str, token: str, next_token: str | None) -> Progress:
         """Run the transition that records the outcome. If the store refuses what the node
         produced (a value it cannot encode), record that as the node's failure instead, so a
         node never loops through retries and lost leases; an unreachable store is not such a
         failure (the lease lapses and the node runs again once it is back)."""
         try:
-            return settle()
+            return settle(next_token)
         except BackendError:
             raise
         except Exception as exc:
@@ -183,6 +202,11 @@ class Executor:
             )
             note = log_record(LogLevel.ERROR, f"failed: {problem}", node_id)
             return self.store.fail(run_id, node_id, token, codec.error_info(problem, node_id), None, [note])
+
+    def _complete(
+        self, run_id: str, node_id: str, token: str, output: str, logs: list[dict[str, Any]], next_token: str | None
+    ) -> Progress:
+        return self.store.complete(run_id, node_id, token, output, logs, next_token, self.lease)
 
     def _abandon(self, run_id: str, node_id: str, token: str) -> None:
         """The watchdog's verdict on a node that ignores its run's cancellation."""
@@ -220,7 +244,7 @@ class Executor:
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
             if spec.workflow is not None:
                 child = self.subflows.prepare_child(claim, spec, values)
-                return partial(self.subflows.start_child, claim, token, child, self.send)
+                return _once(self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
                 if claim.gather is not None:
                     return self._gather(claim, token, claim.gather, logs)
@@ -251,13 +275,13 @@ class Executor:
             output = self._output(value, node_id, node_id in plan.conditions)
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
-            return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
+            return _once(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled as exc:
             still_running = getattr(exc, "still_running", None)
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
                 return self._failed(claim, token, spec, exc, logs, cancel)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
-            return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
+            return _once(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             still_running = getattr(exc, "still_running", None)
             return self._failed(claim, token, spec, exc, logs, cancel)
@@ -274,7 +298,7 @@ class Executor:
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
-        return partial(self.store.complete, run_id, node_id, token, output, [*logs.drain(), done])
+        return partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done])
 
     def _output(self, value: Any, node_id: str, is_condition: bool) -> str:
         """The node's output as JSON text, or OutputError naming the node and the problem."""
@@ -305,7 +329,7 @@ class Executor:
             )
             for i, item in enumerate(items)
         ]
-        return partial(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
+        return _once(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
 
     def _gather(self, claim: Claim, token: str, count: int, logs: LogBuffer) -> Settle:
         """Every item of a map is done: its output is their results, read in pages."""
@@ -322,7 +346,7 @@ class Executor:
             parts += page
         done = log_record(LogLevel.INFO, f"gathered the results of {count} item(s)", claim.node_id, trusted=True)
         output = "[" + ",".join(parts) + "]"
-        return partial(self.store.complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
+        return partial(self._complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
 
     def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
         """Rate limit and concurrency: a node over its limit goes back to the queue with a
@@ -342,7 +366,7 @@ class Executor:
             return None
         note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
         until = time.time() + wait
-        return partial(self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note])
+        return _once(self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note])
 
     def _failed(
         self,
@@ -369,4 +393,9 @@ class Executor:
             closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
-        return partial(self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
+        return _once(self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
+
+
+def _once(fn: Callable[..., Progress], *args: Any) -> Settle:
+    """A transition that never continues with another node (it ignores the token)."""
+    return lambda _next_token: fn(*args)

@@ -107,11 +107,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class Progress:
-    """The outcome of a transition: was it accepted, what to enqueue, did the run end."""
+    """The outcome of a transition: was it accepted, what to enqueue, did the run end, and
+    (a completion asked to continue) the next node, already claimed for the same worker."""
 
     accepted: bool
     ready: list[Ready] = field(default_factory=list)
     finished: RunStatus | None = None
+    claim: Claim | None = None
 
 
 @dataclass(frozen=True)
@@ -187,11 +189,21 @@ class Store(Protocol):
         cancelled) or the node is not waiting for this attempt."""
 
     def complete(
-        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        output_json: str,
+        logs: Sequence[dict[str, Any]],
+        next_token: str | None = None,
+        lease: float = 0.0,
     ) -> Progress:
         """Running → completed (fenced by ``token``): store the output (JSON text, already
         checked by the caller), settle the children and return those that became ready;
-        end the run if nothing is left."""
+        end the run if nothing is left. With ``next_token``, the first node that became
+        ready is claimed at once for the caller (``Progress.claim``, held by that token for
+        ``lease`` seconds) instead of being returned as a message: a worker runs a chain
+        without a queue round trip per node."""
 
     def fail(
         self,

@@ -1,4 +1,12 @@
-"""Redis store, the read side: snapshots, history, logs and stats; shared helpers."""
+"""Redis store, the read side: snapshots, history, logs and stats; shared helpers.
+
+Layout of one run (every key carries the hash tag ``{run_id}``; see lua/lib.lua):
+``run`` (hash: the run's fields and counters), ``ns`` (hash: one packed state per node and
+map item), ``topo`` (hash: one packed place in the graph per node), ``out``/``err``
+(hashes: outputs, errors), ``lease``/``due`` (zsets: running leases, queued messages),
+``logs`` (list), ``done`` (stream: one entry when the run ends), ``order`` (list of node
+ids) and ``iv`` (hash: map item values).
+"""
 
 from __future__ import annotations
 
@@ -28,12 +36,24 @@ from autoflow.models import (
 from autoflow.store.sqlite_reads import first_error
 from autoflow.templates import resolve_template
 
-__all__ = ["RUN_KEYS", "RedisReads"]
+__all__ = ["RUN_KEYS", "RedisReads", "State"]
 
 #: The keys of one run, in the order the Lua scripts expect them (see lua/lib.lua).
-RUN_KEYS = ("run", "st", "att", "cnt", "topo", "own", "lease", "due", "tm", "out", "err", "logs", "done", "order", "iv")
+RUN_KEYS = ("run", "ns", "topo", "out", "err", "lease", "due", "logs", "done", "order", "iv")
+RUN, NS, TOPO, OUT, ERR, LEASE, DUE, LOGS, DONE, ORDER, IV = range(len(RUN_KEYS))
 _FINISHED = {s.value for s in RunStatus if s.finished}
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Positions in a node's packed state (a field of ``ns``; mirrors lua/lib.lua)."""
+
+    ST, ATT, OWN, STARTED, FINISHED, STALL, WAKE, CHILD, OK, FAIL, SKIP, HANDLED, NITEMS, NEXT, DONE = range(15)
+
+    @staticmethod
+    def parse(raw: Any) -> list[str]:
+        parts = _s(raw).split("|") if raw is not None else ["pending", "1"]
+        return parts + [""] * (15 - len(parts))
 
 
 def _guard(method: F) -> F:
@@ -53,6 +73,10 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _f(value: Any) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
 class RedisReads:
     """Queries of :class:`~autoflow.store.redis.RedisStore` that change nothing."""
 
@@ -68,50 +92,50 @@ class RedisReads:
 
     @_guard
     def run_status(self, run_id: str) -> RunStatus | None:
-        status = self.r.hget(self._keys(run_id)[0], "status")
+        status = self.r.hget(self._keys(run_id)[RUN], "status")
         return None if status is None else RunStatus(_s(status))
 
     @_guard
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
-        run, node = self.r.hmget(self._keys(run_id)[0], "parent_run", "parent_node")
+        run, node = self.r.hmget(self._keys(run_id)[RUN], "parent_run", "parent_node")
         return (_s(run), _s(node)) if run and node else None
 
     @_guard
     def get_run(self, run_id: str) -> RunInfo | None:
-        k = dict(zip(RUN_KEYS, self._keys(run_id), strict=True))
-        run: dict[str, str] = self.r.hgetall(k["run"])  # type: ignore[assignment]  # decode_responses
-        order = [_s(n) for n in self.r.lrange(k["order"], 0, -1)]
+        keys = self._keys(run_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys[RUN])
+        pipe.lrange(keys[ORDER], 0, -1)
+        run, order = pipe.execute()
         if not run:
             return None
+        order = [_s(n) for n in order]
         # Only the run's own nodes: the items of a big .map are not read here.
         pipe = self.r.pipeline(transaction=False)
-        for name in ("st", "att", "out", "err"):
-            pipe.hmget(k[name], order)
-        pipe.hmget(k["topo"], [f"{n}|t" for n in order])
-        pipe.hmget(k["cnt"], [f"{n}|{f}" for n in order for f in ("stall", "h", "n", "done")])
-        pipe.hmget(k["tm"], [f"{n}|{f}" for n in order for f in ("s", "f", "c")])
-        st, att, out, err, types, cnt, tm = pipe.execute()
+        for index in (NS, OUT, ERR, TOPO):
+            pipe.hmget(keys[index], order)
+        states, outs, errs, topos = pipe.execute() if order else ([], [], [], [])
         nodes = {}
         unhandled = []
         for i, node_id in enumerate(order):
-            stall, handled, n_items, done = cnt[4 * i : 4 * i + 4]
-            started, finished, child = tm[3 * i : 3 * i + 3]
-            status = NodeStatus(st[i] or "pending")
-            if status is NodeStatus.FAILED and not handled:
+            s = State.parse(states[i])
+            status = NodeStatus(s[State.ST] or "pending")
+            if status is NodeStatus.FAILED and s[State.HANDLED] != "1":
                 unhandled.append(node_id)
+            kind = _s(topos[i]).split("|", 7)[-1] if topos[i] else ""
             nodes[node_id] = NodeInfo.model_construct(  # trusted data: skip validation (hot path)
                 id=node_id,
-                type=types[i] or "",
+                type=kind,
                 status=status,
-                attempt=int(att[i] or 1),
-                stall_count=int(stall or 0),
-                started_at=codec.from_ts(_f(started)),
-                finished_at=codec.from_ts(_f(finished)),
-                output=codec.loads(out[i]),
-                error=ErrorInfo.model_validate_json(err[i]) if err[i] else None,
-                items_total=int(n_items) if n_items is not None else None,
-                items_done=int(done or 0),
-                child_run_id=child,
+                attempt=int(s[State.ATT] or 1),
+                stall_count=int(s[State.STALL] or 0),
+                started_at=codec.from_ts(_f(s[State.STARTED])),
+                finished_at=codec.from_ts(_f(s[State.FINISHED])),
+                output=codec.loads(outs[i]),
+                error=ErrorInfo.model_validate_json(errs[i]) if errs[i] else None,
+                items_total=int(s[State.NITEMS]) if s[State.NITEMS] else None,
+                items_done=int(s[State.DONE] or 0),
+                child_run_id=s[State.CHILD] or None,
             )
         return self._run_info(run, nodes, unhandled)
 
@@ -158,7 +182,7 @@ class RedisReads:
             start += page
             pipe = self.r.pipeline(transaction=False)
             for run_id in ids:
-                pipe.hgetall(self._keys(run_id)[0])
+                pipe.hgetall(self._keys(run_id)[RUN])
             gone: list[str] = []
             for run_id, run in zip(ids, pipe.execute(), strict=True):
                 if not run:
@@ -172,7 +196,7 @@ class RedisReads:
 
     @_guard
     def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:
-        key = self._keys(run_id)[11]
+        key = self._keys(run_id)[LOGS]
         entries: list[LogEntry] = []
         start = max(0, since)
         while len(entries) < limit:
@@ -206,7 +230,7 @@ class RedisReads:
         for status in ("completed", "failed"):
             pipe.zcount(self._g(f"done:{status}"), now - self.retention, "+inf")
         for run_id in active:
-            pipe.hmget(self._keys(run_id)[0], "queued", "running", "n_ok", "failed", "status")
+            pipe.hmget(self._keys(run_id)[RUN], "queued", "running", "n_ok", "failed", "status")
         hours = math.ceil(self.retention / 3600)
         for h in range(hours + 1):
             pipe.hmget(self._g(f"nstat:{int(now // 3600) - h}"), "completed", "failed")
@@ -231,7 +255,3 @@ class RedisReads:
             workflow=QueueCounts(waiting=waiting, active=running_runs, completed=completed, failed=failed),
             node=node,
         )
-
-
-def _f(value: Any) -> float | None:
-    return float(value) if value not in (None, "") else None

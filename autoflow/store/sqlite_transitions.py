@@ -66,38 +66,44 @@ class SQLiteTransitions:
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
-            row = db.execute(
-                "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, n.n_items, r.priority,"
-                " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs, r.code, r.signature"
-                " FROM nodes n JOIN runs r ON r.id = n.run_id"
-                " WHERE n.run_id = ? AND n.node_id = ?",
-                (run_id, node_id),
-            ).fetchone()
-            if (
-                row is None
-                or row["status"] not in _WAITING
-                or row["attempt"] != attempt
-                or row["run_status"] != "running"
-                or row["cancel_requested"]
+            return self._claim(db, run_id, node_id, attempt, token, lease, now)
+
+    def _claim(
+        self, db: sqlite3.Connection, run_id: str, node_id: str, attempt: int, token: str, lease: float, now: float
+    ) -> Claim | None:
+        """Queued/retrying/waiting → running for this attempt, in the open transaction."""
+        row = db.execute(
+            "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, n.n_items, r.priority,"
+            " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs, r.code, r.signature"
+            " FROM nodes n JOIN runs r ON r.id = n.run_id"
+            " WHERE n.run_id = ? AND n.node_id = ?",
+            (run_id, node_id),
+        ).fetchone()
+        if (
+            row is None
+            or row["status"] not in _WAITING
+            or row["attempt"] != attempt
+            or row["run_status"] != "running"
+            or row["cancel_requested"]
+        ):
+            return None
+        db.execute(
+            "UPDATE nodes SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
+            " finished_at = NULL, due_at = NULL WHERE run_id = ? AND node_id = ?",
+            (token, now + lease, now, run_id, node_id),
+        )
+        db.execute("UPDATE runs SET running = running + 1 WHERE id = ?", (run_id,))
+        gather = row["n_items"] if row["map_of"] is None else None
+        parents = [] if gather is not None else json.loads(row["parents"])
+        values = {}
+        if parents:
+            marks = ",".join("?" * len(parents))
+            for r in db.execute(
+                f"SELECT node_id, status, output, error FROM nodes WHERE run_id = ? AND node_id IN ({marks})",
+                (run_id, *parents),
             ):
-                return None
-            db.execute(
-                "UPDATE nodes SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
-                " finished_at = NULL, due_at = NULL WHERE run_id = ? AND node_id = ?",
-                (token, now + lease, now, run_id, node_id),
-            )
-            db.execute("UPDATE runs SET running = running + 1 WHERE id = ?", (run_id,))
-            gather = row["n_items"] if row["map_of"] is None else None
-            parents = [] if gather is not None else json.loads(row["parents"])
-            values = {}
-            if parents:
-                marks = ",".join("?" * len(parents))
-                for r in db.execute(
-                    f"SELECT node_id, status, output, error FROM nodes WHERE run_id = ? AND node_id IN ({marks})",
-                    (run_id, *parents),
-                ):
-                    values[r["node_id"]] = _parent_value(r)
-            self._log(db, run_id, [engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)])
+                values[r["node_id"]] = _parent_value(r)
+        self._log(db, run_id, [engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)])
         return Claim(
             run_id,
             node_id,
@@ -133,7 +139,14 @@ class SQLiteTransitions:
 
     # -- outcomes --------------------------------------------------------------------------
     def complete(
-        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+        self,
+        run_id: str,
+        node_id: str,
+        token: str,
+        output_json: str,
+        logs: Sequence[dict[str, Any]],
+        next_token: str | None = None,
+        lease: float = 0.0,
     ) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
@@ -150,8 +163,15 @@ class SQLiteTransitions:
                 ready = self._item_done(db, run_id, row["priority"], row["map_of"], now)
             else:
                 ready = self._completed(db, run_id, row["priority"], node_id, row["rule"], row["parents"], now)
+            claim = None
+            now_ready = [r for r in ready if r.eta is None]
+            if next_token and now_ready:  # continue with the first ready node, in this transaction
+                first = now_ready[0]
+                claim = self._claim(db, run_id, first.node_id, first.attempt, next_token, lease, now)
+                if claim is not None:
+                    ready = [r for r in ready if r is not first]
             finished = self._maybe_finish(db, run_id, now)
-        return self._done(Progress(True, ready, finished))
+        return self._done(Progress(True, ready, finished, claim))
 
     def _completed(
         self,

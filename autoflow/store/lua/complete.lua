@@ -1,18 +1,28 @@
--- ARGV: node, token, output, now, retention_ms, nlogs, logs... Running -> completed.
-local node, token, now = ARGV[1], ARGV[2], server_now()
-if not held(node, token) then return {0} end
-push_logs(7, tonumber(ARGV[6]))
-redis.call('HSET', K.st, node, 'completed')
-redis.call('HSET', K.out, node, ARGV[3])
-redis.call('HDEL', K.err, node)
-release(node, now)
-local res = {1, ''}
+-- ARGV: node, token, output, retention_ms, continuation token ('' = none), its lease
+-- (seconds), nlogs, logs... Running -> completed (fenced by the token). With a
+-- continuation token the first node that becomes ready is claimed for the same worker
+-- (returned after the messages), so a chain costs one round trip per node.
+local node, token = ARGV[1], ARGV[2]
+local s = held(node, token)
+if not s then return {0} end
+load_run()
+local now = server_now()
+add_logs(8, tonumber(ARGV[7]))
 local m = map_of(node)
+if ARGV[5] ~= '' then
+  C = {token = ARGV[5], until_ = tonumber(now) + tonumber(ARGV[6]), known = {}}
+  if not m then C.known[node] = ARGV[3] end
+end
+redis.call('HSET', K.out, node, ARGV[3])
+if num(s[ATT]) > 1 then redis.call('HDEL', K.err, node) end
+release(node, s, 'completed', now)
+local res = {}
 if m then
-  redis.call('HINCRBY', K.run, 'running', -1)
+  bump('running', -1)
   item_done(m, now, res)
 else
-  completed(node, now, res)
+  completed(node, ARGV[3], now, res)
 end
-res[2] = maybe_finish(now, ARGV[5])
-return res
+local fin = maybe_finish(now, ARGV[4])
+save()
+return reply(fin, res)

@@ -1,18 +1,38 @@
 -- Shared helpers of autoflow's Redis scripts. Every script touches only the keys of one
 -- run (they share the hash tag {run_id}), passed in this order:
 local K = {
-  run = KEYS[1], st = KEYS[2], att = KEYS[3], cnt = KEYS[4], topo = KEYS[5], own = KEYS[6],
-  lease = KEYS[7], due = KEYS[8], tm = KEYS[9], out = KEYS[10], err = KEYS[11],
-  logs = KEYS[12], done = KEYS[13], order = KEYS[14], iv = KEYS[15],
+  run = KEYS[1], ns = KEYS[2], topo = KEYS[3], out = KEYS[4], err = KEYS[5], lease = KEYS[6],
+  due = KEYS[7], logs = KEYS[8], done = KEYS[9], order = KEYS[10], iv = KEYS[11],
 }
--- Items of a .map are fields "M[i]" of the same hashes; their item values live in K.iv.
+-- K.ns holds one field per node (and per map item "M[i]"): its state, '|'-separated, at
+-- these positions. K.topo holds one field per node: its place in the graph (TOPO below).
+local ST, ATT, OWN, STARTED, FINISHED, STALL, WAKE, CHILD, OK, FAIL, SKIP, HANDLED, NITEMS, NEXT, DONE =
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+local NFIELDS = 15
+local R_RULE, R_PRIO, R_WHEN, R_NP, R_PARENTS, R_CHILDREN, R_IPARENTS, R_TYPE = 1, 2, 3, 4, 5, 6, 7, 8
 
-local function split(s)
+local function split(s, sep, limit)
+  local t, start = {}, 1
+  if s == nil or s == false then return t end
+  while true do
+    if limit and #t == limit - 1 then t[#t + 1] = string.sub(s, start); return t end
+    local i = string.find(s, sep, start, true)
+    if not i then t[#t + 1] = string.sub(s, start); return t end
+    t[#t + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+local function csv(s)
   local t = {}
   if s and s ~= '' then
     for x in string.gmatch(s, '[^,]+') do t[#t + 1] = x end
   end
   return t
+end
+
+local function num(v)
+  return tonumber(v) or 0
 end
 
 -- The server's clock: scripts run one at a time, so times stamped with it follow the
@@ -22,16 +42,71 @@ local function server_now()
   return string.format('%d.%06d', t[1], t[2])
 end
 
-local function num(v)
-  return tonumber(v) or 0
-end
-
 -- The map node of an item "M[i]", or nil for a plain node.
 local function map_of(node)
   return string.match(node, '^(.+)%[%d+%]$')
 end
 
--- Mirror of autoflow.engine.planner.decide: 'ready', 'skip' or 'wait'.
+-- Node state ------------------------------------------------------------------------------
+local function blank_state()
+  return {'pending', '1', '', '', '', '0', '', '', '0', '0', '0', '0', '', '', ''}
+end
+
+local function get(node)
+  local raw = redis.call('HGET', K.ns, node)
+  if not raw then return nil end
+  local s = split(raw, '|')
+  for i = #s + 1, NFIELDS do s[i] = '' end
+  return s
+end
+
+local function put(node, s)
+  redis.call('HSET', K.ns, node, table.concat(s, '|'))
+end
+
+local TOPO = {}
+local function topo(node)
+  local t = TOPO[node]
+  if t == nil then
+    t = split(redis.call('HGET', K.topo, node) or 'all_success|0||0||||', '|', 8)
+    TOPO[node] = t
+  end
+  return t
+end
+
+-- Run state: read once per script, written once (what changed) ---------------------------
+local R = nil
+local function load_run()
+  local r = redis.call('HMGET', K.run, 'status', 'cancel', 'remaining', 'running', 'queued', 'n_ok', 'failed',
+    'priority', 'started_at')
+  R = {status = r[1], cancel = r[2] == '1', remaining = num(r[3]), running = num(r[4]), queued = num(r[5]),
+    n_ok = num(r[6]), failed = num(r[7]), priority = num(r[8]), started_at = r[9], dirty = false}
+  return R
+end
+
+local function bump(field, by)
+  R[field] = R[field] + by
+  R.dirty = true
+end
+
+local LOGS = {}
+local function log(now, level, message, node)
+  LOGS[#LOGS + 1] = cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node})
+end
+
+local function add_logs(first, count)
+  for i = first, first + count - 1 do LOGS[#LOGS + 1] = ARGV[i] end
+end
+
+local function save()
+  if R and R.dirty then
+    redis.call('HSET', K.run, 'remaining', R.remaining, 'running', R.running, 'queued', R.queued,
+      'n_ok', R.n_ok, 'failed', R.failed)
+  end
+  if #LOGS > 0 then redis.call('RPUSH', K.logs, unpack(LOGS)) end
+end
+
+-- Mirror of autoflow.store.rules.decide: 'ready', 'skip' or 'wait'.
 local function decide(rule, total, ok, fail, skip)
   local all = (ok + fail + skip) == total
   if rule == 'all_success' then
@@ -58,7 +133,7 @@ local function decide(rule, total, ok, fail, skip)
   return 'wait'
 end
 
--- Mirror of autoflow.engine.planner.skip_outcome.
+-- Mirror of autoflow.store.rules.skip_outcome.
 local function skip_outcome(rule, fail)
   if fail > 0 and (rule == 'all_success' or rule == 'none_failed' or rule == 'one_success') then
     return 'fail'
@@ -68,29 +143,8 @@ end
 
 local HANDLER = {one_failed = true, all_failed = true, all_done = true}
 
-local function rule_of(node)
-  return redis.call('HGET', K.topo, node .. '|r') or 'all_success'
-end
-
-local function log(now, level, message, node)
-  redis.call('RPUSH', K.logs, cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node}))
-end
-
-local function push_logs(first, count)
-  for i = first, first + count - 1 do redis.call('RPUSH', K.logs, ARGV[i]) end
-end
-
 local function prio(node)
-  local base = map_of(node) or node
-  return num(redis.call('HGET', K.run, 'priority')) + num(redis.call('HGET', K.topo, base .. '|pr'))
-end
-
--- What a child receives from a parent: output, error (failed) or nil (skipped).
-local function parent_value(node)
-  local st = redis.call('HGET', K.st, node)
-  if st == 'completed' then return redis.call('HGET', K.out, node) end
-  if st == 'failed' then return redis.call('HGET', K.err, node) end
-  return false
+  return R.priority + num(topo(map_of(node) or node)[R_PRIO])
 end
 
 -- Append a message (node, attempt, priority, eta) to a reply.
@@ -101,49 +155,137 @@ local function ready(res, node, attempt, eta)
   res[#res + 1] = eta or ''
 end
 
-local function queue(node, now, res)
-  redis.call('HSET', K.st, node, 'queued')
-  redis.call('ZADD', K.due, now, node)
-  redis.call('HINCRBY', K.run, 'queued', 1)
-  ready(res, node, num(redis.call('HGET', K.att, node)), '')
+-- What a child receives from a parent: output, error (failed) or false (skipped).
+-- `known` maps node -> output JSON the script already holds.
+local function parent_values(parents, known, res)
+  local need = {}
+  for _, p in ipairs(parents) do
+    if known[p] == nil then need[#need + 1] = p end
+  end
+  local states, outs, errs = {}, {}, {}
+  if #need > 0 then
+    states = redis.call('HMGET', K.ns, unpack(need))
+    outs = redis.call('HMGET', K.out, unpack(need))
+    errs = redis.call('HMGET', K.err, unpack(need))
+  end
+  local j = 0
+  for _, p in ipairs(parents) do
+    res[#res + 1] = p
+    if known[p] ~= nil then
+      res[#res + 1] = known[p]
+    else
+      j = j + 1
+      local st = states[j] and string.match(states[j], '^[^|]*') or ''
+      if st == 'completed' then res[#res + 1] = outs[j] or false
+      elseif st == 'failed' then res[#res + 1] = errs[j] or false
+      else res[#res + 1] = false end
+    end
+  end
 end
 
-local function skip(node, now)
-  redis.call('HSET', K.st, node, 'skipped')
-  redis.call('HSET', K.tm, node .. '|f', now)
-  redis.call('HINCRBY', K.run, 'remaining', -1)
+-- Claim data of `node` for a worker (the reply of claim.lua, also what a completion hands
+-- back when it continues with the next node): run facts, then (parent, value) pairs.
+local function claim_data(node, s, known, res)
+  local m = map_of(node)
+  local r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature')
+  local item = false
+  if m then item = redis.call('HGET', K.iv, node) end
+  local gather = ''
+  if not m and s[NITEMS] ~= '' then gather = s[NITEMS] end
+  res[#res + 1] = node
+  res[#res + 1] = s[ATT]
+  res[#res + 1] = r[1]
+  res[#res + 1] = r[2]
+  res[#res + 1] = r[3]
+  res[#res + 1] = m or ''
+  res[#res + 1] = item
+  res[#res + 1] = s[WAKE]
+  res[#res + 1] = R.priority
+  res[#res + 1] = r[4] or ''
+  res[#res + 1] = r[5] or ''
+  res[#res + 1] = gather
+  -- An item reads its map's other arguments, not the list it came from (O(1) per item); a
+  -- map node gathering its items reads no parent.
+  local t = topo(m or node)
+  local parents = t[R_PARENTS]
+  if m and t[R_IPARENTS] ~= '-' then parents = t[R_IPARENTS] end
+  if gather ~= '' then parents = '' end
+  parent_values(csv(parents), known, res)
+end
+
+-- Queued/retrying/waiting (or pending, when continued) -> running, held by `token`.
+local function take(node, s, token, until_, now)
+  s[ST] = 'running'
+  s[OWN] = token
+  s[STARTED] = now
+  s[FINISHED] = ''
+  put(node, s)
+  redis.call('ZADD', K.lease, until_, node)
+  bump('running', 1)
+  log(now, 'info', 'started (attempt ' .. s[ATT] .. ')', node)
+end
+
+-- A continuation: the worker that settled a node asks to run the next ready one itself
+-- (no queue round trip). C = {token, until, node, state} once taken.
+local C = nil
+
+local function queue(node, s, now, res)
+  if C and C.node == nil and R.status == 'running' and not R.cancel then
+    C.node, C.state = node, s
+    take(node, s, C.token, C.until_, now)
+    return
+  end
+  s[ST] = 'queued'
+  put(node, s)
+  redis.call('ZADD', K.due, now, node)
+  bump('queued', 1)
+  ready(res, node, s[ATT], '')
+end
+
+local function skip(node, s, now)
+  s[ST] = 'skipped'
+  s[FINISHED] = now
+  put(node, s)
+  bump('remaining', -1)
 end
 
 -- Tell the children of a finished node its outcome ('ok', 'fail', 'skip'); cascade skips.
 -- A child whose when= condition is this node is skipped when it returned the other bool.
-local function settle(node, outcome, now, res)
+-- `value` is the node's output JSON when the caller holds it.
+local function settle(node, outcome, value, now, res)
   local stack, outs = {node}, {outcome}
   while #stack > 0 do
     local parent, result = table.remove(stack), table.remove(outs)
-    for _, child in ipairs(split(redis.call('HGET', K.topo, parent .. '|c'))) do
-      if redis.call('HGET', K.st, child) == 'pending' then
-        local when = redis.call('HGET', K.topo, child .. '|w')
+    for _, child in ipairs(csv(topo(parent)[R_CHILDREN])) do
+      local cs = get(child)
+      if cs and cs[ST] == 'pending' then
+        local t = topo(child)
         local taken = true
-        if result == 'ok' and when and string.sub(when, 1, -3) == parent then
+        if result == 'ok' and t[R_WHEN] ~= '' and string.sub(t[R_WHEN], 1, -3) == parent then
           local wanted = 'false'
-          if string.sub(when, -1) == '1' then wanted = 'true' end
-          taken = redis.call('HGET', K.out, parent) == wanted
+          if string.sub(t[R_WHEN], -1) == '1' then wanted = 'true' end
+          local got = value
+          if parent ~= node or got == nil then got = redis.call('HGET', K.out, parent) end
+          taken = got == wanted
         end
         if not taken then
-          skip(child, now)
+          skip(child, cs, now)
           stack[#stack + 1] = child
           outs[#outs + 1] = 'skip'
         else
-          redis.call('HINCRBY', K.cnt, child .. '|' .. result, 1)
-          local c = redis.call('HMGET', K.cnt, child .. '|ok', child .. '|fail', child .. '|skip', child .. '|np')
-          local rule = rule_of(child)
-          local d = decide(rule, num(c[4]), num(c[1]), num(c[2]), num(c[3]))
+          local slot = OK
+          if result == 'fail' then slot = FAIL elseif result == 'skip' then slot = SKIP end
+          cs[slot] = tostring(num(cs[slot]) + 1)
+          local rule = t[R_RULE]
+          local d = decide(rule, num(t[R_NP]), num(cs[OK]), num(cs[FAIL]), num(cs[SKIP]))
           if d == 'ready' then
-            queue(child, now, res)
+            queue(child, cs, now, res)
           elseif d == 'skip' then
-            skip(child, now)
+            skip(child, cs, now)
             stack[#stack + 1] = child
-            outs[#outs + 1] = skip_outcome(rule, num(c[2]))
+            outs[#outs + 1] = skip_outcome(rule, num(cs[FAIL]))
+          else
+            put(child, cs)
           end
         end
       end
@@ -151,102 +293,131 @@ local function settle(node, outcome, now, res)
   end
 end
 
-local function release(node, now)
-  redis.call('HDEL', K.own, node)
+-- Running -> a final state: not running any more, lease gone.
+local function release(node, s, status, now)
+  s[ST] = status
+  s[OWN] = ''
+  s[FINISHED] = now
+  put(node, s)
   redis.call('ZREM', K.lease, node)
-  redis.call('HSET', K.tm, node .. '|f', now)
 end
 
 -- A node (not an item) completed: count it, mark the failures it handled, settle.
-local function completed(node, now, res)
-  redis.call('HINCRBY', K.run, 'running', -1)
-  redis.call('HINCRBY', K.run, 'remaining', -1)
-  redis.call('HINCRBY', K.run, 'n_ok', 1)
-  if HANDLER[rule_of(node)] then
-    for _, parent in ipairs(split(redis.call('HGET', K.topo, node .. '|p'))) do
-      if redis.call('HGET', K.st, parent) == 'failed' and redis.call('HSETNX', K.cnt, parent .. '|h', 1) == 1 then
-        redis.call('HINCRBY', K.run, 'failed', -1)
+local function completed(node, value, now, res)
+  bump('running', -1)
+  bump('remaining', -1)
+  bump('n_ok', 1)
+  if HANDLER[topo(node)[R_RULE]] then
+    for _, parent in ipairs(csv(topo(node)[R_PARENTS])) do
+      local ps = get(parent)
+      if ps and ps[ST] == 'failed' and ps[HANDLED] ~= '1' then
+        ps[HANDLED] = '1'
+        put(parent, ps)
+        bump('failed', -1)
       end
     end
   end
-  settle(node, 'ok', now, res)
+  settle(node, 'ok', value, now, res)
 end
 
-local function fail_node(node, error, now, res)
-  redis.call('HSET', K.st, node, 'failed')
+local function fail_node(node, s, error, now, res, was_running)
   redis.call('HSET', K.err, node, error)
-  release(node, now)
-  redis.call('HINCRBY', K.run, 'running', -1)
-  redis.call('HINCRBY', K.run, 'remaining', -1)
-  redis.call('HINCRBY', K.run, 'failed', 1)
+  release(node, s, 'failed', now)
+  if was_running then bump('running', -1) end
+  bump('remaining', -1)
+  bump('failed', 1)
   redis.call('HSETNX', K.run, 'first_error', node)
-  settle(node, 'fail', now, res)
+  settle(node, 'fail', nil, now, res)
 end
 
-local function cancel_node(node, now)
-  redis.call('HSET', K.st, node, 'cancelled')
-  release(node, now)
-  redis.call('HINCRBY', K.run, 'running', -1)
-  if not map_of(node) then redis.call('HINCRBY', K.run, 'remaining', -1) end
+local function cancel_node(node, s, now)
+  release(node, s, 'cancelled', now)
+  bump('running', -1)
+  if not map_of(node) then bump('remaining', -1) end
 end
 
 -- One item of map node m finished (completed, or failed under all_done): O(1). After the
 -- last one, the map node is queued again: its worker gathers the results in short reads
 -- and completes it (no script ever walks every item).
 local function item_done(m, now, res)
-  if redis.call('HGET', K.st, m) ~= 'running' then return end
-  local done = redis.call('HINCRBY', K.cnt, m .. '|done', 1)
-  local n, nxt = num(redis.call('HGET', K.cnt, m .. '|n')), num(redis.call('HGET', K.cnt, m .. '|next'))
+  local ms = get(m)
+  if not ms or ms[ST] ~= 'running' then return end
+  ms[DONE] = tostring(num(ms[DONE]) + 1)
+  local n, nxt = num(ms[NITEMS]), num(ms[NEXT])
+  local item_s, item = nil, nil
   if nxt < n then
-    redis.call('HINCRBY', K.cnt, m .. '|next', 1)
-    local item = m .. '[' .. nxt .. ']'
-    redis.call('HSET', K.att, item, 1)
-    queue(item, now, res)
+    ms[NEXT] = tostring(nxt + 1)
+    item = m .. '[' .. nxt .. ']'
+    item_s = blank_state()
   end
-  if done < n then return end
-  redis.call('HDEL', K.own, m)
-  redis.call('HINCRBY', K.run, 'running', -1)
-  queue(m, now, res)
+  if num(ms[DONE]) >= n then
+    ms[OWN] = ''
+    bump('running', -1)
+    queue(m, ms, now, res)
+  else
+    put(m, ms)
+  end
+  if item then queue(item, item_s, now, res) end
 end
 
-local function item_failed(m, item, error, now, res)
-  redis.call('HSET', K.st, item, 'failed')
+local function item_failed(m, item, s, error, now, res)
   redis.call('HSET', K.err, item, error)
-  release(item, now)
-  redis.call('HINCRBY', K.run, 'running', -1)
-  if rule_of(m) == 'all_done' then
+  release(item, s, 'failed', now)
+  bump('running', -1)
+  local ms = get(m)
+  if topo(m)[R_RULE] == 'all_done' then
     item_done(m, now, res)
-  elseif redis.call('HGET', K.st, m) == 'running' then
+  elseif ms and ms[ST] == 'running' then
     local prefix = m .. '['
     for _, other in ipairs(redis.call('ZRANGE', K.due, 0, -1)) do
       if string.sub(other, 1, #prefix) == prefix then
-        redis.call('HSET', K.st, other, 'cancelled')
+        local os = get(other)
+        if os then
+          os[ST] = 'cancelled'
+          put(other, os)
+        end
         redis.call('ZREM', K.due, other)
-        redis.call('HINCRBY', K.run, 'queued', -1)
+        bump('queued', -1)
       end
     end
-    fail_node(m, error, now, res)
+    fail_node(m, ms, error, now, res, true)
   end
 end
 
 -- End the run if no node can change any more; returns its final status or ''.
 local function maybe_finish(now, retention_ms)
-  local r = redis.call('HMGET', K.run, 'status', 'remaining', 'running', 'failed', 'cancel')
-  if r[1] ~= 'pending' and r[1] ~= 'running' and r[1] ~= 'paused' then return '' end
-  if num(r[2]) > 0 or num(r[3]) > 0 then return '' end
+  if R.status ~= 'pending' and R.status ~= 'running' and R.status ~= 'paused' then return '' end
+  if R.remaining > 0 or R.running > 0 then return '' end
   local status = 'completed'
-  if r[5] == '1' then status = 'cancelled' elseif num(r[4]) > 0 then status = 'failed' end
+  if R.cancel then status = 'cancelled' elseif R.failed > 0 then status = 'failed' end
+  R.status = status
   redis.call('HSET', K.run, 'status', status, 'finished_at', now)
   local level = 'error'
   if status == 'completed' then level = 'info' end
   log(now, level, 'run ' .. status, nil)
+  save()
+  LOGS, R.dirty = {}, false
   -- Waiters block on this stream with XREAD (a read command: read-only clients can wait).
   redis.call('XADD', K.done, 'MAXLEN', 1, '*', 'status', status)
   for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, retention_ms) end
   return status
 end
 
--- Fencing: the node must be running and held by this token.
+-- Fencing: the node must be running and held by this token. Returns its state or nil.
 local function held(node, token)
-  return redis.call('HGET', K.st, node) == 'running' and redis.call('HGET', K.own, node) == token
+  local s = get(node)
+  if s and s[ST] == 'running' and s[OWN] == token then return s end
+  return nil
+end
+
+-- The reply of a transition: {accepted, finished status or '', the run's completed and
+-- failed node counts (for the global stats when it finished), #messages, messages...,
+-- continuation claim...}.
+local function reply(finished, res)
+  local ok, failed = 0, 0
+  if R then ok, failed = R.n_ok, R.failed end
+  local out = {1, finished or '', ok, failed, #res / 4}
+  for _, v in ipairs(res) do out[#out + 1] = v end
+  if C and C.node then claim_data(C.node, C.state, C.known or {}, out) end
+  return out
 end

@@ -1,42 +1,56 @@
 -- ARGV: seconds ahead of the server's clock to look (0 but in tests), requeue_after (seconds),
--- max_stalls, retention_ms, crash message format,
--- resend limit (-1: no limit). Expired leases go back to queued (or fail as crashed); up to
--- `limit` queued nodes whose message is older than requeue_after are re-sent. Times are
--- the server's (leases are measured on it).
--- Reply: {status, finished status or '', stale nodes re-sent, messages (4 fields each)...}
-local now, max_stalls = string.format('%.6f', tonumber(server_now()) + tonumber(ARGV[1])), tonumber(ARGV[3])
+-- max_stalls, retention_ms, crash message format, resend limit (-1: no limit).
+-- Expired leases go back to queued (or fail as crashed); up to `limit` queued nodes whose
+-- message is older than requeue_after are re-sent. Times are the server's.
+-- Reply: {status, finished status or '', completed and failed node counts, stale nodes
+-- re-sent, messages (4 fields each)...}
+load_run()
+if not R.status then return {'gone', '', 0, 0, 0} end
+if R.status ~= 'running' and R.status ~= 'paused' then return {R.status, '', R.n_ok, R.failed, 0} end
+local now = string.format('%.6f', tonumber(server_now()) + tonumber(ARGV[1]))
+local max_stalls = tonumber(ARGV[3])
 local requeue_before = tonumber(now) - tonumber(ARGV[2])
-local status = redis.call('HGET', K.run, 'status')
-if not status then return {'gone', '', 0} end
-if status ~= 'running' and status ~= 'paused' then return {status, '', 0} end
-local res = {status, '', 0}
-local cancel = redis.call('HGET', K.run, 'cancel') == '1'
+local res = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.lease, '-inf', '(' .. now)) do
-  local stalls = redis.call('HINCRBY', K.cnt, node .. '|stall', 1)
-  if cancel then
-    cancel_node(node, now)
-  elseif stalls > max_stalls then
-    log(now, 'error', 'worker lost ' .. stalls .. ' time(s); node failed as crashed', node)
-    local err = cjson.encode({type = 'WorkerCrashed', message = string.format(ARGV[5], node, stalls),
-                              traceback = '', node_id = node})
-      fail_node(node, err, now, res)
+  local s = get(node)
+  if not s or s[ST] ~= 'running' then
+    redis.call('ZREM', K.lease, node)
   else
-    release(node, now)
-    redis.call('HDEL', K.tm, node .. '|f')
-    redis.call('HSET', K.st, node, 'queued')
-    redis.call('ZADD', K.due, now, node)
-    redis.call('HINCRBY', K.run, 'running', -1)
-    redis.call('HINCRBY', K.run, 'queued', 1)
-    log(now, 'warn', 'worker lost (lease expired); re-queued (stall ' .. stalls .. ')', node)
-    ready(res, node, num(redis.call('HGET', K.att, node)), '')
+    local stalls = num(s[STALL]) + 1
+    s[STALL] = tostring(stalls)
+    if R.cancel then
+      cancel_node(node, s, now)
+    elseif stalls > max_stalls then
+      log(now, 'error', 'worker lost ' .. stalls .. ' time(s); node failed as crashed', node)
+      local err = cjson.encode({type = 'WorkerCrashed', message = string.format(ARGV[5], node, stalls),
+                                traceback = '', node_id = node})
+      local m = map_of(node)
+      if m then item_failed(m, node, s, err, now, res) else fail_node(node, s, err, now, res, true) end
+    else
+      s[ST] = 'queued'
+      s[OWN] = ''
+      s[FINISHED] = ''
+      put(node, s)
+      redis.call('ZREM', K.lease, node)
+      redis.call('ZADD', K.due, now, node)
+      bump('running', -1)
+      bump('queued', 1)
+      log(now, 'warn', 'worker lost (lease expired); re-queued (stall ' .. stalls .. ')', node)
+      ready(res, node, s[ATT], '')
+    end
   end
 end
-if status == 'running' and not cancel and tonumber(ARGV[6]) ~= 0 then
+local resent = 0
+if R.status == 'running' and not R.cancel and tonumber(ARGV[6]) ~= 0 then
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', '(' .. requeue_before, 'LIMIT', 0, ARGV[6])) do
+    local s = get(node)
     redis.call('ZADD', K.due, now, node)
-    ready(res, node, num(redis.call('HGET', K.att, node)), '')
-    res[3] = res[3] + 1
+    ready(res, node, (s and s[ATT]) or '1', '')
+    resent = resent + 1
   end
 end
-res[2] = maybe_finish(now, ARGV[4])
-return res
+local fin = maybe_finish(now, ARGV[4])
+save()
+local out = {R.status, fin, R.n_ok, R.failed, resent}
+for _, v in ipairs(res) do out[#out + 1] = v end
+return out

@@ -1,16 +1,21 @@
--- ARGV: (unused). Start an admitted run: pending -> running, roots queued.
+-- ARGV: (none). Start an admitted run: pending -> running, roots queued.
 -- Reply: {'started', messages...}, or {status, '1' if it started earlier else '0'}.
-local r = redis.call('HMGET', K.run, 'status', 'started_at')
-if r[1] ~= 'pending' then
+load_run()
+if R.status ~= 'pending' then
   local started = '0'
-  if r[2] then started = '1' end
-  return {r[1] or 'gone', started}
+  if R.started_at then started = '1' end
+  return {R.status or 'gone', started}
 end
 local now = server_now()
 redis.call('HSET', K.run, 'status', 'running', 'started_at', now)
+R.status = 'running'
 log(now, 'info', 'run started', nil)
-local res = {'started'}
-for _, node in ipairs(split(redis.call('HGET', K.run, 'roots'))) do
-  if redis.call('HGET', K.st, node) == 'pending' then queue(node, now, res) end
+local res = {}
+for _, node in ipairs(csv(redis.call('HGET', K.run, 'roots'))) do
+  local s = get(node)
+  if s and s[ST] == 'pending' then queue(node, s, now, res) end
 end
-return res
+save()
+local out = {'started'}
+for _, v in ipairs(res) do out[#out + 1] = v end
+return out
