@@ -25,7 +25,7 @@ from pydantic import Field
 from autoflow.context import Context
 from autoflow.define.node import node
 from autoflow.define.registry import builtin_registry
-from autoflow.nodes.sandbox import Limits, run_code
+from autoflow.nodes.sandbox import Limits, SandboxError, run_code
 
 __all__ = ["CODE_EXECUTION_TYPE", "code_execution"]
 
@@ -71,15 +71,24 @@ def code_execution(
         network=network,
         allowed_modules=tuple(allowed_modules or ()),
     )
-    outcome = run_code(code, data, limits, cancelled=lambda: ctx.cancelled, time_limit=ctx.time_remaining)
+    try:
+        outcome = run_code(code, data, limits, cancelled=lambda: ctx.cancelled, time_limit=ctx.time_remaining)
+    except SandboxError as exc:
+        _log_printed(ctx, exc.stdout)  # what it printed before failing helps to see why
+        raise
     if not outcome.sandboxed:
         ctx.log.warn("the code ran WITHOUT a sandbox: AUTOFLOW_ALLOW_UNSANDBOXED_CODE is set and bwrap is unusable")
-    lines = outcome.stdout.splitlines()
-    for line in lines[:_MAX_LOG_LINES]:
-        ctx.log.info(line)
-    if len(lines) > _MAX_LOG_LINES:
-        ctx.log.info(f"[... {len(lines) - _MAX_LOG_LINES} more printed lines not logged]")
+    _log_printed(ctx, outcome.stdout)
     if outcome.stderr.strip():
         ctx.log.warn("the code wrote to stderr", data={"stderr": outcome.stderr[-4000:]})
     ctx.log.debug(f"sandboxed call: {outcome.duration * 1000:.0f} ms wall, {outcome.cpu_time * 1000:.0f} ms CPU")
     return outcome.value
+
+
+def _log_printed(ctx: Context, printed: str) -> None:
+    """One info line per printed line, at most 200 (secrets are redacted by the logger)."""
+    lines = printed.splitlines()
+    for line in lines[:_MAX_LOG_LINES]:
+        ctx.log.info(line)
+    if len(lines) > _MAX_LOG_LINES:
+        ctx.log.info(f"[... {len(lines) - _MAX_LOG_LINES} more printed lines not logged]")

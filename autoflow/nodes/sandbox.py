@@ -86,7 +86,10 @@ _ENVELOPE = 256 * 1024  # room for captured print output and tracebacks around t
 
 
 class SandboxError(AutoflowError):
-    """The sandbox could not run the code or ended it; base of the errors below."""
+    """The sandbox could not run the code or ended it; base of the errors below.
+    ``stdout`` holds what the code printed before it failed, when it said."""
+
+    stdout: str = ""
 
 
 class SandboxUnavailable(SandboxError):
@@ -464,7 +467,9 @@ def _outcome(ended: Ended, limits: Limits, sandboxed: bool, duration: float) -> 
         cpu = float(cpu) if isinstance(cpu, (int, float)) else 0.0
         return CodeResult(reply.get("result"), str(reply.get("stdout", "")), stderr, sandboxed, duration, cpu)
     if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
-        raise _code_error(reply["error"])
+        error = _code_error(reply["error"])
+        error.stdout = str(reply.get("stdout", ""))
+        raise error
     tail = codec.redact_text(stderr[-2000:]).strip()
     code = ended.returncode
     if sandboxed and code == 1 and stderr.startswith("bwrap:"):

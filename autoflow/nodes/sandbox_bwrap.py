@@ -132,8 +132,13 @@ def drop_root_argv(bwrap: str, setpriv: str, sources: Sequence[str]) -> list[str
     that shows the host paths the sandbox binds (every directory above them traversable,
     e.g. an interpreter under ``/root``), then ``setpriv`` to the real user ``nobody`` with
     no capabilities. The sandbox then runs as ``nobody`` outside its namespace too, so
-    ``RLIMIT_NPROC`` applies (the kernel exempts uid 0) and an escape lands on ``nobody``."""
-    args = [bwrap, "--die-with-parent"]
+    ``RLIMIT_NPROC`` applies (the kernel exempts uid 0) and an escape lands on ``nobody``.
+
+    Death with the worker must cross the change of user: a parent-death signal is sent
+    with the dying parent's credentials, and bwrap's monitor (root without capabilities)
+    may not signal ``nobody``. So a shell holding CAP_KILL stays between the two: it dies
+    with the outer bwrap (same user), and the inner bwrap dies with it."""
+    args = [bwrap, "--die-with-parent", "--cap-add", "CAP_KILL"]
     _top_level(args)
     made: set[str] = set()
     shown: list[str] = []
@@ -150,5 +155,7 @@ def drop_root_argv(bwrap: str, setpriv: str, sources: Sequence[str]) -> list[str
         args += ["--ro-bind", source, source]
     # The sandbox mounts a new /proc, which the kernel allows only where a full one is visible.
     args += ["--bind", "/proc", "/proc", "--dev", "/dev", "--size", str(1 << 20), "--tmpfs", "/tmp"]
+    args += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]  # not exec: the shell stays as the parent
     uid = str(SANDBOX_UID)
-    return [*args, setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
+    drop = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--pdeathsig=KILL"]
+    return [*args, setpriv, *drop, "--"]

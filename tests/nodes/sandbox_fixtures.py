@@ -22,12 +22,12 @@ from autoflow.nodes.sandbox import check_sandbox
 __all__ = [
     "MARK_CODE",
     "alive",
-    "canary",
     "children_named",
     "marked",
     "need_bwrap",
     "need_service",
     "new_marker",
+    "plant_canary",
     "wait_until",
     "zombies",
 ]
@@ -57,8 +57,7 @@ def need_bwrap() -> None:
         need_service(f"bubblewrap cannot sandbox here: {info.problem}")
 
 
-@pytest.fixture
-def canary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+def plant_canary(monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh secret in the worker's environment (AUTOFLOW_SECRET, REDIS_PASSWORD) and in
     a file under AUTOFLOW_HOME that the worker can read."""
     value = "canary-" + secrets.token_hex(12)
@@ -67,7 +66,7 @@ def canary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     home = Path(os.environ["AUTOFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / "secret.txt").write_text(value)
-    yield value
+    return value
 
 
 def new_marker() -> str:

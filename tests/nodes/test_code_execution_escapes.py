@@ -1,0 +1,317 @@
+"""The escape corpus: what hostile code tries, and what the sandbox lets it reach.
+
+Each payload runs in a real sandbox and reports what it found; the test then checks the
+host side too (the Redis key was not written, the file not created, no process left).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from pydantic import SecretStr
+
+import autoflow as af
+from autoflow.nodes import code_execution
+from autoflow.nodes.sandbox import CodeLimitExceeded, CodeTimeout, Limits, check_sandbox, run_code
+from tests.nodes.sandbox_fixtures import (  # noqa: F401
+    MARK_CODE,
+    alive,
+    children_named,
+    marked,
+    need_bwrap,
+    need_service,
+    new_marker,
+    plant_canary,
+    wait_until,
+    zombies,
+)
+
+pytestmark = pytest.mark.usefixtures("need_bwrap")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def canary(monkeypatch: pytest.MonkeyPatch) -> str:
+    return plant_canary(monkeypatch)
+
+
+def test_the_subclass_walk_reaches_os_system_but_only_inside(tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    payload = textwrap.dedent(
+        """
+        def main(target):
+            wrap = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == "_wrap_close"][0]
+            system = wrap.__init__.__globals__["system"]
+            status = system(f"id > /tmp/id; cat /etc/shadow > /tmp/shadow 2>&1; touch {target} 2> /tmp/touch")
+            return {
+                "status": status,
+                "id": open("/tmp/id").read(),
+                "shadow": open("/tmp/shadow").read(),
+                "touch": open("/tmp/touch").read(),
+            }
+        """
+    )
+    found = run_code(payload, str(target)).value
+    assert found["id"].startswith("uid=65534 gid=65534")  # nobody, not the worker's user
+    assert "No such file or directory" in found["shadow"]  # there is no /etc
+    assert "No such file or directory" in found["touch"]
+    assert not target.exists()
+
+
+def test_shadow_and_the_workers_secrets_are_out_of_reach(canary: str) -> None:
+    home = os.environ["AUTOFLOW_HOME"]
+    payload = textwrap.dedent(
+        """
+        import os
+
+        def read(path, limit=1 << 20):
+            try:
+                with open(path, "rb") as f:
+                    return f.read(limit)
+            except OSError as exc:
+                return type(exc).__name__.encode()
+
+        def main(data):
+            out = {"shadow": read("/etc/shadow").decode(), "home": read(data["home"] + "/secret.txt").decode()}
+            out["top"] = sorted(os.listdir("/"))
+            blobs = [repr(dict(os.environ)).encode()]
+            for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:
+                blobs += [read(f"/proc/{pid}/environ"), read(f"/proc/{pid}/cmdline")]
+            skip = ("/usr", "/proc", "/sys", "/dev", data["prefix"])
+            seen = []
+            for top in out["top"]:
+                path = "/" + top
+                if os.path.islink(path) or path in skip:
+                    continue
+                for folder, dirs, files in os.walk(path):
+                    dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+                    for name in files:
+                        seen.append(os.path.join(folder, name))
+                        blobs.append(read(os.path.join(folder, name)))
+            out["files"] = seen
+            out["leaked"] = any(data["canary"].encode() in blob for blob in blobs)
+            return out
+        """
+    )
+    prefix = os.path.dirname(os.path.dirname(check_sandbox().python))
+    found = run_code(payload, {"home": home, "prefix": prefix, "canary": canary}).value
+    assert found["shadow"] == "FileNotFoundError"
+    assert found["home"] == "FileNotFoundError"
+    assert found["leaked"] is False
+    expected = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "proc", "dev", "tmp", "run"}
+    assert set(found["top"]) <= expected | {prefix.split("/")[1]}
+    assert found["files"] == ["/run/autoflow/runner.py"]  # besides /usr and the interpreter: nothing
+
+
+def test_a_run_that_hunts_for_the_secret_stores_no_trace_of_it(canary: str, settings: af.Settings) -> None:
+    payload = textwrap.dedent(
+        """
+        import os
+        def main(data):
+            print("env:", dict(os.environ))
+            init = open("/proc/1/environ", "rb").read().decode(errors="replace")
+            raise RuntimeError(f"found: {init} {os.environ.get('AUTOFLOW_SECRET')}")
+        """
+    )
+
+    @af.workflow(name="code_secret_hunt")
+    def hunt(x: int):
+        return code_execution(code=payload, data=x)
+
+    with af.Client(settings=settings.model_copy(update={"secret": SecretStr(canary)})) as client:
+        run = client.execute(hunt, x=1)
+        with pytest.raises(af.RunFailed) as failed:
+            run.result(timeout=60)
+        stored = json.dumps(run.status().model_dump(mode="json")) + json.dumps(
+            [entry.model_dump(mode="json") for entry in run.logs()]
+        )
+    assert failed.value.error_type == "CodeError" and "found:" in failed.value.message
+    assert "env: {'PATH'" in stored
+    assert canary not in stored and canary not in str(failed.value) and canary not in failed.value.traceback
+
+
+def _redis_reachable(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    client.ping()  # the control: the host does reach it
+    return client
+
+
+def test_loopback_redis_postgres_and_mariadb_are_unreachable(redis_url: str) -> None:
+    key = f"pwned-{uuid.uuid4().hex}"
+    test_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    ports = {"redis-test": test_port, "redis": 6379, "postgres": 5432, "mariadb": 3306}
+    payload = textwrap.dedent(
+        """
+        import socket
+        def main(data):
+            out = {}
+            for name, port in data["ports"].items():
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                        s.sendall(f"SET {data['key']} 1\\r\\n".encode())
+                        out[name] = "connected"
+                except OSError as exc:
+                    out[name] = type(exc).__name__
+            return out
+        """
+    )
+    found = run_code(payload, {"ports": ports, "key": key}).value
+    assert found == {name: "ConnectionRefusedError" for name in ports}
+    # The services are there for the host, and the key was written nowhere.
+    assert _redis_reachable(redis_url).exists(key) == 0
+    for name, port in (("redis", 6379), ("postgres", 5432), ("mariadb", 3306)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            need_service(f"{name} is not listening on 127.0.0.1:{port}")
+    assert _redis_reachable("redis://127.0.0.1:6379/0").exists(key) == 0
+
+
+def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing() -> None:
+    marker = new_marker()
+    payload = MARK_CODE + textwrap.dedent(
+        """
+        import os, time
+        forks = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(600)  # children stay, holding their slot
+                forks += 1
+        except OSError as exc:
+            result = [forks, type(exc).__name__]
+        """
+    )
+    forks, error = run_code(payload, {"marker": marker}, Limits(max_processes=8)).value
+    assert (forks, error) == (7, "BlockingIOError")  # the interpreter plus seven
+    assert not marked(marker) and not zombies(marker)
+
+
+def test_a_memory_bomb_hits_the_memory_limit() -> None:
+    for bomb in ("x = bytearray(10**10)", "x = [b'x' * 10**6 for _ in range(10**4)]"):
+        with pytest.raises(CodeLimitExceeded) as caught:
+            run_code(bomb, limits=Limits(memory_mb=128))
+        assert caught.value.limit == "memory_mb" and "128 MiB" in str(caught.value)
+
+
+def test_an_infinite_loop_is_killed_at_the_timeout() -> None:
+    marker = new_marker()
+    with pytest.raises(CodeTimeout):
+        run_code(MARK_CODE + "while True:\n    pass\n", {"marker": marker}, Limits(timeout=0.5))
+    assert not marked(marker) and not zombies(marker)
+
+
+def test_writing_2_gib_fails_early_everywhere() -> None:
+    payload = textwrap.dedent(
+        """
+        import os
+        def attempt(path, size, count):
+            try:
+                for i in range(count):
+                    with open(f"{path}{i}", "wb") as f:
+                        for _ in range(size):
+                            f.write(b"x" * (1 << 20))
+                return "wrote all"
+            except OSError as exc:
+                return os.strerror(exc.errno)
+        def main(data):
+            return {
+                "one 2 GiB file": attempt("/tmp/big", 2048, 1),
+                "many small files": attempt("/tmp/part", 8, 256),
+                "shared memory": attempt("/dev/shm/part", 8, 256),
+                "root": attempt("/big", 1, 1),
+                "usr": attempt("/usr/big", 1, 1),
+            }
+        """
+    )
+    found = run_code(payload, limits=Limits(max_file_mb=16, tmp_mb=64)).value
+    assert found == {
+        "one 2 GiB file": "File too large",  # RLIMIT_FSIZE
+        "many small files": "No space left on device",  # the size of /tmp
+        "shared memory": "No space left on device",
+        "root": "Read-only file system",
+        "usr": "Read-only file system",
+    }
+
+
+def test_the_environment_does_not_leak(canary: str) -> None:
+    found = run_code("import os\nresult = dict(os.environ)").value
+    assert set(found) <= {"PATH", "HOME", "LANG", "PWD", "LC_CTYPE"}
+    assert canary not in json.dumps(found)
+
+
+def test_no_capabilities_no_new_privileges_no_new_namespaces() -> None:
+    payload = textwrap.dedent(
+        """
+        import ctypes, os
+        def main(data):
+            lines = open("/proc/self/status").read().splitlines()
+            status = dict(line.split(":\\t", 1) for line in lines if ":\\t" in line)
+            libc = ctypes.CDLL(None, use_errno=True)
+            unshared = libc.unshare(0x10000000)  # CLONE_NEWUSER
+            return {"eff": status["CapEff"], "bnd": status["CapBnd"], "nnp": status["NoNewPrivs"],
+                    "unshare": [unshared, os.strerror(ctypes.get_errno())], "uid": os.getuid()}
+        """
+    )
+    found = run_code(payload).value
+    assert found["eff"] == found["bnd"] == "0000000000000000"
+    assert found["nnp"] == "1" and found["uid"] == 65534
+    assert found["unshare"][0] == -1
+
+
+def test_the_worker_cannot_be_traced_or_signalled() -> None:
+    payload = textwrap.dedent(
+        """
+        import ctypes, os, signal
+        def main(pid):
+            libc = ctypes.CDLL(None, use_errno=True)
+            traced = libc.ptrace(16, pid, 0, 0)  # PTRACE_ATTACH
+            trace_error = os.strerror(ctypes.get_errno())
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed = "sent"
+            except OSError as exc:
+                killed = type(exc).__name__
+            return {"ptrace": [traced, trace_error], "kill": killed, "visible": os.path.exists(f"/proc/{pid}")}
+        """
+    )
+    found = run_code(payload, os.getpid()).value
+    assert found == {"ptrace": [-1, "No such process"], "kill": "ProcessLookupError", "visible": False}
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    from autoflow.nodes.sandbox import Limits, run_code
+    code = "open('/proc/self/comm', 'w').write(data)\\nimport os, time\\n"
+    code += "if os.fork() == 0:\\n    os.setsid()\\ntime.sleep(600)"
+    run_code(code, sys.argv[1], Limits(timeout=600))
+    """
+)
+
+
+def test_the_sandbox_does_not_outlive_its_worker() -> None:
+    marker = new_marker()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, marker], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    try:
+        wait_until(lambda: len(marked(marker)) == 2, 30, "the sandbox's two processes")
+        sandbox = marked(marker) | children_named(worker.pid, "bwrap")
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies; nothing tells the sandbox
+        worker.wait(10)
+        took = wait_until(lambda: not alive(sandbox), 5, "the sandbox to die with its worker")
+        assert took < 1.0
+    finally:
+        worker.kill()
+        worker.wait(10)
