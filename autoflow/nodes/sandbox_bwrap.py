@@ -70,7 +70,8 @@ def python_prefix(python: str) -> str:
 
 def module_binds(names: Sequence[str]) -> list[tuple[str, str]]:
     """``(host path, sandbox path)`` of each allowed third-party module (a package
-    directory or a single file) and of the shared libraries its wheel vendors."""
+    directory or a single file, installed in a ``site-packages`` directory) and of the
+    shared libraries its wheel vendors. The standard library needs no bind."""
     binds: list[tuple[str, str]] = []
     for name in names:
         if not isinstance(name, str) or not _MODULE_NAME.match(name):
@@ -89,6 +90,12 @@ def module_binds(names: Sequence[str]) -> list[tuple[str, str]]:
         if len(locations) > 1 or (not locations and not spec.origin) or spec.origin in ("built-in", "frozen"):
             raise InputError(f"code_execution: allowed_modules: {name!r} is not a plain module or package")
         source = os.path.realpath(locations[0] if locations else str(spec.origin))
+        if os.path.basename(os.path.dirname(source)) not in ("site-packages", "dist-packages"):
+            # Only installed distributions: a module on the worker's own path (its working
+            # directory, PYTHONPATH) could be a settings file holding its secrets.
+            raise InputError(
+                f"code_execution: allowed_modules: {name!r} is not an installed package (it is at {source})"
+            )
         binds.append((source, f"{SITE_PATH}/{os.path.basename(source)}"))
         vendored = os.path.join(os.path.dirname(source), f"{name}.libs")
         if os.path.isdir(vendored):

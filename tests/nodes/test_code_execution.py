@@ -134,6 +134,8 @@ def test_bad_input_is_refused_before_anything_runs() -> None:
         run_code("result = 1", limits=Limits(allowed_modules=("no_such_module_xyz",)))
     with pytest.raises(af.InputError, match="not a top-level module name"):
         module_binds(["os.path"])
+    with pytest.raises(af.InputError, match="'tests' is not an installed package"):
+        module_binds(["tests"])  # on the worker's path, not installed: could hold its settings
 
 
 def test_allowed_modules_are_the_only_third_party_code_inside() -> None:
