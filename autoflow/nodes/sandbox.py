@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from autoflow import codec
-from autoflow.errors import AutoflowError, InputError, NodeCancelled
+from autoflow.errors import AutoflowError, InputError, NodeCancelled, OutputError
 from autoflow.nodes.sandbox_bwrap import (
     NETWORK_FILES,
     SITE_PATH,
@@ -301,12 +301,14 @@ def _launch(info: SandboxInfo, limits: Limits) -> _Launch:
 
 
 # -- checking once per process -------------------------------------------------------------
-_checked: dict[tuple[str | None, str, int], SandboxInfo] = {}
+_checked: dict[tuple[str | None, str, int], tuple[SandboxInfo, float]] = {}
 _check_lock = threading.Lock()
+_RECHECK_FAILED = 60.0  # seconds before a failed check is tried again (bwrap installed meanwhile)
 
 
 def check_sandbox(*, refresh: bool = False) -> SandboxInfo:
-    """Find bubblewrap and try it once (cached per process): can code run sandboxed here?
+    """Find bubblewrap and try it once: can code run sandboxed here? A success is kept
+    for the life of the process, a failure for a minute.
 
     Example::
 
@@ -316,11 +318,12 @@ def check_sandbox(*, refresh: bool = False) -> SandboxInfo:
     bwrap, python, euid = _bwrap(), _python(), os.geteuid()
     key = (bwrap, python, euid)
     with _check_lock:
-        if not refresh and key in _checked:
-            return _checked[key]
+        known, when = _checked.get(key, (None, 0.0))
+    if known is not None and not refresh and (known.available or time.monotonic() - when < _RECHECK_FAILED):
+        return known
     info = _probe(bwrap, python, euid == 0)
     with _check_lock:
-        _checked[key] = info
+        _checked[key] = (info, time.monotonic())
     if info.available:
         log.info("code sandbox: bubblewrap %s at %s, python %s", info.version, info.bwrap, info.python)
     else:
@@ -377,8 +380,11 @@ def run_code(
         raise InputError("code_execution: 'code' must be a non-empty string of Python")
     limits = limits or Limits()
     try:
-        payload = codec.dumps({"code": code, "data": codec.to_json_value(data, where="the data")})
-    except ValueError as exc:
+        try:
+            payload = codec.dumps({"code": code, "data": data})  # what reaches a node is JSON already
+        except TypeError:  # a direct call with dataclasses, datetimes...: convert them first
+            payload = codec.dumps({"code": code, "data": codec.to_json_value(data, where="the data")})
+    except (ValueError, OutputError) as exc:
         raise InputError(f"code_execution: the data is not valid JSON: {exc}") from None
     info = check_sandbox()
     if not info.available and not _truthy(os.environ.get(ALLOW_UNSANDBOXED_ENV)):

@@ -147,7 +147,8 @@ def run(limits: dict[str, Any], stdin: Any, proto: Any) -> None:
     owner = os.getpid()
     capture = _Capture()
     sys.stdout = sys.stderr = capture
-    outcome: dict[str, Any]
+    reply: dict[str, Any] = {"ok": False}
+    text = "null"  # the result as JSON, spliced into the reply as it is
     try:
         payload = json.loads(stdin.read())
         result = _execute(payload["code"], payload.get("data"))
@@ -159,14 +160,16 @@ def run(limits: dict[str, Any], stdin: Any, proto: Any) -> None:
             raise TypeError(f"the result is not JSON: {exc}") from None
         size = len(text.encode())
         if size > int(limits["max_output_kb"]) * 1024:
+            text = "null"
             raise ValueError(f"the result is {size // 1024} KiB, more than max_output_kb={limits['max_output_kb']}")
-        outcome = {"ok": True, "result": json.loads(text), "cpu": _cpu()}
+        reply = {"ok": True, "cpu": _cpu()}
     except BaseException as exc:  # everything the code does wrong is reported, not raised
         if os.getpid() != owner:
             os._exit(1)
-        outcome = {"ok": False, "error": _error(exc, limits)}
-    outcome["stdout"] = capture.text()
-    proto.write(json.dumps(outcome, ensure_ascii=False, default=repr).encode())
+        reply["error"] = _error(exc, limits)
+    reply["stdout"] = capture.text()
+    head = json.dumps(reply, ensure_ascii=False, default=repr)
+    proto.write(f'{head[:-1]}, "result": {text}}}'.encode())
     proto.flush()
 
 

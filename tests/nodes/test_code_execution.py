@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import os
 import re
@@ -54,6 +55,14 @@ def test_a_result_variable_or_main_without_arguments() -> None:
     assert run_code("result = [x * 2 for x in data]", [1, 2]).value == [2, 4]
     assert run_code("def main():\n    return data['a']", {"a": None}).value is None
     assert run_code("import json\nresult = json.dumps(data)", {"k": "é"}).value == '{"k": "\\u00e9"}'
+
+
+def test_large_data_goes_in_and_out() -> None:
+    rows = [{"id": i, "name": f"row {i}", "tags": ["a", "b"]} for i in range(50_000)]  # ~2 MiB of JSON
+    out = run_code("result = [r['id'] for r in data if r['id'] % 1000 == 0]", rows, Limits(max_output_kb=4096))
+    assert out.value == list(range(0, 50_000, 1000))
+    echoed = run_code("result = data", rows, Limits(max_output_kb=4096)).value
+    assert echoed == rows
 
 
 def test_print_output_comes_back_bounded() -> None:
@@ -130,6 +139,9 @@ def test_bad_input_is_refused_before_anything_runs() -> None:
         run_code("   ")
     with pytest.raises(af.InputError, match="not valid JSON"):
         run_code("result = 1", float("inf"))
+    with pytest.raises(af.InputError, match="not valid JSON"):
+        run_code("result = 1", {"when": object()})
+    assert run_code("result = data", {"day": datetime.date(2026, 1, 2)}).value == {"day": "2026-01-02"}
     with pytest.raises(af.InputError, match="not installed where the worker runs"):
         run_code("result = 1", limits=Limits(allowed_modules=("no_such_module_xyz",)))
     with pytest.raises(af.InputError, match="not a top-level module name"):
