@@ -140,10 +140,11 @@ def test_a_run_that_hunts_for_the_secret_stores_no_trace_of_it(canary: str, sett
     assert canary not in stored and canary not in str(failed.value) and canary not in failed.value.traceback
 
 
-def _redis_reachable(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_timeout=2)
-    client.ping()  # the control: the host does reach it
-    return client
+def _redis_has(url: str, key: str) -> bool:
+    """Whether ``key`` exists on the Redis at ``url``, which the host must reach (the control)."""
+    with redis.Redis.from_url(url, socket_timeout=2) as client:
+        client.ping()
+        return bool(client.exists(key))
 
 
 def test_loopback_redis_postgres_and_mariadb_are_unreachable(redis_url: str) -> None:
@@ -168,13 +169,13 @@ def test_loopback_redis_postgres_and_mariadb_are_unreachable(redis_url: str) -> 
     found = run_code(payload, {"ports": ports, "key": key}).value
     assert found == {name: "ConnectionRefusedError" for name in ports}
     # The services are there for the host, and the key was written nowhere.
-    assert _redis_reachable(redis_url).exists(key) == 0
+    assert not _redis_has(redis_url, key)
     for name, port in (("redis", 6379), ("postgres", 5432), ("mariadb", 3306)):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         except OSError:
             need_service(f"{name} is not listening on 127.0.0.1:{port}")
-    assert _redis_reachable("redis://127.0.0.1:6379/0").exists(key) == 0
+    assert not _redis_has("redis://127.0.0.1:6379/0", key)
 
 
 def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing() -> None:
