@@ -139,11 +139,17 @@ def process_worker(redis_url: str, settings: af.Settings) -> Iterator[tuple[subp
         worker.wait(10)
 
 
-def test_a_process_worker_on_redis_runs_code_and_takes_the_sandbox_down_with_it(
+def test_a_process_worker_on_redis_runs_code_cancels_it_and_takes_it_down_when_killed(
     process_worker: tuple[subprocess.Popen[bytes], af.Client],
 ) -> None:
     worker, client = process_worker
     assert client.execute(stats, n=5).result(timeout=60) == {"total": 15, "max": 5}
+    marker = new_marker()
+    run = client.execute(sleeper, marker=marker)
+    sandbox = _wait_running(run, marker)
+    run.cancel()  # the worker interrupts the node (SIGALRM); the node kills its sandbox
+    assert run.wait(timeout=10).status is RunStatus.CANCELLED
+    wait_until(lambda: not alive(sandbox), 1.5, "the sandbox to die on cancel")
     marker = new_marker()
     run = client.execute(sleeper, marker=marker)
     sandbox = _wait_running(run, marker)
