@@ -23,6 +23,7 @@ from pydantic import SecretStr
 import autoflow as af
 from autoflow.nodes import code_execution
 from autoflow.nodes.sandbox import CodeLimitExceeded, CodeTimeout, Limits, check_sandbox, run_code
+from autoflow.nodes.sandbox_bwrap import SANDBOX_UID
 from tests.nodes.sandbox_fixtures import (  # noqa: F401
     MARK_CODE,
     alive,
@@ -316,3 +317,75 @@ def test_the_sandbox_does_not_outlive_its_worker() -> None:
     finally:
         worker.kill()
         worker.wait(10)
+
+
+_NON_ROOT_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from autoflow.nodes.sandbox import Limits, check_sandbox, run_code
+    forks = "import os, time\\nn = 0\\ntry:\\n    while True:\\n        if os.fork() == 0:\\n"
+    forks += "            time.sleep(30)\\n        n += 1\\nexcept OSError:\\n    result = n"
+    report = {
+        "drops_root": check_sandbox().drops_root,
+        "uid": run_code("import os\\nresult = os.getuid()").value,
+        "forks": run_code(forks, limits=Limits(max_processes=4)).value,
+    }
+    print(json.dumps(report), flush=True)
+    sleeper = "open('/proc/self/comm', 'w').write(data)\\nimport time\\ntime.sleep(600)"
+    run_code(sleeper, sys.argv[1], Limits(timeout=600))
+    """
+)
+
+
+def _hidden_ancestor(path: str) -> str | None:
+    """The one ancestor of ``path`` that other users cannot enter (``/root`` for a pyenv
+    interpreter installed by root), or None if they can enter them all."""
+    closed = [str(p) for p in Path(path).parents if p != Path("/") and not os.stat(p).st_mode & 0o001]
+    if len(closed) > 1:
+        pytest.skip(f"{path} sits under several directories closed to other users: {closed}")
+    return closed[0] if closed else None
+
+
+def test_a_non_root_worker_runs_one_stage_with_its_limits_and_takes_it_down(tmp_path: Path) -> None:
+    """The recommended production setup (CI runs as root): the worker as an ordinary user."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a worker as another user")
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp_path.chmod(0o755)
+    home.chmod(0o777)
+    mounts = ""
+    hidden = _hidden_ancestor(sys.base_prefix)
+    if hidden is not None:  # show `nobody` the interpreter where it is, in a mount namespace of the test's own
+        inner = Path(sys.base_prefix).relative_to(hidden).parts[0]
+        shown = tmp_path / "shown"
+        (shown / inner).mkdir(parents=True)
+        shown.chmod(0o755)
+        mounts = f"mount --bind {hidden}/{inner} {shown}/{inner} && mount --rbind {shown} {hidden} && "
+    for path in (ROOT, Path(sys.executable).parent):
+        if _hidden_ancestor(str(path / "x")) is not None:
+            pytest.skip(f"{path} is closed to other users")
+    marker = new_marker()
+    env = f"env -i PATH=/usr/bin:/bin HOME={home} AUTOFLOW_HOME={home}"
+    drop = f"setpriv --reuid={SANDBOX_UID} --regid={SANDBOX_UID} --clear-groups"
+    script = f'{mounts}exec {drop} {env} {sys.executable} -c "$0" {marker}'
+    worker = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, _NON_ROOT_WORKER],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        report = json.loads(worker.stdout.readline())
+        assert report == {"drops_root": False, "uid": 65534, "forks": 3}  # RLIMIT_NPROC holds: 3 + the interpreter
+        wait_until(lambda: bool(marked(marker)), 30, "the sandbox to start")
+        sandbox = marked(marker) | children_named(worker.pid, "bwrap")
+        os.kill(worker.pid, signal.SIGKILL)  # unshare, sh, setpriv and env all exec'd: this is the worker
+        worker.wait(10)
+        assert wait_until(lambda: not alive(sandbox), 5, "the sandbox to die with its worker") < 1.0
+    finally:
+        worker.kill()
+        worker.wait(10)
+        if worker.stdout is not None:
+            worker.stdout.close()
