@@ -496,9 +496,10 @@ def _outcome(ended: Ended, limits: Limits, sandboxed: bool, duration: float) -> 
 
 def _code_error(error: dict[str, Any]) -> SandboxError:
     """The error of a reply ``{"type", "message", "traceback", "line"}``: a limit the code
-    ran into inside Python, or the exception it raised."""
-    kind, message = str(error.get("type", "Error")), str(error.get("message", ""))
-    trace = str(error.get("traceback", ""))
+    ran into inside Python, or the exception it raised (secrets in its text redacted)."""
+    kind = str(error.get("type", "Error"))
+    message = codec.redact_text(str(error.get("message", "")))
+    trace = codec.redact_text(str(error.get("traceback", "")))
     line = error.get("line") if isinstance(error.get("line"), int) else None
     where = f" (line {line} of the code)" if line else ""
     if kind == "CPUTimeLimit":

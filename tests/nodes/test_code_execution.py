@@ -85,6 +85,13 @@ def test_an_error_shows_the_users_traceback_only() -> None:
     assert "runner" not in str(error)  # no frame of the sandbox's own script
 
 
+def test_an_error_message_is_redacted() -> None:
+    code = "def main(data):\n    raise ValueError(f'cannot log in to redis://app:{data}@db:6379 with password={data}')"
+    with pytest.raises(CodeError) as caught:
+        run_code(code, "hunter2-s3cret")
+    assert "hunter2-s3cret" not in str(caught.value) and "redis://app:***@db:6379" in str(caught.value)
+
+
 def test_a_syntax_error_names_its_line() -> None:
     with pytest.raises(CodeError) as caught:
         run_code("x = 1\ndef main(data)\n    return x")
