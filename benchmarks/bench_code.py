@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 import autoflow as af  # noqa: E402
 from autoflow import codec  # noqa: E402
 from autoflow.nodes import code_execution  # noqa: E402
-from autoflow.nodes.sandbox import Limits, SandboxInfo, _run, check_sandbox  # noqa: E402
+from autoflow.nodes.sandbox import CodeLimits, SandboxInfo, _run, check_sandbox  # noqa: E402
 
 CODE = "result = sum(data)"
 DATA = list(range(100))
@@ -73,7 +73,7 @@ def sandboxed(info: SandboxInfo) -> Callable[[], Any]:
     payload = codec.dumps({"code": CODE, "data": DATA})
 
     def call() -> Any:
-        value = _run(info, Limits(), payload, lambda: False, None).value
+        value = _run(info, CodeLimits(), payload, lambda: False, None).value
         assert value == sum(DATA), value
         return value
 

@@ -25,13 +25,13 @@ from pydantic import Field
 from autoflow.context import Context
 from autoflow.define.node import node
 from autoflow.define.registry import builtin_registry
-from autoflow.nodes.sandbox import Limits, SandboxError, run_code
+from autoflow.nodes.sandbox import CodeLimits, SandboxError, run_code
 
 __all__ = ["CODE_EXECUTION_TYPE", "code_execution"]
 
 CODE_EXECUTION_TYPE = "code_execution"
 _MAX_LOG_LINES = 200
-_DEFAULTS = Limits()
+_DEFAULTS = CodeLimits()
 
 
 @node(type=CODE_EXECUTION_TYPE, retries=0, registry=builtin_registry())
@@ -40,7 +40,7 @@ def code_execution(
     data: Any = None,
     *,
     ctx: Context,
-    # The limits' ranges are checked once, by Limits (an InputError naming the key).
+    # The limits' ranges are checked once, by CodeLimits (an InputError naming the key).
     timeout: float = _DEFAULTS.timeout,
     memory_mb: int = _DEFAULTS.memory_mb,
     cpu_seconds: float = _DEFAULTS.cpu_seconds,
@@ -55,12 +55,12 @@ def code_execution(
 
     The code defines ``main(data)`` (its return value is the result) or assigns a global
     ``result``; ``data`` is also a global. What it prints goes to the run's log. The
-    limits (see :class:`autoflow.nodes.sandbox.Limits`) are config keys: ``timeout``
+    limits (see :class:`autoflow.nodes.sandbox.CodeLimits`) are config keys: ``timeout``
     (seconds), ``memory_mb``, ``cpu_seconds``, ``max_processes``, ``max_file_mb``,
     ``tmp_mb``, ``max_output_kb``, ``network`` (``"none"``/``"host"``) and
     ``allowed_modules``. Not retried by default: the same code fails the same way.
     """
-    limits = Limits(
+    limits = CodeLimits(
         timeout=timeout,
         memory_mb=memory_mb,
         cpu_seconds=cpu_seconds,

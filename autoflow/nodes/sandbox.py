@@ -19,10 +19,10 @@ with the same limits but the worker's user, files and network (see docs/nodes-co
 
 Example::
 
-    from autoflow.nodes.sandbox import Limits, run_code
+    from autoflow.nodes.sandbox import CodeLimits, run_code
 
     run_code("def main(data):\\n    return sum(data)", [1, 2, 3]).value      # 6
-    run_code("result = data * 2", 21, Limits(timeout=2, memory_mb=128)).value  # 42
+    run_code("result = data * 2", 21, CodeLimits(timeout=2, memory_mb=128)).value  # 42
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ __all__ = [
     "ALLOW_UNSANDBOXED_ENV",
     "CodeError",
     "CodeLimitExceeded",
+    "CodeLimits",
     "CodeResult",
     "CodeTimeout",
-    "Limits",
     "SandboxError",
     "SandboxInfo",
     "SandboxUnavailable",
@@ -114,7 +114,7 @@ class CodeError(SandboxError):
 
 
 class CodeLimitExceeded(SandboxError):
-    """The code hit a limit that ends it: ``limit`` names the field of :class:`Limits`."""
+    """The code hit a limit that ends it: ``limit`` names the field of :class:`CodeLimits`."""
 
     def __init__(self, limit: str, message: str) -> None:
         self.limit = limit
@@ -136,7 +136,7 @@ def _number_range(name: str, value: Any, low: float, high: float) -> None:
 
 
 @dataclass(frozen=True)
-class Limits:
+class CodeLimits:
     """What one sandboxed call may use. Every field is also a config key of the
     ``code_execution`` node.
 
@@ -151,7 +151,7 @@ class Limits:
 
     Example::
 
-        Limits(timeout=5, memory_mb=128, allowed_modules=("numpy",))
+        CodeLimits(timeout=5, memory_mb=128, allowed_modules=("numpy",))
     """
 
     timeout: float = 10.0
@@ -265,7 +265,7 @@ class _Launch:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _launch(info: SandboxInfo, limits: Limits) -> _Launch:
+def _launch(info: SandboxInfo, limits: CodeLimits) -> _Launch:
     runner = _runner_source()
     if not info.available:  # allowed to run unsandboxed: a plain child in a scratch directory
         workdir = tempfile.mkdtemp(prefix="autoflow-code-")
@@ -350,7 +350,7 @@ def _probe(bwrap: str | None, python: str, root: bool) -> SandboxInfo:
         return unavailable("the worker runs as root and needs setpriv (util-linux) to drop to nobody", version)
     info = SandboxInfo(True, bwrap, version, python, root)
     try:
-        result = _run(info, Limits(timeout=30), codec.dumps({"code": "result = 1"}), lambda: False, None)
+        result = _run(info, CodeLimits(timeout=30), codec.dumps({"code": "result = 1"}), lambda: False, None)
     except SandboxError as exc:
         return unavailable(f"bubblewrap {version} at {bwrap} cannot create a sandbox here: {exc}", version)
     if result.value != 1:
@@ -362,7 +362,7 @@ def _probe(bwrap: str | None, python: str, root: bool) -> SandboxInfo:
 def run_code(
     code: str,
     data: Any = None,
-    limits: Limits | None = None,
+    limits: CodeLimits | None = None,
     *,
     cancelled: Callable[[], bool] | None = None,
     time_limit: float | None = None,
@@ -378,7 +378,7 @@ def run_code(
     """
     if not isinstance(code, str) or not code.strip():
         raise InputError("code_execution: 'code' must be a non-empty string of Python")
-    limits = limits or Limits()
+    limits = limits or CodeLimits()
     try:
         try:
             payload = codec.dumps({"code": code, "data": data})  # what reaches a node is JSON already
@@ -393,7 +393,7 @@ def run_code(
 
 
 def _run(
-    info: SandboxInfo, limits: Limits, payload: str, cancelled: Callable[[], bool], time_limit: float | None
+    info: SandboxInfo, limits: CodeLimits, payload: str, cancelled: Callable[[], bool], time_limit: float | None
 ) -> CodeResult:
     """Start the runner (sandboxed if ``info.available``), watch it, decode its reply."""
     wall = limits.timeout if time_limit is None else max(0.0, min(limits.timeout, time_limit))
@@ -461,7 +461,7 @@ def _kill_namespace_init(leader: int) -> None:
             chain.append(child)  # another bwrap of the chain (at most three)
 
 
-def _outcome(ended: Ended, limits: Limits, sandboxed: bool, duration: float) -> CodeResult:
+def _outcome(ended: Ended, limits: CodeLimits, sandboxed: bool, duration: float) -> CodeResult:
     """The result in the runner's reply, or the error that explains why there is none."""
     stderr = ended.stderr.decode("utf-8", "replace")
     try:

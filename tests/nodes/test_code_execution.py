@@ -22,8 +22,8 @@ from autoflow.nodes import code_execution
 from autoflow.nodes.sandbox import (
     CodeError,
     CodeLimitExceeded,
+    CodeLimits,
     CodeTimeout,
-    Limits,
     SandboxUnavailable,
     check_sandbox,
     run_code,
@@ -59,9 +59,9 @@ def test_a_result_variable_or_main_without_arguments() -> None:
 
 def test_large_data_goes_in_and_out() -> None:
     rows = [{"id": i, "name": f"row {i}", "tags": ["a", "b"]} for i in range(50_000)]  # ~2 MiB of JSON
-    out = run_code("result = [r['id'] for r in data if r['id'] % 1000 == 0]", rows, Limits(max_output_kb=4096))
+    out = run_code("result = [r['id'] for r in data if r['id'] % 1000 == 0]", rows, CodeLimits(max_output_kb=4096))
     assert out.value == list(range(0, 50_000, 1000))
-    echoed = run_code("result = data", rows, Limits(max_output_kb=4096)).value
+    echoed = run_code("result = data", rows, CodeLimits(max_output_kb=4096)).value
     assert echoed == rows
 
 
@@ -115,11 +115,11 @@ def test_results_that_are_not_json_or_missing_are_refused(code: str, expected: s
 
 def test_the_output_is_bounded() -> None:
     with pytest.raises(CodeError, match="more than max_output_kb=16"):
-        run_code("result = 'x' * 20000", limits=Limits(max_output_kb=16))
+        run_code("result = 'x' * 20000", limits=CodeLimits(max_output_kb=16))
     # Writing around the runner straight into its reply pipe: killed at the bound.
     flood = "import os\nwhile True:\n    os.write(3, b'x' * 65536)\n"
     with pytest.raises(CodeLimitExceeded) as caught:
-        run_code(flood, limits=Limits(max_output_kb=16, timeout=20))
+        run_code(flood, limits=CodeLimits(max_output_kb=16, timeout=20))
     assert caught.value.limit == "max_output_kb"
 
 
@@ -138,7 +138,7 @@ def test_the_output_is_bounded() -> None:
 )
 def test_bad_limits_are_refused_by_name(changes: dict[str, object], field: str) -> None:
     with pytest.raises(af.InputError, match=field):
-        Limits(**changes)  # type: ignore[arg-type]
+        CodeLimits(**changes)  # type: ignore[arg-type]
 
 
 def test_bad_input_is_refused_before_anything_runs() -> None:
@@ -150,7 +150,7 @@ def test_bad_input_is_refused_before_anything_runs() -> None:
         run_code("result = 1", {"when": object()})
     assert run_code("result = data", {"day": datetime.date(2026, 1, 2)}).value == {"day": "2026-01-02"}
     with pytest.raises(af.InputError, match="not installed where the worker runs"):
-        run_code("result = 1", limits=Limits(allowed_modules=("no_such_module_xyz",)))
+        run_code("result = 1", limits=CodeLimits(allowed_modules=("no_such_module_xyz",)))
     with pytest.raises(af.InputError, match="not a top-level module name"):
         module_binds(["os.path"])
     with pytest.raises(af.InputError, match="'tests' is not an installed package"):
@@ -175,7 +175,7 @@ def test_allowed_modules_are_the_only_third_party_code_inside() -> None:
     names = ["typing_extensions", "annotated_types", "pydantic", "autoflow", "json"]
     closed = run_code(probe, names).value
     assert closed == {n: "ModuleNotFoundError" for n in names[:4]} | {"json": "ok"}
-    opened = run_code(probe, names, Limits(allowed_modules=("typing_extensions", "annotated_types", "json"))).value
+    opened = run_code(probe, names, CodeLimits(allowed_modules=("typing_extensions", "annotated_types", "json"))).value
     assert opened == {
         "typing_extensions": "ok",  # a single-file module
         "annotated_types": "ok",  # a package
@@ -217,7 +217,7 @@ def test_network_is_none_unless_host_is_asked_for(http_server: int) -> None:
         """
     )
     assert run_code(fetch, http_server).value == "ConnectionRefusedError"
-    assert run_code(fetch, http_server, Limits(network="host")).value == "hello from the host"
+    assert run_code(fetch, http_server, CodeLimits(network="host")).value == "hello from the host"
 
 
 # -- killing -------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_cancellation_kills_the_whole_sandbox_within_a_second() -> None:
 
     def call() -> None:
         try:
-            run_code(code, {"marker": marker}, Limits(timeout=60), cancelled=cancel.is_set)
+            run_code(code, {"marker": marker}, CodeLimits(timeout=60), cancelled=cancel.is_set)
         except BaseException as exc:
             outcome.append(exc)
 
@@ -248,16 +248,16 @@ def test_the_wall_clock_timeout_kills_the_code() -> None:
     marker = new_marker()
     started = time.monotonic()
     with pytest.raises(CodeTimeout, match=r"longer than its timeout of 0\.5s"):
-        run_code(MARK_CODE + "while True:\n    pass\n", {"marker": marker}, Limits(timeout=0.5))
+        run_code(MARK_CODE + "while True:\n    pass\n", {"marker": marker}, CodeLimits(timeout=0.5))
     assert time.monotonic() - started < 3
     assert not marked(marker) and not zombies(marker)  # gone, and reaped, before run_code returned
     with pytest.raises(CodeTimeout, match="the node's timeout ran out"):
-        run_code("import time\ntime.sleep(30)", limits=Limits(timeout=30), time_limit=0.3)
+        run_code("import time\ntime.sleep(30)", limits=CodeLimits(timeout=30), time_limit=0.3)
 
 
 def test_the_cpu_limit_ends_a_busy_loop() -> None:
     with pytest.raises(CodeLimitExceeded) as caught:
-        run_code("while True:\n    pass\n", limits=Limits(cpu_seconds=1, timeout=30))
+        run_code("while True:\n    pass\n", limits=CodeLimits(cpu_seconds=1, timeout=30))
     assert caught.value.limit == "cpu_seconds"
     assert "more than 1 s of CPU time" in str(caught.value)
 

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 import autoflow as af
 from autoflow.nodes import code_execution
-from autoflow.nodes.sandbox import CodeLimitExceeded, CodeTimeout, Limits, check_sandbox, run_code
+from autoflow.nodes.sandbox import CodeLimitExceeded, CodeLimits, CodeTimeout, check_sandbox, run_code
 from autoflow.nodes.sandbox_bwrap import SANDBOX_UID
 from tests.nodes.sandbox_fixtures import (  # noqa: F401
     MARK_CODE,
@@ -194,7 +194,7 @@ def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing() -> None:
             result = [forks, type(exc).__name__]
         """
     )
-    forks, error = run_code(payload, {"marker": marker}, Limits(max_processes=8)).value
+    forks, error = run_code(payload, {"marker": marker}, CodeLimits(max_processes=8)).value
     assert (forks, error) == (7, "BlockingIOError")  # the interpreter plus seven
     assert not marked(marker) and not zombies(marker)
 
@@ -202,14 +202,14 @@ def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing() -> None:
 def test_a_memory_bomb_hits_the_memory_limit() -> None:
     for bomb in ("x = bytearray(10**10)", "x = [b'x' * 10**6 for _ in range(10**4)]"):
         with pytest.raises(CodeLimitExceeded) as caught:
-            run_code(bomb, limits=Limits(memory_mb=128))
+            run_code(bomb, limits=CodeLimits(memory_mb=128))
         assert caught.value.limit == "memory_mb" and "128 MiB" in str(caught.value)
 
 
 def test_an_infinite_loop_is_killed_at_the_timeout() -> None:
     marker = new_marker()
     with pytest.raises(CodeTimeout):
-        run_code(MARK_CODE + "while True:\n    pass\n", {"marker": marker}, Limits(timeout=0.5))
+        run_code(MARK_CODE + "while True:\n    pass\n", {"marker": marker}, CodeLimits(timeout=0.5))
     assert not marked(marker) and not zombies(marker)
 
 
@@ -236,7 +236,7 @@ def test_writing_2_gib_fails_early_everywhere() -> None:
             }
         """
     )
-    found = run_code(payload, limits=Limits(max_file_mb=16, tmp_mb=64)).value
+    found = run_code(payload, limits=CodeLimits(max_file_mb=16, tmp_mb=64)).value
     assert found == {
         "one 2 GiB file": "File too large",  # RLIMIT_FSIZE
         "many small files": "No space left on device",  # the size of /tmp
@@ -294,10 +294,10 @@ def test_the_worker_cannot_be_traced_or_signalled() -> None:
 _WORKER = textwrap.dedent(
     """
     import sys
-    from autoflow.nodes.sandbox import Limits, run_code
+    from autoflow.nodes.sandbox import CodeLimits, run_code
     code = "open('/proc/self/comm', 'w').write(data)\\nimport os, time\\n"
     code += "if os.fork() == 0:\\n    os.setsid()\\ntime.sleep(600)"
-    run_code(code, sys.argv[1], Limits(timeout=600))
+    run_code(code, sys.argv[1], CodeLimits(timeout=600))
     """
 )
 
@@ -322,17 +322,17 @@ def test_the_sandbox_does_not_outlive_its_worker() -> None:
 _NON_ROOT_WORKER = textwrap.dedent(
     """
     import json, sys
-    from autoflow.nodes.sandbox import Limits, check_sandbox, run_code
+    from autoflow.nodes.sandbox import CodeLimits, check_sandbox, run_code
     forks = "import os, time\\nn = 0\\ntry:\\n    while True:\\n        if os.fork() == 0:\\n"
     forks += "            time.sleep(30)\\n        n += 1\\nexcept OSError:\\n    result = n"
     report = {
         "drops_root": check_sandbox().drops_root,
         "uid": run_code("import os\\nresult = os.getuid()").value,
-        "forks": run_code(forks, limits=Limits(max_processes=4)).value,
+        "forks": run_code(forks, limits=CodeLimits(max_processes=4)).value,
     }
     print(json.dumps(report), flush=True)
     sleeper = "open('/proc/self/comm', 'w').write(data)\\nimport time\\ntime.sleep(600)"
-    run_code(sleeper, sys.argv[1], Limits(timeout=600))
+    run_code(sleeper, sys.argv[1], CodeLimits(timeout=600))
     """
 )
 

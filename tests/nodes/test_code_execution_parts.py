@@ -7,7 +7,7 @@ import json
 import sys
 
 from autoflow.nodes import sandbox_runner
-from autoflow.nodes.sandbox import Limits
+from autoflow.nodes.sandbox import CodeLimits
 from autoflow.nodes.sandbox_bwrap import RUNNER_PATH, SANDBOX_UID, drop_root_argv, sandbox_argv
 
 
@@ -56,11 +56,11 @@ def test_the_root_stage_shows_only_what_the_sandbox_binds() -> None:
 
 
 def test_limits_for_the_runner() -> None:
-    sandboxed = Limits(max_processes=4).for_runner(True)
+    sandboxed = CodeLimits(max_processes=4).for_runner(True)
     assert sandboxed["max_processes"] == 4 and sandboxed["die_with_parent"] is False and sandboxed["site"] is None
-    plain = Limits(allowed_modules=("numpy",)).for_runner(False)
+    plain = CodeLimits(allowed_modules=("numpy",)).for_runner(False)
     assert plain["max_processes"] is None and plain["die_with_parent"] is True and plain["site"] is None
-    assert Limits(allowed_modules=["numpy"]).allowed_modules == ("numpy",)  # type: ignore[arg-type]
+    assert CodeLimits(allowed_modules=["numpy"]).allowed_modules == ("numpy",)  # type: ignore[arg-type]
 
 
 def _run(code: str, data: object = None, **limits: object) -> dict[str, object]:
