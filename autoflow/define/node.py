@@ -128,6 +128,7 @@ class NodeOptions:
     trigger: str = "all_success"
     rate_limit: str | tuple[str, str] | None = None
     concurrency: int | None = None
+    retry_on: tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -151,6 +152,19 @@ class NodeOptions:
             not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1
         ):
             raise WorkflowError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
+        if isinstance(self.retry_on, (list, tuple)):
+            object.__setattr__(self, "retry_on", tuple(self.retry_on))
+        if self.retry_on is not None and (
+            not isinstance(self.retry_on, tuple)
+            or not self.retry_on
+            or not all(
+                (isinstance(x, str) and x) or (isinstance(x, int) and not isinstance(x, bool)) for x in self.retry_on
+            )
+        ):
+            raise WorkflowError(
+                "retry_on must be a non-empty list of exception type names, codes and HTTP status codes, "
+                f"got {self.retry_on!r}"
+            )
         for label in ("name", "type"):
             value = getattr(self, label)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -159,6 +173,19 @@ class NodeOptions:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    def retries_error(self, exc: BaseException) -> bool:
+        """Whether ``retry_on`` lets ``exc`` be retried: one of the names of its class (or
+        of a base class) or its ``code``, or its ``status_code`` (HTTP). No ``retry_on``:
+        every error may be retried."""
+        if self.retry_on is None:
+            return True
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        code = getattr(exc, "code", None)
+        if code is not None:
+            names.add(str(code))
+        status = getattr(exc, "status_code", None)
+        return any((x in names) if isinstance(x, str) else (x == status) for x in self.retry_on)
 
     @property
     def rate(self) -> RateLimit | None:
@@ -362,6 +389,12 @@ class Node(Generic[P, R]):
                 ) from None
         return out
 
+    def check_config(self, values: Mapping[str, Any], *, complete: bool = False) -> None:
+        """Check arguments known when a workflow is defined (constants of its config)
+        against the parameters' types: InputError names the parameter. ``complete`` says
+        every argument is a constant (subclasses may then check them together)."""
+        self.validate_inputs(values)
+
     def invoke(self, values: Mapping[str, Any], ctx: Context | None) -> Any:
         """Call the function with validated parameter values (and the context)."""
         args: list[Any] = []
@@ -415,6 +448,7 @@ def node(
     trigger: str = "all_success",
     rate_limit: str | tuple[str, str] | None = None,
     concurrency: int | None = None,
+    retry_on: tuple[str | int, ...] | None = None,
     registry: Registry[Any, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
@@ -426,8 +460,9 @@ def node(fn: Callable[..., Any] | None = None, /, *, registry: Registry[Any, Any
     (explicit registry key), ``retries`` (default 2, i.e. 3 attempts), ``backoff``
     (:class:`Backoff`), ``timeout`` (seconds per attempt), ``priority`` (higher first),
     ``trigger`` (a :class:`TriggerRule`, e.g. ``"one_failed"`` for an error handler),
-    ``rate_limit`` (``"10/s"`` or ``(key, "100/m")``, shared by all workers) and
-    ``concurrency`` (how many may run at once across all workers).
+    ``rate_limit`` (``"10/s"`` or ``(key, "100/m")``, shared by all workers),
+    ``concurrency`` (how many may run at once across all workers) and ``retry_on``
+    (retry only errors of these type names / codes / HTTP status codes).
     The node is registered in ``registry`` (default: ``af.default_registry()``).
     """
     if options.get("backoff") is None:

@@ -33,6 +33,7 @@ from autoflow.define.registry import Registry, default_registry
 from autoflow.define.schema import check_json_schema
 from autoflow.draw import dag_svg
 from autoflow.errors import InputError, OutputError, WorkflowError
+from autoflow.expressions import EXPRESSION_KINDS
 from autoflow.templates import marker, template_refs
 
 __all__ = ["RESERVED_INPUTS", "Workflow", "WorkflowRegistry", "workflow"]
@@ -98,11 +99,16 @@ class Workflow:
         """Check wiring, cycles, parameters and output; raise WorkflowError naming the fault."""
         for call in self.calls.values():
             spec = call.spec
-            for kind, target in template_refs(spec.args):
-                if kind == "$ref" and target not in self.calls:
-                    raise WorkflowError(f"node {spec.id!r} uses the output of unknown node {target!r}")
-                if kind == "$input" and target not in self.inputs:
-                    raise WorkflowError(f"node {spec.id!r} uses unknown workflow input {target!r}")
+            for param, tpl in spec.args.items():
+                try:
+                    refs = list(template_refs(tpl))
+                except WorkflowError as exc:
+                    raise WorkflowError(f"node {spec.id!r}, argument {param!r}: {exc}") from None
+                for kind, target in refs:
+                    if kind == "$ref" and target not in self.calls:
+                        raise WorkflowError(f"node {spec.id!r} uses the output of unknown node {target!r}")
+                    if kind == "$input" and target not in self.inputs:
+                        raise WorkflowError(f"node {spec.id!r} uses unknown workflow input {target!r}")
             self._validate_control(call)
             if call.workflow is not None:
                 child = call.workflow
@@ -126,9 +132,19 @@ class Workflow:
             missing = [p.name for p in node.params.values() if p.required and p.name not in spec.args]
             if missing:
                 raise WorkflowError(f"node {spec.id!r} ({spec.type}) is missing argument(s) {missing}")
+            constants = {k: v for k, v in spec.args.items() if k != spec.map_over and not _has_markers(v)}
+            try:  # config known now is checked now, before anything is stored or queued
+                node.check_config(constants, complete=len(constants) == len(spec.args))
+            except (InputError, WorkflowError) as exc:
+                raise WorkflowError(f"node {spec.id!r} ({spec.type}): {exc}") from None
         if not nx.is_directed_acyclic_graph(self.graph):
             cycle = " -> ".join(edge[0] for edge in nx.find_cycle(self.graph))
             raise WorkflowError(f"workflow {self.name!r} has a cycle: {cycle}")
+        if _has_markers(self.output, EXPRESSION_KINDS):
+            raise WorkflowError(
+                f"workflow {self.name!r}: the output may not hold an expression ($expr/$template); "
+                "compute the value in a node (e.g. data_transform) and return that node"
+            )
         for kind, target in template_refs(self.output):
             if (kind == "$ref" and target not in self.calls) or (kind == "$input" and target not in self.inputs):
                 raise WorkflowError(f"workflow {self.name!r}: output refers to unknown {target!r}")
@@ -297,6 +313,17 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"
+
+
+def _has_markers(template: Any, kinds: tuple[str, ...] = ("$ref", "$input", *EXPRESSION_KINDS)) -> bool:
+    found = marker(template)
+    if found:
+        return found[0] in kinds
+    if isinstance(template, dict):
+        return any(_has_markers(v, kinds) for v in template.values())
+    if isinstance(template, list):
+        return any(_has_markers(v, kinds) for v in template)
+    return False
 
 
 #: A registry of nodes and workflows, as the engine, the client and the CLI use it.

@@ -18,18 +18,19 @@ from functools import partial
 from typing import Any
 
 from autoflow import codec
-from autoflow.context import Context, Defer, LogBuffer, log_record
+from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
+from autoflow.context import Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
-from autoflow.engine.planner import retry_delay
+from autoflow.engine.planner import node_seeds, retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.subflows import SubFlows
 from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, Store
+from autoflow.store.base import Claim, NewRun, Progress, Ready, Store
 from autoflow.templates import resolve_template
 
 __all__ = ["Executor"]
@@ -68,6 +69,8 @@ class Executor:
         on_finished: Callable[[str, RunStatus], None] | None = None,
         invoker: Invoker | None = None,
         code_secret: bytes | None = None,
+        credentials: Credentials | None = None,
+        http_transport: Any = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -75,6 +78,8 @@ class Executor:
         self.lease = lease
         self.on_finished = on_finished
         self.invoker: Invoker = invoker or ThreadInvoker()
+        self.credentials = credentials  # None: each context reads the environment when asked
+        self.http_transport = http_transport
         self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon)
         self.subflows = SubFlows(store)
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
@@ -177,6 +182,7 @@ class Executor:
         started = time.monotonic()
         spec: NodeSpec | None = None
         slot: str | None = None
+        ctx: Context | None = None
         try:
             plan = self._plan(claim)
             spec = plan.specs[claim.map_of or node_id]
@@ -205,6 +211,11 @@ class Executor:
                 cancel_event=cancel,
                 deadline=None if timeout is None else started + timeout,
                 wake_at=claim.wake_at,
+                item=_item_index(node_id) if claim.map_of is not None else None,
+                credentials=self.credentials,
+                trigger=partial(self._trigger, run_id),
+                http_transport=self.http_transport,
+                starter=partial(self._start_workflow, claim),
             )
             value = self.invoker.call(
                 lambda: node.invoke(values, ctx), is_async=node.is_async, timeout=timeout, cancel=cancel
@@ -215,11 +226,11 @@ class Executor:
             return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled as exc:
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
-                return self._failed(claim, token, spec, exc, logs, cancel)
+                return self._failed(claim, token, spec, exc, logs, cancel, ctx)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
             return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
-            return self._failed(claim, token, spec, exc, logs, cancel)
+            return self._failed(claim, token, spec, exc, logs, cancel, ctx)
         finally:
             if slot is not None:
                 self.store.release_slot(slot, token)
@@ -228,6 +239,38 @@ class Executor:
         # could flush it although the store then refuses a claim whose lease was lost.
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
         return partial(self.store.complete, run_id, node_id, token, output, [*logs.drain(), done])
+
+    def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:
+        """``ctx.start_workflow``: a detached run of a workflow this worker knows, once per
+        node of a run (its idempotency key finds the run a previous attempt started)."""
+        wf = self.registry.workflow(name)
+        values = wf.validate_inputs(inputs)
+        for each in (*wf.subworkflows().values(), wf):
+            self.store.put_definition(each.digest, codec.dumps(each.to_dict()))
+        new = NewRun(
+            id=codec.new_run_id(),
+            workflow=wf.name,
+            digest=wf.digest,
+            inputs=values,
+            output=wf.output,
+            created_at=time.time(),
+            priority=claim.run_priority,
+            trigger="error",
+            trigger_data=codec.to_json_value(trigger_data, where="trigger_data"),
+            idempotency_key=f"start:{claim.run_id}:{claim.node_id}:{name}",
+        )
+        run_id = self.store.create_run(new, node_seeds(wf.specs))
+        if run_id == new.id:
+            self.send(self.store.start_run(run_id))
+            log.info("run %s of %s started by %s/%s", run_id, wf.name, claim.run_id, claim.node_id)
+        return run_id
+
+    def _trigger(self, run_id: str) -> TriggerInfo:
+        """What started the run (read once, when a node asks: trigger nodes)."""
+        info = self.store.get_run(run_id)
+        if info is None:
+            return TriggerInfo()
+        return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id)
 
     @staticmethod
     def _output(value: Any, node_id: str, is_condition: bool) -> Any:
@@ -281,12 +324,26 @@ class Executor:
         exc: Exception,
         logs: LogBuffer,
         cancel: threading.Event,
+        ctx: Context | None = None,
     ) -> Settle:
         node_id, attempt = claim.node_id, claim.attempt
         error = codec.error_info(exc, node_id)
+        if ctx is not None:  # secrets the node resolved never reach the stored error
+            error = error.model_copy(
+                update={"message": ctx.scrub(error.message), "traceback": ctx.scrub(error.traceback)}
+            )
         delay = None
-        if spec is not None and not isinstance(exc, _PERMANENT) and not cancel.is_set():
+        if (
+            spec is not None
+            and not isinstance(exc, _PERMANENT)
+            and getattr(exc, "retryable", True) is not False  # a node may say a retry cannot help
+            and spec.options.retries_error(exc)
+            and not cancel.is_set()
+        ):
             delay = retry_delay(spec.options, attempt)
+            after = getattr(exc, "retry_after", None)  # e.g. HTTP Retry-After: wait at least that long
+            if delay is not None and isinstance(after, (int, float)) and after > delay:
+                delay = float(after)
         total = spec.options.max_attempts if spec else attempt
         if delay is not None:
             message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
@@ -296,3 +353,11 @@ class Executor:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
             retry_at = None
         return partial(self.store.fail, claim.run_id, node_id, token, error, retry_at, [*logs.drain(), closing])
+
+
+def _item_index(node_id: str) -> int | None:
+    """``3`` for the item node ``resize[3]`` of a map."""
+    if node_id.endswith("]") and "[" in node_id:
+        index = node_id[node_id.rindex("[") + 1 : -1]
+        return int(index) if index.isdigit() else None
+    return None
