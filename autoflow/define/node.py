@@ -307,7 +307,7 @@ class Node(Generic[P, R]):
 
     def _introspect(self, fn: Callable[..., Any]) -> tuple[dict[str, Param], str | None, Any]:
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, include_extras=True)
         except Exception as exc:
             raise WorkflowError(
                 f"node {self.name!r}: cannot resolve its type annotations ({exc}); "

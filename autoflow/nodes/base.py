@@ -15,11 +15,11 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from autoflow.define.node import Node, node
+from autoflow.define.node import Node, NodeOptions, current_builder
 from autoflow.define.registry import builtin_registry
 from autoflow.errors import AutoflowError
 
-__all__ = ["MissingExtra", "NodeError", "builtin", "optional_import"]
+__all__ = ["LibraryNode", "MissingExtra", "NodeError", "builtin", "optional_import"]
 
 
 class NodeError(AutoflowError):
@@ -63,6 +63,25 @@ def optional_import(module: str, extra: str, node_type: str) -> ModuleType:
         raise MissingExtra(f"node type {node_type!r} needs {module!r}: pip install 'autoflow[{extra}]'") from None
 
 
+class LibraryNode(Node[Any, Any]):
+    """A library node. Called outside a workflow (a notebook cell, a unit test) it checks
+    and converts its arguments as the engine does, so ``http_request(url, auth={...})``
+    works with plain dicts."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if current_builder.get() is not None:
+            return super().__call__(*args, **kwargs)
+        ctx = kwargs.pop(self.ctx_param, None) if self.ctx_param else None
+        values = self.validate_inputs(self.bind(args, kwargs))
+        return self.invoke(values, ctx)
+
+
 def builtin(node_type: str, **options: Any) -> Callable[[Callable[..., Any]], Node[Any, Any]]:
     """``@builtin("http_request", retries=2)``: a library node registered under its seed name."""
-    return node(type=node_type, registry=builtin_registry(), **options)
+
+    def decorate(fn: Callable[..., Any]) -> Node[Any, Any]:
+        made = LibraryNode(fn, NodeOptions(type=node_type, **options))
+        builtin_registry().add_node(made)
+        return made
+
+    return decorate

@@ -97,7 +97,9 @@ def _holds(rule: Rule, strict: bool, case_sensitive: bool, where: str) -> bool:
         if not isinstance(left, (str, list, dict)):
             raise ValueError(f"{where}.left: {op} needs a string, array or object")
         size = convert(rule.right, "integer", False, f"{where}.right")
-        return {"length_equals": len(left) == size, "length_gt": len(left) > size, "length_lt": len(left) < size}[op]
+        return bool(
+            {"length_equals": len(left) == size, "length_gt": len(left) > size, "length_lt": len(left) < size}[op]
+        )
     left = convert(rule.left, kind, strict, f"{where}.left")
     right = convert(rule.right, kind, strict, f"{where}.right")
     if not case_sensitive:

@@ -389,6 +389,8 @@ def http_request(
     sent_headers = dict(headers or {})
     params = dict(query or {})
     basic = _apply_auth(auth, ctx, sent_headers, params) if auth else None
+    if pagination is not None and pagination.mode == "param":
+        params[pagination.param or "page"] = pagination.start
     keyed = idempotency_key is not False
     if keyed:
         sent_headers["Idempotency-Key"] = ctx.idempotency_key if idempotency_key is True else str(idempotency_key)
