@@ -389,10 +389,10 @@ class Node(Generic[P, R]):
                 ) from None
         return out
 
-    def check_config(self, values: Mapping[str, Any], *, complete: bool = False) -> None:
+    def check_config(self, values: Mapping[str, Any], *, pending: frozenset[str] = frozenset()) -> None:
         """Check arguments known when a workflow is defined (constants of its config)
-        against the parameters' types: InputError names the parameter. ``complete`` says
-        every argument is a constant (subclasses may then check them together)."""
+        against the parameters' types: InputError names the parameter. ``pending`` names
+        the arguments known only at run time (subclasses may check the rest together)."""
         self.validate_inputs(values)
 
     def invoke(self, values: Mapping[str, Any], ctx: Context | None) -> Any:

@@ -7,6 +7,7 @@ and an output template, in the JSON definition format of ``definition.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import typing
@@ -28,7 +29,7 @@ from autoflow.define.definition import (
     parse_definition,
     sorted_json,
 )
-from autoflow.define.node import Node, current_builder, resolve_node
+from autoflow.define.node import Node, NodeOptions, current_builder, resolve_node
 from autoflow.define.registry import Registry, default_registry
 from autoflow.define.schema import check_json_schema
 from autoflow.draw import dag_svg
@@ -82,11 +83,21 @@ class Workflow:
         self.schedule = schedule
         self.input_types = dict(input_types or {})
         self._adapters: dict[str, TypeAdapter[Any]] = {}
+        self._check_templates()
         self.graph = self._build_graph()
         self.validate()
         self.digest = hashlib.sha256(codec.dumps(sorted_json(self.to_dict())).encode()).hexdigest()[:32]
 
     # -- graph -----------------------------------------------------------------------------
+    def _check_templates(self) -> None:
+        """Expressions parse and name what they read (needed before the graph is drawn)."""
+        for call in self.calls.values():
+            for param, tpl in call.spec.args.items():
+                try:
+                    list(template_refs(tpl))
+                except WorkflowError as exc:
+                    raise WorkflowError(f"node {call.spec.id!r}, argument {param!r}: {exc}") from None
+
     def _build_graph(self) -> nx.DiGraph:
         labels = {c.id: c.node.name for c in self.calls.values() if c.node is not None}
         return build_graph(self.name, self.specs, labels)
@@ -99,12 +110,8 @@ class Workflow:
         """Check wiring, cycles, parameters and output; raise WorkflowError naming the fault."""
         for call in self.calls.values():
             spec = call.spec
-            for param, tpl in spec.args.items():
-                try:
-                    refs = list(template_refs(tpl))
-                except WorkflowError as exc:
-                    raise WorkflowError(f"node {spec.id!r}, argument {param!r}: {exc}") from None
-                for kind, target in refs:
+            for tpl in spec.args.values():
+                for kind, target in template_refs(tpl):
                     if kind == "$ref" and target not in self.calls:
                         raise WorkflowError(f"node {spec.id!r} uses the output of unknown node {target!r}")
                     if kind == "$input" and target not in self.inputs:
@@ -134,7 +141,7 @@ class Workflow:
                 raise WorkflowError(f"node {spec.id!r} ({spec.type}) is missing argument(s) {missing}")
             constants = {k: v for k, v in spec.args.items() if k != spec.map_over and not _has_markers(v)}
             try:  # config known now is checked now, before anything is stored or queued
-                node.check_config(constants, complete=len(constants) == len(spec.args))
+                node.check_config(constants, pending=frozenset(spec.args) - set(constants))
             except (InputError, WorkflowError) as exc:
                 raise WorkflowError(f"node {spec.id!r} ({spec.type}): {exc}") from None
         if not nx.is_directed_acyclic_graph(self.graph):
@@ -261,10 +268,16 @@ class Workflow:
         if not isinstance(inputs, Mapping) or not all(isinstance(v, Mapping) for v in inputs.values()):
             raise WorkflowError("'inputs' must map each input name to a JSON schema object")
         children = data.get("workflows") or {}
+        given = {n.get("id"): n.get("options") or {} for n in data.get("nodes") or [] if isinstance(n, Mapping)}
         calls: dict[str, NodeCall[Workflow]] = {}
         for sid, spec in specs.items():
             if spec.workflow is None:
-                calls[sid] = NodeCall(spec, resolve_node(registry, spec.type))
+                node = resolve_node(registry, spec.type)
+                # The node's own defaults (e.g. an error handler's trigger), then what the definition says.
+                merged = NodeOptions.from_dict(
+                    {**node.options.to_dict(), **given.get(sid, {})}, f"node {sid!r} options"
+                )
+                calls[sid] = NodeCall(dataclasses.replace(spec, options=merged), node)
                 continue
             name, digest = spec.workflow
             child = cls.from_dict(children[name], registry) if name in children else registry.workflow(name)

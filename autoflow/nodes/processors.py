@@ -29,11 +29,10 @@ class Processor(Node[Any, Any]):
     config_model: type[BaseModel]
     check: Callable[[Any], Any] | None
 
-    def check_config(self, values: Mapping[str, Any], *, complete: bool = False) -> None:
-        super().check_config(values, complete=complete)
-        fields = {k: v for k, v in values.items() if k != "data"}
-        if complete or set(self.config_model.model_fields) <= set(fields):
-            self.build_config(fields, InputError)
+    def check_config(self, values: Mapping[str, Any], *, pending: frozenset[str] = frozenset()) -> None:
+        super().check_config(values, pending=pending)
+        if not pending - {"data"}:  # every config field is a constant (or its default)
+            self.build_config({k: v for k, v in values.items() if k != "data"}, InputError)
 
     def build_config(self, fields: Mapping[str, Any], error: type[Exception]) -> BaseModel:
         try:

@@ -65,11 +65,27 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
         check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     return cert, key
 
 
@@ -109,7 +125,9 @@ def pg_url() -> Iterator[str]:
         need_service("psycopg is not installed")
     name = f"af_nodes_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True, connect_timeout=3)
+        admin = psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True, connect_timeout=3
+        )
     except psycopg.OperationalError as exc:
         need_service(f"PostgreSQL is not answering on 127.0.0.1:5432: {exc}")
     with admin:
@@ -131,7 +149,9 @@ def mariadb_url() -> Iterator[str]:
         need_service("pymysql is not installed")
     name = f"af_nodes_{uuid.uuid4().hex[:12]}"
     try:
-        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=3, autocommit=True)
+        admin = pymysql.connect(
+            host="127.0.0.1", port=3306, user="root", password="", connect_timeout=3, autocommit=True
+        )
     except pymysql.err.OperationalError as exc:
         need_service(f"MariaDB is not answering on 127.0.0.1:3306: {exc}")
     with admin.cursor() as cur:

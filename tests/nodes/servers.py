@@ -86,7 +86,11 @@ class HTTPServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 request = Request(
-                    self.command, parts.path, dict(parse_qsl(parts.query)), {k.lower(): v for k, v in self.headers.items()}, body
+                    self.command,
+                    parts.path,
+                    dict(parse_qsl(parts.query)),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
                 )
                 with outer.lock:
                     outer.requests.append(request)
@@ -157,7 +161,11 @@ class FakeWhatsApp:
         if auth != f"Bearer {self.TOKEN}":
             return graph_error(190, "Invalid OAuth access token", 401)
         body = request.json()
-        if body.get("messaging_product") != "whatsapp" or not body.get("to") or body.get("type") not in ("text", "template"):
+        if (
+            body.get("messaging_product") != "whatsapp"
+            or not body.get("to")
+            or body.get("type") not in ("text", "template")
+        ):
             return graph_error(100, "(#100) Invalid parameter", 400)
         to = body["to"]
         with self.lock:
@@ -212,7 +220,8 @@ class FakePayments:
                         return self._error(
                             400,
                             "idempotency_error",
-                            "Keys for idempotent requests can only be used with the same parameters they were first used with",
+                            "Keys for idempotent requests can only be used with the same parameters "
+                            "they were first used with",
                         )
                     replay = saved[1]
                     return Response(replay.status, replay.body, {**replay.headers, "Idempotent-Replayed": "true"})
@@ -235,7 +244,14 @@ class FakePayments:
         if method == "pm_card_chargeDeclined":
             return Response(
                 402,
-                {"error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined."}},
+                {
+                    "error": {
+                        "type": "card_error",
+                        "code": "card_declined",
+                        "decline_code": "generic_decline",
+                        "message": "Your card was declined.",
+                    }
+                },
             )
         intent = {
             "id": f"pi_{uuid.uuid4().hex[:24]}",
@@ -259,7 +275,9 @@ class FakePayments:
 class SMTPRecorder:
     """aiosmtpd on 127.0.0.1: ``messages`` holds ``{"rcpts", "message_id", "subject", "raw"}``."""
 
-    def __init__(self, *, tls_context: Any = None, auth: tuple[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, *, tls_context: Any = None, auth: tuple[str, str] | None = None, port: int | None = None
+    ) -> None:
         from email import message_from_bytes
 
         from aiosmtpd.controller import Controller
@@ -292,7 +310,11 @@ class SMTPRecorder:
                 return "250 Message accepted for delivery"
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
-            ok = isinstance(data, LoginPassword) and auth is not None and (data.login.decode(), data.password.decode()) == auth
+            ok = (
+                isinstance(data, LoginPassword)
+                and auth is not None
+                and (data.login.decode(), data.password.decode()) == auth
+            )
             return AuthResult(success=ok, handled=False)
 
         self.port = port or free_port()

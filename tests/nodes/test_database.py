@@ -45,13 +45,22 @@ def _rows(engine: Any) -> list[tuple[Any, ...]]:
     import sqlalchemy as sa
 
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(f"SELECT order_id, status, amount FROM {engine.info['table']} ORDER BY order_id"))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.text(f"SELECT order_id, status, amount FROM {engine.info['table']} ORDER BY order_id")
+            )
+        ]
 
 
 def test_upsert_on_a_key_writes_one_row(run_client: af.Client, db: Any) -> None:
     table = db.info["table"]
-    config = {"table": table, "connection": "db", "key": "order_id",
-              "rows": {"order_id": "o1", "status": "new", "amount": 10, "paid_at": "2026-11-30T10:00:00Z"}}  # fmt: skip
+    config = {
+        "table": table,
+        "connection": "db",
+        "key": "order_id",
+        "rows": {"order_id": "o1", "status": "new", "amount": 10, "paid_at": "2026-11-30T10:00:00Z"},
+    }
     for _ in range(2):  # a retried or re-run node writes the same row again
         info = run_client.execute(one_node("database_save", config)).wait(timeout=30)
         assert info.status is af.RunStatus.COMPLETED, info.error
@@ -64,11 +73,15 @@ def test_upsert_on_a_key_writes_one_row(run_client: af.Client, db: Any) -> None:
 def test_insert_many_rows_in_one_transaction(run_client: af.Client, db: Any) -> None:
     table = db.info["table"]
     rows = [{"order_id": f"o{i}", "status": "new", "amount": i} for i in range(3)]
-    info = run_client.execute(one_node("database_save", {"table": table, "connection": "db", "rows": rows})).wait(timeout=30)
+    info = run_client.execute(one_node("database_save", {"table": table, "connection": "db", "rows": rows})).wait(
+        timeout=30
+    )
     assert info.output["rows"] == 3 and len(_rows(db)) == 3
     # One bad row (status NOT NULL) and nothing of the batch is written.
     bad = [{"order_id": "x1", "status": "new", "amount": 1}, {"order_id": "x2", "status": None, "amount": 2}]
-    info = run_client.execute(one_node("database_save", {"table": table, "connection": "db", "rows": bad}, FAST)).wait(timeout=30)
+    info = run_client.execute(one_node("database_save", {"table": table, "connection": "db", "rows": bad}, FAST)).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1
     assert [r[0] for r in _rows(db)] == ["o0", "o1", "o2"]
 
@@ -76,10 +89,14 @@ def test_insert_many_rows_in_one_transaction(run_client: af.Client, db: Any) -> 
 def test_columns_must_exist_identifiers_never_come_from_data(run_client: af.Client, db: Any) -> None:
     table = db.info["table"]
     rows = {"order_id": "o9", 'status" = 1; DROP TABLE x; --': "new"}
-    info = run_client.execute(one_node("database_save", {"table": table, "connection": "db", "rows": rows})).wait(timeout=30)
+    info = run_client.execute(one_node("database_save", {"table": table, "connection": "db", "rows": rows})).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1
     assert "has no column(s)" in info.nodes["n"].error.message
-    info = run_client.execute(one_node("database_save", {"table": "nope", "connection": "db", "rows": {"a": 1}})).wait(timeout=30)
+    info = run_client.execute(one_node("database_save", {"table": "nope", "connection": "db", "rows": {"a": 1}})).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.FAILED and "'nope' does not exist" in info.nodes["n"].error.message
 
 
@@ -95,7 +112,9 @@ def test_a_connection_error_is_retried_and_the_password_never_shows(run_client: 
     secret = "db-canary-pw-93d1"
     credential("db", f"postgresql+psycopg://app:{secret}@127.0.0.1:{free_port()}/shop")
     config = {"table": "orders", "connection": "db", "rows": {"a": 1}}
-    run = run_client.execute(one_node("database_save", config, {"retries": 1, "backoff": {"base": 0.01, "jitter": False}}))
+    run = run_client.execute(
+        one_node("database_save", config, {"retries": 1, "backoff": {"base": 0.01, "jitter": False}})
+    )
     info = run.wait(timeout=60)
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 2
     assert secret not in info.model_dump_json() + log_text(run_client, run.id)

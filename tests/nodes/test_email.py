@@ -88,20 +88,28 @@ def test_tls_is_required_for_credentials(run_client: af.Client, smtp: SMTPRecord
 
 def test_5xx_is_permanent_4xx_is_retried(run_client: af.Client, smtp: SMTPRecorder) -> None:
     info = run_client.execute(one_node("send_email", _mail(smtp, to="x@bounce.test"), FAST)).wait(timeout=30)
-    assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1 and "550" in info.nodes["n"].error.message
+    assert (
+        info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1 and "550" in info.nodes["n"].error.message
+    )
     info = run_client.execute(one_node("send_email", _mail(smtp, to="x@later.test"), FAST)).wait(timeout=30)
-    assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 3 and "451" in info.nodes["n"].error.message
+    assert (
+        info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 3 and "451" in info.nodes["n"].error.message
+    )
     assert not smtp.messages
 
 
 def test_a_partly_refused_message_is_sent_and_reports_the_refusal(run_client: af.Client, smtp: SMTPRecorder) -> None:
-    info = run_client.execute(one_node("send_email", _mail(smtp, to=["ok@example.test", "no@bounce.test"]))).wait(timeout=30)
+    info = run_client.execute(one_node("send_email", _mail(smtp, to=["ok@example.test", "no@bounce.test"]))).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.COMPLETED
     assert info.output["accepted"] == ["ok@example.test"] and list(info.output["refused"]) == ["no@bounce.test"]
 
 
 def test_header_injection_is_refused(run_client: af.Client, smtp: SMTPRecorder) -> None:
-    info = run_client.execute(one_node("send_email", _mail(smtp, subject="Hi\r\nBcc: evil@example.test"))).wait(timeout=30)
+    info = run_client.execute(one_node("send_email", _mail(smtp, subject="Hi\r\nBcc: evil@example.test"))).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1
     assert not smtp.messages
 
@@ -109,8 +117,15 @@ def test_header_injection_is_refused(run_client: af.Client, smtp: SMTPRecorder) 
 def test_a_closed_port_is_retried(run_client: af.Client) -> None:
     from tests.nodes.servers import free_port
 
-    config = {"to": "a@b.test", "sender": "c@d.test", "subject": "s", "text": "t", "host": "127.0.0.1",
-              "port": free_port(), "security": "none"}  # fmt: skip
+    config = {
+        "to": "a@b.test",
+        "sender": "c@d.test",
+        "subject": "s",
+        "text": "t",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "security": "none",
+    }
     info = run_client.execute(one_node("send_email", config, {**FAST, "retries": 1})).wait(timeout=30)
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 2
 

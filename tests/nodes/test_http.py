@@ -18,7 +18,11 @@ CANARY = "tok-canary-7f3a9c1e55"
 
 def test_get_returns_the_json_body_with_query_and_headers(run_client: af.Client, http_server: HTTPServer) -> None:
     http_server.route("GET", "/items", lambda r: Response(200, {"items": [1, 2], "q": r.query}))
-    info = run(run_client, "http_request", {"url": http_server.url("/items"), "query": {"status": "open"}, "headers": {"X-Trace": "t1"}})
+    info = run(
+        run_client,
+        "http_request",
+        {"url": http_server.url("/items"), "query": {"status": "open"}, "headers": {"X-Trace": "t1"}},
+    )
     assert info.status is af.RunStatus.COMPLETED, info.error
     assert info.output == {"items": [1, 2], "q": {"status": "open"}}
     assert http_server.requests[0].headers["x-trace"] == "t1"
@@ -35,10 +39,15 @@ def test_full_response_and_text_format(run_client: af.Client, http_server: HTTPS
     [
         ({"json_body": {"a": 1}}, lambda r: r.json() == {"a": 1} and "json" in r.headers["content-type"]),
         ({"form": {"a": "1", "b": "x y"}}, lambda r: r.form() == {"a": "1", "b": "x y"}),
-        ({"body": "<x/>", "content_type": "application/xml"}, lambda r: r.body == b"<x/>" and r.headers["content-type"] == "application/xml"),
+        (
+            {"body": "<x/>", "content_type": "application/xml"},
+            lambda r: r.body == b"<x/>" and r.headers["content-type"] == "application/xml",
+        ),
     ],
 )
-def test_bodies(run_client: af.Client, http_server: HTTPServer, config: dict[str, Any], check: Callable[[Request], bool]) -> None:
+def test_bodies(
+    run_client: af.Client, http_server: HTTPServer, config: dict[str, Any], check: Callable[[Request], bool]
+) -> None:
     http_server.route("POST", "/in", lambda r: Response(200, {"ok": True}))
     info = run(run_client, "http_request", {"url": http_server.url("/in"), "method": "POST", **config})
     assert info.status is af.RunStatus.COMPLETED, info.error
@@ -58,7 +67,12 @@ def test_bodies(run_client: af.Client, http_server: HTTPServer, config: dict[str
     ],
 )
 def test_auth_by_credential_and_the_secret_never_leaks(
-    run_client: af.Client, http_server: HTTPServer, credential: Any, auth: dict[str, Any], secret: Any, expected: tuple[str, str]
+    run_client: af.Client,
+    http_server: HTTPServer,
+    credential: Any,
+    auth: dict[str, Any],
+    secret: Any,
+    expected: tuple[str, str],
 ) -> None:
     credential("api", secret)
     # The server echoes what it got in an error: the node's error and logs must not show it.
@@ -77,15 +91,23 @@ def test_auth_by_credential_and_the_secret_never_leaks(
 def test_query_auth(run_client: af.Client, http_server: HTTPServer, credential: Any) -> None:
     credential("api", CANARY)
     http_server.route("GET", "/q", lambda r: Response(200, {"ok": r.query.get("key") == CANARY}))
-    info = run(run_client, "http_request", {"url": http_server.url("/q"), "auth": {"type": "query", "credential": "api", "name": "key"}})
+    info = run(
+        run_client,
+        "http_request",
+        {"url": http_server.url("/q"), "auth": {"type": "query", "credential": "api", "name": "key"}},
+    )
     assert info.output == {"ok": True}
 
 
 def test_a_missing_credential_fails_at_once_naming_it(run_client: af.Client, http_server: HTTPServer) -> None:
-    info = run(run_client, "http_request", {"url": http_server.url("/"), "auth": {"type": "bearer", "credential": "nowhere"}})
+    info = run(
+        run_client, "http_request", {"url": http_server.url("/"), "auth": {"type": "bearer", "credential": "nowhere"}}
+    )
     assert info.status is af.RunStatus.FAILED
     assert info.nodes["n"].attempt == 1
-    assert "'nowhere'" in info.nodes["n"].error.message and "AUTOFLOW_CREDENTIAL_NOWHERE" in info.nodes["n"].error.message
+    assert (
+        "'nowhere'" in info.nodes["n"].error.message and "AUTOFLOW_CREDENTIAL_NOWHERE" in info.nodes["n"].error.message
+    )
 
 
 def _flaky(statuses: list[int], headers: dict[str, str] | None = None) -> Callable[[Request], Response]:
@@ -123,7 +145,9 @@ def test_429_408_and_5xx_are_retried_404_is_not(run_client: af.Client, http_serv
 
 def test_a_post_is_retried_only_with_an_idempotency_key(run_client: af.Client, http_server: HTTPServer) -> None:
     http_server.route("POST", "/p", _flaky([503, 503]))
-    info = run_client.execute(one_node("http_request", {"url": http_server.url("/p"), "method": "POST"}, FAST)).wait(timeout=30)
+    info = run_client.execute(one_node("http_request", {"url": http_server.url("/p"), "method": "POST"}, FAST)).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1
     run_ = run_client.execute(
         one_node("http_request", {"url": http_server.url("/p"), "method": "POST", "idempotency_key": True}, FAST)
@@ -144,7 +168,9 @@ def test_connect_errors_are_retried(run_client: af.Client) -> None:
     from tests.nodes.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/nothing"
-    info = run_client.execute(one_node("http_request", {"url": url, "method": "POST"}, {**FAST, "retries": 1})).wait(timeout=30)
+    info = run_client.execute(one_node("http_request", {"url": url, "method": "POST"}, {**FAST, "retries": 1})).wait(
+        timeout=30
+    )
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 2
     assert "cannot connect" in info.nodes["n"].error.message
 
@@ -152,7 +178,9 @@ def test_connect_errors_are_retried(run_client: af.Client) -> None:
 def test_timeout(run_client: af.Client, http_server: HTTPServer) -> None:
     release = threading.Event()
     http_server.route("GET", "/slow", lambda r: (release.wait(5), Response(200, {}))[1])
-    info = run_client.execute(one_node("http_request", {"url": http_server.url("/slow"), "timeout": 0.2}, {"retries": 0})).wait(timeout=30)
+    info = run_client.execute(
+        one_node("http_request", {"url": http_server.url("/slow"), "timeout": 0.2}, {"retries": 0})
+    ).wait(timeout=30)
     release.set()
     assert info.status is af.RunStatus.FAILED and "ReadTimeout" in info.nodes["n"].error.message
 
@@ -166,13 +194,18 @@ def test_pagination_by_parameter_collects_items(run_client: af.Client, http_serv
     assert [r.query["page"] for r in http_server.requests] == ["1", "2", "3", "4"]  # the empty 4th page stops it
 
 
-def test_pagination_by_next_url_with_stop_condition_and_max_pages(run_client: af.Client, http_server: HTTPServer) -> None:
+def test_pagination_by_next_url_with_stop_condition_and_max_pages(
+    run_client: af.Client, http_server: HTTPServer
+) -> None:
     def page(r: Request) -> Response:
         n = int(r.query.get("n", "1"))
         return Response(200, {"n": n, "next": f"/next?n={n + 1}", "last": n == 3})
 
     http_server.route("GET", "/next", page)
-    config = {"url": http_server.url("/next"), "pagination": {"mode": "next_url", "next_url": "body.next", "stop_when": "body.last"}}
+    config = {
+        "url": http_server.url("/next"),
+        "pagination": {"mode": "next_url", "next_url": "body.next", "stop_when": "body.last"},
+    }
     assert [p["n"] for p in run(run_client, "http_request", config).output] == [1, 2, 3]
     config["pagination"] = {"mode": "next_url", "next_url": "body.next", "max_pages": 2}
     assert [p["n"] for p in run(run_client, "http_request", config).output] == [1, 2]
@@ -199,7 +232,9 @@ def test_network_policy(run_client: af.Client, http_server: HTTPServer, monkeypa
 
 
 def test_a_redirect_to_the_metadata_address_is_blocked(run_client: af.Client, http_server: HTTPServer) -> None:
-    http_server.route("GET", "/r", lambda r: Response(302, "", {"Location": "http://169.254.169.254/latest/meta-data/"}))
+    http_server.route(
+        "GET", "/r", lambda r: Response(302, "", {"Location": "http://169.254.169.254/latest/meta-data/"})
+    )
     info = run(run_client, "http_request", {"url": http_server.url("/r")})
     assert info.status is af.RunStatus.FAILED and "169.254.169.254" in info.nodes["n"].error.message
 

@@ -21,11 +21,20 @@ def _key(credential: Any) -> None:
 
 
 def _config(server: HTTPServer, **extra: Any) -> dict[str, Any]:
-    return {"amount": 1999, "currency": "BRL", "credential": "stripe", "api_url": server.url(""),
-            "payment_method": "pm_card_visa", "metadata": {"order": "42"}, **extra}  # fmt: skip
+    return {
+        "amount": 1999,
+        "currency": "BRL",
+        "credential": "stripe",
+        "api_url": server.url(""),
+        "payment_method": "pm_card_visa",
+        "metadata": {"order": "42"},
+        **extra,
+    }
 
 
-def test_a_charge_with_a_derived_idempotency_key(run_client: af.Client, payments: tuple[FakePayments, HTTPServer]) -> None:
+def test_a_charge_with_a_derived_idempotency_key(
+    run_client: af.Client, payments: tuple[FakePayments, HTTPServer]
+) -> None:
     api, server = payments
     run = run_client.execute(one_node("payment_process", _config(server)))
     info = run.wait(timeout=30)
@@ -53,7 +62,9 @@ def test_the_same_key_with_other_parameters_is_refused(payments: tuple[FakePayme
     assert len(api.charges) == 1
 
 
-def test_a_concurrent_request_with_the_same_key_gets_409_then_the_replay(payments: tuple[FakePayments, HTTPServer]) -> None:
+def test_a_concurrent_request_with_the_same_key_gets_409_then_the_replay(
+    payments: tuple[FakePayments, HTTPServer],
+) -> None:
     api, server = payments
     config = _config(server, payment_method="pm_card_slow")
     results: list[Any] = []
@@ -73,11 +84,15 @@ def test_a_concurrent_request_with_the_same_key_gets_409_then_the_replay(payment
 def test_requires_action_is_data_a_decline_is_permanent(
     run_client: af.Client, payments: tuple[FakePayments, HTTPServer]
 ) -> None:
-    api, server = payments
-    info = run_client.execute(one_node("payment_process", _config(server, payment_method="pm_card_threeDSecure2Required"))).wait(timeout=30)
+    _api, server = payments
+    info = run_client.execute(
+        one_node("payment_process", _config(server, payment_method="pm_card_threeDSecure2Required"))
+    ).wait(timeout=30)
     assert info.status is af.RunStatus.COMPLETED
     assert info.output["requires_action"] and info.output["next_action"] == {"type": "use_stripe_sdk"}
-    info = run_client.execute(one_node("payment_process", _config(server, payment_method="pm_card_chargeDeclined"), FAST)).wait(timeout=30)
+    info = run_client.execute(
+        one_node("payment_process", _config(server, payment_method="pm_card_chargeDeclined"), FAST)
+    ).wait(timeout=30)
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1
     assert "card_error" in info.nodes["n"].error.message
 
@@ -89,13 +104,17 @@ def test_each_map_item_gets_its_own_key(run_client: af.Client, payments: tuple[F
             "name": "charge_each",
             "inputs": {"amounts": {"type": "array"}},
             "nodes": [
-                {"id": "c", "type": "payment_process", "config": {**_config(server), "amount": {"$input": "amounts"}},
-                 "map": {"over": "amount", "max_parallel": None}},
+                {
+                    "id": "c",
+                    "type": "payment_process",
+                    "config": {**_config(server), "amount": {"$input": "amounts"}},
+                    "map": {"over": "amount", "max_parallel": None},
+                },
             ],
             "edges": [],
             "output": "c",
         }
-    )  # fmt: skip
+    )
     run = run_client.execute(wf, amounts=[100, 200, 300])
     out = run.result(timeout=30)
     assert [o["amount"] for o in out] == [100, 200, 300] and len(api.charges) == 3

@@ -20,8 +20,14 @@ def _token(credential: Any) -> None:
 
 
 def _config(server: HTTPServer, **extra: Any) -> dict[str, Any]:
-    return {"to": "+55 11 99999-0000", "phone_number_id": "1234567890", "credential": "wa",
-            "api_url": server.url(""), "text": "Seu pedido saiu", **extra}  # fmt: skip
+    return {
+        "to": "+55 11 99999-0000",
+        "phone_number_id": "1234567890",
+        "credential": "wa",
+        "api_url": server.url(""),
+        "text": "Seu pedido saiu",
+        **extra,
+    }
 
 
 def test_a_text_message(run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTTPServer]) -> None:
@@ -30,7 +36,12 @@ def test_a_text_message(run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTT
     info = run.wait(timeout=30)
     assert info.status is af.RunStatus.COMPLETED, info.error
     (sent,) = api.messages
-    assert info.output == {"message_id": sent["id"], "wa_id": "5511999990000", "to": "5511999990000", "status": "accepted"}
+    assert info.output == {
+        "message_id": sent["id"],
+        "wa_id": "5511999990000",
+        "to": "5511999990000",
+        "status": "accepted",
+    }
     assert sent["type"] == "text" and sent["text"] == {"preview_url": False, "body": "Seu pedido saiu"}
     assert sent["biz_opaque_callback_data"] == f"{run.id}:n"
     assert server.requests[0].path == "/v21.0/1234567890/messages"
@@ -39,14 +50,23 @@ def test_a_text_message(run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTT
 
 def test_a_template_message(run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTTPServer]) -> None:
     api, server = whatsapp
-    template = {"name": "order_paid", "language": "pt_BR",
-                "components": [{"type": "body", "parameters": [{"type": "text", "text": "42"}]}]}  # fmt: skip
+    template = {
+        "name": "order_paid",
+        "language": "pt_BR",
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "42"}]}],
+    }
     info = run_client.execute(one_node("whatsapp_send", _config(server, text=None, template=template))).wait(timeout=30)
     assert info.status is af.RunStatus.COMPLETED, info.error
-    assert api.messages[0]["template"] == {"name": "order_paid", "language": {"code": "pt_BR"}, "components": template["components"]}
+    assert api.messages[0]["template"] == {
+        "name": "order_paid",
+        "language": {"code": "pt_BR"},
+        "components": template["components"],
+    }
 
 
-def test_throughput_errors_are_retried_after_a_wait(run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTTPServer]) -> None:
+def test_throughput_errors_are_retried_after_a_wait(
+    run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTTPServer]
+) -> None:
     api, server = whatsapp
     run = run_client.execute(one_node("whatsapp_send", _config(server, to="15550001111"), FAST))
     info = run.wait(timeout=30)
@@ -84,6 +104,6 @@ def test_classification_table() -> None:
 def test_bad_messages_fail_without_a_request(
     run_client: af.Client, whatsapp: tuple[FakeWhatsApp, HTTPServer], bad: dict[str, Any]
 ) -> None:
-    api, server = whatsapp
+    _api, server = whatsapp
     info = run_client.execute(one_node("whatsapp_send", _config(server, **bad), FAST)).wait(timeout=30)
     assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1 and not server.requests
