@@ -74,7 +74,9 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="autoflow-json-"))
     shop = folder / "shop.db"
     with sqlite3.connect(shop) as db:
-        db.execute("CREATE TABLE orders (order_id TEXT PRIMARY KEY, email TEXT, total REAL, route TEXT, message_id TEXT)")
+        db.execute(
+            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, email TEXT, total REAL, route TEXT, message_id TEXT)"
+        )
     os.environ["AUTOFLOW_CREDENTIAL_SHOP_DB"] = f"sqlite:///{shop}"  # a credential, never in the definition
     os.environ.setdefault("AUTOFLOW_HOME", str(folder / "home"))
 
