@@ -71,7 +71,8 @@ Handler = Callable[[Request], Response]
 class HTTPServer:
     """``server.route("GET", "/items", handler)``; ``server.url("/items")``; ``server.requests``."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, delay: float = 0.0) -> None:
+        self.delay = delay  # seconds each request takes before its handler runs
         self.routes: dict[tuple[str, str], Handler] = {}
         self.fallback: Handler | None = None
         self.requests: list[Request] = []
@@ -94,18 +95,23 @@ class HTTPServer:
                 )
                 with outer.lock:
                     outer.requests.append(request)
+                if outer.delay:
+                    time.sleep(outer.delay)  # the work happens even if the client is gone meanwhile
                 handler = outer.routes.get((self.command, parts.path)) or outer.fallback
                 response = handler(request) if handler else Response(404, {"error": "no route"})
                 data, content_type = response.encoded()
-                self.send_response(response.status)
-                self.send_header("Content-Type", content_type)
-                for name, value in response.headers.items():
-                    if name.lower() != "content-type":
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                try:
+                    self.send_response(response.status)
+                    self.send_header("Content-Type", content_type)
+                    for name, value in response.headers.items():
+                        if name.lower() != "content-type":
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client is gone (killed): nothing to answer
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
