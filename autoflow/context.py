@@ -199,6 +199,12 @@ class Context:
             ctx.check_cancelled()
             ...
 
+    Nodes get their I/O through it: ``ctx.credential(name)`` (a secret configured on the
+    worker, blanked out of the node's logs, errors and output), ``ctx.trigger`` (what
+    started the run and the data it carried), ``ctx.start_workflow(name, ...)`` (a
+    separate run, once per node), ``ctx.http_transport`` (an httpx transport tests may
+    inject) and ``ctx.idempotency_key``.
+
     Outside a run (a plain call in a cell) a context is made up for the call: its logs
     go to the Python logger ``autoflow.run`` and it is never cancelled.
     """
@@ -304,16 +310,19 @@ class Context:
             return record
         out = dict(record, message=self.scrub(str(record.get("message", ""))))
         if record.get("data") is not None:
-            out["data"] = self._scrub_value(record["data"])
+            out["data"] = self.scrub_value(record["data"])
         return out
 
-    def _scrub_value(self, value: Any) -> Any:
+    def scrub_value(self, value: Any) -> Any:
+        """JSON ``value`` with this node's secrets blanked out of every string in it."""
+        if not self._secrets:
+            return value
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, dict):
-            return {k: self._scrub_value(v) for k, v in value.items()}
+            return {k: self.scrub_value(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._scrub_value(v) for v in value]
+            return [self.scrub_value(v) for v in value]
         return value
 
     def __repr__(self) -> str:

@@ -220,7 +220,7 @@ class Executor:
             value = self.invoker.call(
                 lambda: node.invoke(values, ctx), is_async=node.is_async, timeout=timeout, cancel=cancel
             )
-            output = self._output(value, node_id, node_id in plan.conditions)
+            output = ctx.scrub_value(self._output(value, node_id, node_id in plan.conditions))
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
             return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])

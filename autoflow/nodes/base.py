@@ -75,6 +75,13 @@ class LibraryNode(Node[Any, Any]):
         values = self.validate_inputs(self.bind(args, kwargs))
         return self.invoke(values, ctx)
 
+    def with_options(self, **changes: Any) -> LibraryNode:
+        """A copy with some options changed (still a library node)."""
+        copy = super().with_options(**changes)
+        made = LibraryNode(copy.fn, copy.options)
+        made.key = self.key
+        return made
+
 
 def builtin(node_type: str, **options: Any) -> Callable[[Callable[..., Any]], Node[Any, Any]]:
     """``@builtin("http_request", retries=2)``: a library node registered under its seed name."""

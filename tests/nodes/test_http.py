@@ -266,3 +266,32 @@ def test_from_python(run_client: af.Client, http_server: HTTPServer) -> None:
 
     assert run_client.execute(fetch_py, url=http_server.url("/py")).result(timeout=30) == {"v": 7}
     assert http_request(http_server.url("/py")) == {"v": 7}  # a plain call outside a workflow
+
+
+def test_retry_on_limits_retries_to_the_listed_statuses(run_client: af.Client, http_server: HTTPServer) -> None:
+    http_server.route("GET", "/s", _flaky([500, 500]))
+    options = {**FAST, "retry_on": [503]}
+    info = run_client.execute(one_node("http_request", {"url": http_server.url("/s")}, options)).wait(timeout=30)
+    assert info.status is af.RunStatus.FAILED and info.nodes["n"].attempt == 1  # 500 is not listed
+    http_server.route("GET", "/t", _flaky([503]))
+    info = run_client.execute(one_node("http_request", {"url": http_server.url("/t")}, options)).wait(timeout=30)
+    assert info.status is af.RunStatus.COMPLETED and info.nodes["n"].attempt == 2
+
+
+def test_a_secret_echoed_in_the_response_is_not_stored(
+    run_client: af.Client, http_server: HTTPServer, credential: Any
+) -> None:
+    credential("api", CANARY)
+    http_server.route("GET", "/me", lambda r: Response(200, {"you_sent": r.headers.get("authorization")}))
+    info = run(
+        run_client, "http_request", {"url": http_server.url("/me"), "auth": {"type": "bearer", "credential": "api"}}
+    )
+    assert info.status is af.RunStatus.COMPLETED and info.output == {"you_sent": "Bearer ***"}
+
+
+def test_retry_keeps_a_library_node() -> None:
+    from autoflow.nodes import http_request, retry
+    from autoflow.nodes.base import LibraryNode
+
+    wrapped = retry(http_request, attempts=2)
+    assert isinstance(wrapped, LibraryNode) and wrapped.key == "http_request" and wrapped.options.retries == 1
