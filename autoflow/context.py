@@ -40,12 +40,13 @@ class Defer(Exception):
 @dataclass(frozen=True)
 class TriggerInfo:
     """What started a run: ``kind`` (``manual``, ``webhook``, ``schedule``, ``database``,
-    ...) and the JSON ``data`` it carried, with the run's user and organisation."""
+    ...) and the JSON ``data`` it carried, with the run's user, organisation and inputs."""
 
     kind: str = "manual"
     data: Any = None
     user_id: str | None = None
     organization_id: str | None = None
+    inputs: dict[str, Any] | None = None
 
 
 class CredentialError(AutoflowError, LookupError):

@@ -270,7 +270,7 @@ class Executor:
         info = self.store.get_run(run_id)
         if info is None:
             return TriggerInfo()
-        return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id)
+        return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id, dict(info.inputs))
 
     @staticmethod
     def _output(value: Any, node_id: str, is_condition: bool) -> Any:

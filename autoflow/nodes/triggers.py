@@ -4,7 +4,7 @@ A run records what started it (``trigger``: ``manual``, ``webhook``, ``schedule`
 ``database``) and the JSON the trigger carried (``trigger_data``), see
 ``Client.execute(..., trigger=..., trigger_data=...)``. Each trigger node returns::
 
-    {"trigger": "webhook", "data": <trigger_data>, "user_id": ..., "organization_id": ...}
+    {"trigger": "webhook", "data": <trigger_data>, "inputs": {...}, "user_id": ..., "organization_id": ...}
 
 so later nodes read it as ``{"$expr": "nodes.webhook.data.body.email"}``. Their config
 (the webhook's path and methods, the cron expression, the table and events) is what the
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from autoflow.context import Context, TriggerInfo
 from autoflow.nodes.base import NodeError, builtin
@@ -32,6 +32,7 @@ def _payload(trigger: TriggerInfo) -> dict[str, Any]:
     return {
         "trigger": trigger.kind,
         "data": trigger.data,
+        "inputs": trigger.inputs or {},
         "user_id": trigger.user_id,
         "organization_id": trigger.organization_id,
     }
@@ -51,7 +52,7 @@ def _expect(ctx: Context, kinds: tuple[str, ...], strict: bool, node_type: str) 
 @builtin("manual_trigger", retries=0)
 def manual_trigger(ctx: Context) -> dict[str, Any]:
     """Start of a workflow run by hand (``client.execute``, the REST API's execute):
-    passes on the run's trigger data."""
+    passes on the run's inputs and trigger data."""
     return _payload(ctx.trigger)
 
 
@@ -95,7 +96,7 @@ def _zone(value: str) -> str:
 def schedule_trigger(
     ctx: Context,
     cron: Annotated[str | None, AfterValidator(_cron)] = None,
-    interval_seconds: float | None = None,
+    interval_seconds: Annotated[float | None, Field(gt=0)] = None,
     timezone: Annotated[str, AfterValidator(_zone)] = "UTC",
     strict: bool = False,
 ) -> dict[str, Any]:

@@ -11,8 +11,7 @@
 * :class:`SMTPRecorder` -- aiosmtpd on 127.0.0.1, optionally with STARTTLS and AUTH,
   recording messages; recipients at ``bounce.test`` get 550, at ``later.test`` 451.
 
-Each can run in the test process (threads) or, with ``python -m tests.nodes.servers``,
-in a process of its own (the chaos test kills workers, not servers).
+They run in threads of the test process (the chaos test kills workers, not servers).
 """
 
 from __future__ import annotations

@@ -73,9 +73,23 @@ def test_logger_writes_the_workflow_log_shape_redacted(run_client: af.Client) ->
 
 # -- triggers --------------------------------------------------------------------------------
 def test_manual_trigger_passes_the_trigger_data_on(run_client: af.Client) -> None:
-    wf = one_node("manual_trigger", {})
-    info = run_client.execute(wf, trigger_data={"hello": 1}, trigger="manual", user_id="u1").wait(timeout=30)
-    assert info.output == {"trigger": "manual", "data": {"hello": 1}, "user_id": "u1", "organization_id": None}
+    wf = af.Workflow.from_dict(
+        {
+            "name": "manual",
+            "inputs": {"who": {"type": "string"}},
+            "nodes": [{"id": "n", "type": "manual_trigger"}],
+            "edges": [],
+            "output": "n",
+        }
+    )
+    info = run_client.execute(wf, {"who": "Ana"}, trigger_data={"hello": 1}, trigger="manual", user_id="u1").wait(30)
+    assert info.output == {
+        "trigger": "manual",
+        "data": {"hello": 1},
+        "inputs": {"who": "Ana"},
+        "user_id": "u1",
+        "organization_id": None,
+    }
 
 
 def test_webhook_trigger_carries_the_request(run_client: af.Client) -> None:
@@ -104,6 +118,7 @@ def test_schedule_and_database_triggers(run_client: af.Client) -> None:
         ("database_trigger", {"table": "orders; drop"}, "table"),
         ("database_trigger", {"table": "orders", "events": ["truncate"]}, "events"),
         ("webhook_trigger", {"methods": ["FETCH"]}, "methods"),
+        ("schedule_trigger", {"interval_seconds": 0}, "interval_seconds"),
     ],
 )
 def test_trigger_config_is_checked_when_the_definition_is_built(
