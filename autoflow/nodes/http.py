@@ -20,9 +20,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,7 +31,10 @@ from autoflow.context import Context
 from autoflow.define.node import Backoff
 from autoflow.nodes.base import NodeError, builtin
 
-__all__ = ["Auth", "NetworkPolicy", "Pagination", "http_request"]
+if TYPE_CHECKING:  # httpx is imported when a node first makes a request (import autoflow stays cheap)
+    import httpx
+
+__all__ = ["Auth", "NetworkPolicy", "Pagination", "client_for", "http_request", "retry_after", "safe_url"]
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -152,50 +154,58 @@ class NetworkPolicy:
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
             if any(address in net for net in self.deny):
-                raise NodeError(f"{_safe(url)}: {host} resolves to {address}, which {DENY_ENV} blocks", retryable=False)
+                raise NodeError(
+                    f"{safe_url(url)}: {host} resolves to {address}, which {DENY_ENV} blocks", retryable=False
+                )
             if self.allow is not None and not any(address in net for net in self.allow):
                 raise NodeError(
-                    f"{_safe(url)}: {host} resolves to {address}, which is not in {ALLOW_ENV}", retryable=False
+                    f"{safe_url(url)}: {host} resolves to {address}, which is not in {ALLOW_ENV}", retryable=False
                 )
 
 
 _policies: dict[tuple[str | None, str | None], NetworkPolicy] = {}
 
 
-class _GuardedTransport(httpx.BaseTransport):
-    """Checks every request's target (redirects too) against the network policy."""
+def _guarded(inner: httpx.BaseTransport) -> httpx.BaseTransport:
+    """A transport that checks every request's target (redirects too) against the network policy."""
+    import httpx
 
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self.inner = inner
+    class GuardedTransport(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            NetworkPolicy.from_env().check(request.url)
+            return inner.handle_request(request)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        NetworkPolicy.from_env().check(request.url)
-        return self.inner.handle_request(request)
+        def close(self) -> None:
+            inner.close()
 
-    def close(self) -> None:
-        self.inner.close()
+    return GuardedTransport()
 
 
 _clients: dict[tuple[int, int], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
-def _client(transport: Any) -> httpx.Client:
-    """One pooled client per process (and per injected transport): connections are reused."""
+def client_for(transport: Any) -> httpx.Client:
+    """One pooled client per process (and per injected transport): connections are reused.
+    Used by every HTTP-calling library node."""
+    import httpx
+
     key = (os.getpid(), id(transport))
     with _clients_lock:
         found = _clients.get(key)
         if found is None:
             inner = transport if transport is not None else httpx.HTTPTransport(retries=0)
-            found = _clients[key] = httpx.Client(transport=_GuardedTransport(inner), follow_redirects=False)
+            found = _clients[key] = httpx.Client(transport=_guarded(inner), follow_redirects=False)
         return found
 
 
-def _safe(url: httpx.URL | str) -> str:
+def safe_url(url: httpx.URL | str) -> str:
+    """A URL fit for messages: credentials and secret-looking query values blanked out."""
     return codec.redact_text(str(url))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds a response's ``Retry-After`` (seconds or an HTTP date) asks to wait, or None."""
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -211,6 +221,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _apply_auth(auth: Auth, ctx: Context, headers: dict[str, str], query: dict[str, Any]) -> httpx.Auth | None:
+    import httpx
+
     secret = ctx.credential(auth.credential)
     if auth.type == "basic":
         if isinstance(secret, dict):
@@ -257,7 +269,9 @@ def _decode(raw: bytes, response: httpx.Response, fmt: str, url: str) -> Any:
 
 
 def _one(client: httpx.Client, request: httpx.Request, ctx: Context, params: _Call) -> tuple[httpx.Response, Any]:
-    url = _safe(request.url)
+    import httpx
+
+    url = safe_url(request.url)
     retry_ok = params.method in IDEMPOTENT or params.keyed
     try:
         response = client.send(request, stream=True, follow_redirects=params.follow_redirects)
@@ -281,7 +295,7 @@ def _one(client: httpx.Client, request: httpx.Request, ctx: Context, params: _Ca
     status = response.status_code
     ctx.log.debug(f"{params.method} {url} -> {status}", data={"bytes": len(raw)})
     if status >= 400 and not params.never_error:
-        after = _retry_after(response)
+        after = retry_after(response)
         retryable = status in params.retry_statuses and retry_ok
         if after is not None and after > params.max_retry_after:
             retryable = False
@@ -381,11 +395,13 @@ def http_request(
                     "pagination": {"mode": "param", "param": "page", "items": "data",
                                    "max_pages": 20}}}
     """
+    import httpx
+
     if sum(x is not None for x in (json_body, form, body)) > 1:
         raise NodeError("http_request: give at most one of json_body, form and body", retryable=False)
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("http", "https"):
-        raise NodeError(f"http_request: {_safe(url)} is not an http(s) URL", retryable=False)
+        raise NodeError(f"http_request: {safe_url(url)} is not an http(s) URL", retryable=False)
     sent_headers = dict(headers or {})
     params = dict(query or {})
     basic = _apply_auth(auth, ctx, sent_headers, params) if auth else None
@@ -396,7 +412,7 @@ def http_request(
         sent_headers["Idempotency-Key"] = ctx.idempotency_key if idempotency_key is True else str(idempotency_key)
     if content_type:
         sent_headers["Content-Type"] = content_type
-    client = _client(ctx.http_transport)
+    client = client_for(ctx.http_transport)
     try:
         request = client.build_request(
             method,
@@ -411,7 +427,7 @@ def http_request(
         if basic is not None:
             request = next(basic.auth_flow(request))
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise NodeError(f"http_request: cannot build the request to {_safe(url)}: {exc}", retryable=False) from None
+        raise NodeError(f"http_request: cannot build the request to {safe_url(url)}: {exc}", retryable=False) from None
     call = _Call(
         method=method,
         keyed=keyed,

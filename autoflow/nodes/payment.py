@@ -13,14 +13,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import httpx
 from pydantic import AfterValidator, Field
 
 from autoflow import codec
 from autoflow.context import Context
 from autoflow.define.node import Backoff
 from autoflow.nodes.base import NodeError, builtin
-from autoflow.nodes.http import _client, _retry_after, _safe
+from autoflow.nodes.http import client_for, retry_after, safe_url
 
 __all__ = ["payment_process"]
 
@@ -102,10 +101,12 @@ def payment_process(
     secret = str(secret.get("key", secret.get("token", ""))) if isinstance(secret, dict) else str(secret)
     url = f"{api_url.rstrip('/')}/v1/payment_intents"
     headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": key}
+    import httpx  # imported on first use: import autoflow stays cheap
+
     try:
-        response = _client(ctx.http_transport).post(url, data=dict(fields), headers=headers, timeout=timeout)
+        response = client_for(ctx.http_transport).post(url, data=dict(fields), headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:  # the same key on the next attempt makes this safe to retry
-        raise NodeError(f"payment_process: {type(exc).__name__} talking to {_safe(url)}") from None
+        raise NodeError(f"payment_process: {type(exc).__name__} talking to {safe_url(url)}") from None
     try:
         answer = response.json()
     except ValueError:
@@ -122,7 +123,7 @@ def payment_process(
             code=error.get("code"),
             decline_code=error.get("decline_code"),
             retryable=retryable,
-            retry_after=_retry_after(response) or (0.5 if status == 409 else None),
+            retry_after=retry_after(response) or (0.5 if status == 409 else None),
             status_code=status,
         )
     replayed = response.headers.get("idempotent-replayed", "").lower() == "true"

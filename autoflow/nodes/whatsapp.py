@@ -15,14 +15,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoflow import codec
 from autoflow.context import Context
 from autoflow.define.node import Backoff
 from autoflow.nodes.base import NodeError, builtin
-from autoflow.nodes.http import _client, _safe
+from autoflow.nodes.http import client_for, safe_url
 
 __all__ = ["ERROR_CLASSES", "Template", "classify", "whatsapp_send"]
 
@@ -116,14 +115,16 @@ def whatsapp_send(
     token = ctx.credential(credential)
     token = str(token.get("token", "")) if isinstance(token, dict) else str(token)
     url = f"{api_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+    import httpx  # imported on first use: import autoflow stays cheap
+
     try:
-        response = _client(ctx.http_transport).post(
+        response = client_for(ctx.http_transport).post(
             url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
     except httpx.ConnectError as exc:
-        raise NodeError(f"whatsapp_send: cannot connect to {_safe(url)}: {exc}") from None
+        raise NodeError(f"whatsapp_send: cannot connect to {safe_url(url)}: {exc}") from None
     except httpx.HTTPError as exc:  # the message may have gone out: a retry may duplicate it
-        raise NodeError(f"whatsapp_send: {type(exc).__name__} talking to {_safe(url)}") from None
+        raise NodeError(f"whatsapp_send: {type(exc).__name__} talking to {safe_url(url)}") from None
     try:
         answer = response.json()
     except ValueError:
