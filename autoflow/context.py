@@ -40,7 +40,9 @@ class Defer(Exception):
 @dataclass(frozen=True)
 class TriggerInfo:
     """What started a run: ``kind`` (``manual``, ``webhook``, ``schedule``, ``database``,
-    ...) and the JSON ``data`` it carried, with the run's user, organisation and inputs."""
+    ...) and the JSON ``data`` it carried, with the run's user, organisation and inputs.
+
+    Example: ``ctx.trigger.kind == "webhook" and ctx.trigger.data["body"]``."""
 
     kind: str = "manual"
     data: Any = None

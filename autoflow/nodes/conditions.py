@@ -160,7 +160,10 @@ def condition_if(
 
 
 class Case(BaseModel):
-    """One output of a switch: its name and the rules that select it."""
+    """One output of a switch: its name and the rules that select it.
+
+    Example: ``{"output": "urgent", "conditions": [{"left": {"$expr": "nodes.t.priority"},
+    "operator": "gte", "right": 8, "type": "number"}]}``."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -58,7 +58,9 @@ class Auth(BaseModel):
 
     ``basic``: the credential is ``{"user": ..., "password": ...}`` or ``"user:password"``;
     ``bearer``: a token (or ``{"token": ...}``); ``header``: the value of header ``name``
-    (default ``X-API-Key``); ``query``: the value of query parameter ``name``."""
+    (default ``X-API-Key``); ``query``: the value of query parameter ``name``.
+
+    Example: ``{"type": "header", "credential": "crm", "name": "X-Api-Key"}``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,7 +76,10 @@ class Pagination(BaseModel):
     gives the next page's URL; ``mode="param"``: query parameter ``param`` counts from
     ``start`` by ``step``. ``items`` (JMESPath into each body) collects the items of all
     pages into one list; ``stop_when`` (JMESPath over ``{"body", "headers", "status",
-    "page"}``) ends the series when truthy; without it an empty ``items`` page ends it."""
+    "page"}``) ends the series when truthy; without it an empty ``items`` page ends it.
+
+    Example: ``{"mode": "next_url", "next_url": "body.links.next", "items": "body.data",
+    "max_pages": 50}``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,7 +121,13 @@ class NetworkPolicy:
     only these) and ``AUTOFLOW_HTTP_DENY`` (default: link-local, cloud metadata,
     unspecified). Entries are CIDRs or the names loopback, private, link-local, metadata,
     unspecified, all; deny wins. The host's addresses are checked before each connection,
-    redirects included."""
+    redirects included.
+
+    Example::
+
+        # AUTOFLOW_HTTP_DENY=loopback,private,link-local,metadata,unspecified
+        NetworkPolicy.from_env().check(httpx.URL("http://10.0.0.5/"))   # NodeError, not retried
+    """
 
     def __init__(self, allow: str | None, deny: str | None) -> None:
         self.allow = None if allow is None else self._parse(allow, ALLOW_ENV)

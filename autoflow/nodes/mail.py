@@ -27,7 +27,9 @@ __all__ = ["Attachment", "message_id", "send_email"]
 
 
 class Attachment(BaseModel):
-    """A file attached to a message: ``content`` (text) or ``content_base64`` (bytes)."""
+    """A file attached to a message: ``content`` (text) or ``content_base64`` (bytes).
+
+    Example: ``{"filename": "invoice.csv", "content": "id,total\\n1,9.90", "content_type": "text/csv"}``."""
 
     model_config = ConfigDict(extra="forbid")
 

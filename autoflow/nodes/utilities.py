@@ -36,7 +36,9 @@ def _jmespath(source: str | None) -> str | None:
 
 class Assignment(BaseModel):
     """Set field ``name`` (a dot path: ``customer.email``) to ``value``, or to what the
-    JMESPath ``path`` finds in the node's data, converted to ``type``."""
+    JMESPath ``path`` finds in the node's data, converted to ``type``.
+
+    Example: ``{"name": "age", "path": "customer.age", "type": "integer"}``."""
 
     model_config = ConfigDict(extra="forbid")
 

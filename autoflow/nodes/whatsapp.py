@@ -57,7 +57,10 @@ class WhatsAppError(NodeError):
 
 class Template(BaseModel):
     """A pre-approved template: ``name``, ``language`` (e.g. ``pt_BR``) and its
-    ``components`` as the Cloud API takes them (header/body/button parameters)."""
+    ``components`` as the Cloud API takes them (header/body/button parameters).
+
+    Example: ``{"name": "order_paid", "language": "pt_BR", "components": [{"type": "body",
+    "parameters": [{"type": "text", "text": "42"}]}]}``."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -295,3 +295,24 @@ def test_retry_keeps_a_library_node() -> None:
 
     wrapped = retry(http_request, attempts=2)
     assert isinstance(wrapped, LibraryNode) and wrapped.key == "http_request" and wrapped.options.retries == 1
+
+
+def test_an_injected_transport_is_used_and_still_guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seam tests and embedders use (``Context(http_transport=...)``, ``Executor(http_transport=...)``):
+    the node's requests go through it, behind the same network policy."""
+    import httpx
+
+    from autoflow.nodes import http_request
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"via": "transport"})
+
+    ctx = af.Context("r", "n", http_transport=httpx.MockTransport(answer))
+    assert http_request("http://127.0.0.1:9/x", ctx=ctx) == {"via": "transport"} and seen == ["http://127.0.0.1:9/x"]
+    monkeypatch.setenv("AUTOFLOW_HTTP_DENY", "loopback")
+    with pytest.raises(af.nodes.NodeError, match="AUTOFLOW_HTTP_DENY"):
+        http_request("http://127.0.0.1:9/y", ctx=ctx)
+    assert len(seen) == 1
