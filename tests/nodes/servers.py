@@ -279,10 +279,16 @@ class FakePayments:
 
 # -- SMTP -------------------------------------------------------------------------------------
 class SMTPRecorder:
-    """aiosmtpd on 127.0.0.1: ``messages`` holds ``{"rcpts", "message_id", "subject", "raw"}``."""
+    """aiosmtpd on 127.0.0.1 (plain, STARTTLS, or implicit TLS; optional AUTH): ``messages``
+    holds ``{"rcpts", "message_id", "subject", "parsed"}``."""
 
     def __init__(
-        self, *, tls_context: Any = None, auth: tuple[str, str] | None = None, port: int | None = None
+        self,
+        *,
+        tls_context: Any = None,
+        auth: tuple[str, str] | None = None,
+        port: int | None = None,
+        implicit_tls: Any = None,
     ) -> None:
         from email import message_from_bytes
 
@@ -329,6 +335,8 @@ class SMTPRecorder:
             kwargs.update(tls_context=tls_context, require_starttls=True)
         if auth is not None:
             kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=tls_context is not None)
+        if implicit_tls is not None:  # SMTPS (port 465 style): TLS from the first byte
+            kwargs["ssl_context"] = implicit_tls
         self.controller = Controller(_Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
 

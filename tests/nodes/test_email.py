@@ -67,6 +67,26 @@ def test_starttls_and_auth_with_a_credential(
     assert PASSWORD not in str(one_node("send_email", config).to_dict())
 
 
+def test_implicit_tls(run_client: af.Client, certificate: tuple[Path, Path]) -> None:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(certificate[0]), str(certificate[1]))
+    server = SMTPRecorder(implicit_tls=context)  # (aiosmtpd offers AUTH only after STARTTLS)
+    try:
+        config = _mail(server, security="tls", ca_file=str(certificate[0]))
+        info = run_client.execute(one_node("send_email", config)).wait(timeout=30)
+        assert info.status is af.RunStatus.COMPLETED, info.error
+        assert len(server.messages) == 1
+        # Without the CA the server's certificate is refused: a TLS failure, never sent in clear.
+        config = _mail(server, security="tls")
+        info = run_client.execute(one_node("send_email", config, {"retries": 0})).wait(timeout=30)
+        assert info.status is af.RunStatus.FAILED and "CERTIFICATE_VERIFY_FAILED" in info.nodes["n"].error.message
+        assert len(server.messages) == 1
+    finally:
+        server.close()
+
+
 def test_a_wrong_password_fails_at_once_and_never_shows(
     run_client: af.Client, smtp_tls: SMTPRecorder, certificate: tuple[Path, Path], credential: Any
 ) -> None:
