@@ -73,7 +73,7 @@ def payment_process(
     """Create (and confirm) a payment of ``amount`` minor units of ``currency``; returns
     ``{"id", "status", "amount", "currency", "requires_action", "next_action",
     "idempotency_key", "replayed"}``. The idempotency key defaults to
-    ``af:<run_id>:<node_id>[:<item>]``; give one to tie the charge to a business key.
+    ``af:<run_id>:<node_id>`` (a map item's node id ends in ``[i]``); give one to tie the charge to a business key.
 
     Example::
 
