@@ -316,3 +316,25 @@ def test_an_injected_transport_is_used_and_still_guarded(monkeypatch: pytest.Mon
     with pytest.raises(af.nodes.NodeError, match="AUTOFLOW_HTTP_DENY"):
         http_request("http://127.0.0.1:9/y", ctx=ctx)
     assert len(seen) == 1
+
+
+def test_cancelling_a_run_stops_a_request_in_flight(settings: af.Settings, http_server: HTTPServer) -> None:
+    import time
+
+    arrived, release = threading.Event(), threading.Event()
+
+    def hang(request: Request) -> Response:
+        arrived.set()
+        release.wait(20)
+        return Response(200, {})
+
+    http_server.route("GET", "/hang", hang)
+    with af.Client(settings=settings) as client:  # embedded: worker threads
+        run_ = client.execute(one_node("http_request", {"url": http_server.url("/hang"), "timeout": 20}))
+        assert arrived.wait(20)
+        started = time.monotonic()
+        run_.cancel()
+        info = run_.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        release.set()
+    assert info.status is af.RunStatus.CANCELLED and elapsed < 5.0, elapsed  # ~0.5 s: the watchdog settles it
