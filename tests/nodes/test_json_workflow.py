@@ -96,3 +96,16 @@ def test_an_invalid_order_stops_at_validation(backend_client: af.Client, shop: P
     assert all(info.nodes[n].status is af.NodeStatus.SKIPPED for n in ("is_big", "save", "log"))
     with sqlite3.connect(shop) as db:
         assert db.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+
+
+def test_the_example_script_runs() -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = DEFINITION.parent / "json_workflow.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_CREDENTIAL", "AUTOFLOW_REDIS"))}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "order A-100 saved (upsert)" in done.stdout and "order B-7 saved (upsert)" in done.stdout
+    assert "row ('B-7', 'bo@example.com', 19.9, 'email', '<" in done.stdout
