@@ -25,6 +25,7 @@ from autoflow.define import Backoff, Node, NodeOptions, Registry, Workflow, defa
 from autoflow.errors import (
     AutoflowError,
     BackendError,
+    ConfigError,
     InputError,
     NodeCancelled,
     NotFoundError,
@@ -54,6 +55,7 @@ __all__ = [
     "BackendError",
     "Backoff",
     "Client",
+    "ConfigError",
     "Context",
     "ErrorInfo",
     "InputError",
