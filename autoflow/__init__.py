@@ -16,7 +16,7 @@ Example::
     client.execute(twice, x=5).result()   # 20
 """
 
-from autoflow import nodes as nodes  # registers the built-in node library (code_execution, ...)
+from autoflow import nodes as nodes  # the built-in node library (registers the seed's node types)
 from autoflow import notebook as notebook  # installs the display hooks of runs (live panel, HTML)
 from autoflow.client import Client, Run
 from autoflow.config import Settings

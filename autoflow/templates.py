@@ -1,9 +1,10 @@
 """Argument templates: JSON in which references appear as markers.
 
 ``{"$ref": node_id}`` stands for another node's output and ``{"$input": name}`` for a
-workflow input. Definitions store node arguments and the workflow output this way; the
-engine resolves them when a node runs and the stores when a run's output is read. Pure
-functions on JSON data.
+workflow input; ``{"$expr": "<JMESPath>"}`` and ``{"$template": "text {{ <JMESPath> }}"}``
+compute a value from both (see ``autoflow.expressions``). Definitions store node
+arguments and the workflow output this way; the engine resolves them when a node runs
+and the stores when a run's output is read. Pure functions on JSON data.
 """
 
 from __future__ import annotations
@@ -11,23 +12,32 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from autoflow.expressions import EXPRESSION_KINDS, evaluate, expression_refs
+
 __all__ = ["marker", "resolve_template", "template_refs"]
+
+_KINDS = ("$ref", "$input", *EXPRESSION_KINDS)
 
 
 def marker(value: Any) -> tuple[str, str] | None:
-    """``("$ref"|"$input", target)`` if ``value`` is a marker, else None."""
+    """``(kind, target)`` if ``value`` is a marker (``$ref``, ``$input``, ``$expr``,
+    ``$template``), else None."""
     if isinstance(value, dict) and len(value) == 1:
         ((key, target),) = value.items()
-        if key in ("$ref", "$input") and isinstance(target, str):
+        if key in _KINDS and isinstance(target, str):
             return key, target
     return None
 
 
 def template_refs(template: Any) -> Iterator[tuple[str, str]]:
-    """Yield every marker ``("$ref"|"$input", target)`` inside a template."""
+    """Yield every reference ``("$ref"|"$input", target)`` inside a template, including
+    those an expression reads (a malformed expression raises WorkflowError)."""
     found = marker(template)
     if found:
-        yield found
+        if found[0] in EXPRESSION_KINDS:
+            yield from expression_refs(*found)
+        else:
+            yield found
     elif isinstance(template, dict):
         for item in template.values():
             yield from template_refs(item)
@@ -37,11 +47,16 @@ def template_refs(template: Any) -> Iterator[tuple[str, str]]:
 
 
 def resolve_template(template: Any, outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-    """Replace markers in ``template`` with node outputs and workflow inputs."""
+    """Replace markers in ``template`` with node outputs, workflow inputs and the values
+    of expressions (``ExpressionError`` if one fails)."""
     found = marker(template)
     if found:
         kind, target = found
-        return outputs.get(target) if kind == "$ref" else inputs.get(target)
+        if kind == "$ref":
+            return outputs.get(target)
+        if kind == "$input":
+            return inputs.get(target)
+        return evaluate(kind, target, outputs, inputs)
     if isinstance(template, dict):
         return {k: resolve_template(v, outputs, inputs) for k, v in template.items()}
     if isinstance(template, list):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / "autoflow"
 
 #: Lowest first. A module may import modules of its own layer or of layers below.
 LAYERS: list[set[str]] = [
-    {"errors", "models", "config", "templates"},
+    {"errors", "models", "config", "templates", "expressions"},
     {"codec"},
     {"context", "draw"},
     {"define"},

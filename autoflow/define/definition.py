@@ -17,6 +17,7 @@ from autoflow.codec import dumps_checked, to_json_value
 from autoflow.config import Limits
 from autoflow.define.node import ID_PATTERN, NodeOptions
 from autoflow.errors import OutputError, WorkflowError
+from autoflow.expressions import EXPRESSION_KINDS
 from autoflow.templates import marker, template_refs
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NodeSpec",
     "build_graph",
     "definition_edges",
+    "expression_sources",
     "parse_definition",
     "sorted_json",
 ]
@@ -150,8 +152,8 @@ def parse_definition(data: Mapping[str, Any], limits: Limits | None = None) -> t
         if not isinstance(edge, Mapping):
             raise WorkflowError(f"{where}: each edge must be an object")
         source, target, param = edge.get("source"), edge.get("target"), edge.get("input")
-        if param == "$when":  # drawn as a branch edge; the node's "when" holds the condition
-            continue
+        if param == "$when" or edge.get("kind") == "expression":
+            continue  # drawn only: the node's "when" / its config's expressions hold these
         if not isinstance(source, str) or source not in specs:
             raise WorkflowError(f"{where}: unknown source node {source!r}")
         if not isinstance(target, str) or target not in specs:
@@ -180,7 +182,9 @@ def parse_definition(data: Mapping[str, Any], limits: Limits | None = None) -> t
 def definition_edges(
     specs: Mapping[str, NodeSpec],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Split templates into edges (node refs) and configs (constants and $input markers)."""
+    """Split templates into edges (node refs) and configs (constants, $input markers and
+    expressions). Nodes read by expressions also get an edge of kind ``expression``
+    (drawn; ``parse_definition`` skips it, the config holds the expression)."""
     edges: list[dict[str, Any]] = []
     configs: dict[str, dict[str, Any]] = {}
     for spec in specs.values():
@@ -211,8 +215,19 @@ def definition_edges(
                     kept[key] = item
                 tpl = kept
             config[param] = tpl
+            for source in dict.fromkeys(expression_sources(tpl)):
+                edges.append({"source": source, "target": spec.id, "input": param, "kind": "expression"})
         configs[spec.id] = config
     return edges, configs
+
+
+def expression_sources(template: Any) -> list[str]:
+    """Nodes read by the expressions (``$expr``, ``$template``) inside a template."""
+    found = marker(template)
+    if found:
+        return [t for k, t in template_refs(template) if k == "$ref"] if found[0] in EXPRESSION_KINDS else []
+    children = template.values() if isinstance(template, dict) else template if isinstance(template, list) else ()
+    return [source for child in children for source in expression_sources(child)]
 
 
 def build_graph(name: str, specs: Mapping[str, NodeSpec], labels: Mapping[str, str] | None = None) -> nx.DiGraph:

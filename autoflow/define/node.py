@@ -137,6 +137,7 @@ class NodeOptions:
     trigger: str = "all_success"
     rate_limit: str | tuple[str, str] | None = None
     concurrency: int | None = None
+    retry_on: tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -163,6 +164,19 @@ class NodeOptions:
             not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1
         ):
             raise WorkflowError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
+        if isinstance(self.retry_on, (list, tuple)):
+            object.__setattr__(self, "retry_on", tuple(self.retry_on))
+        if self.retry_on is not None and (
+            not isinstance(self.retry_on, tuple)
+            or not self.retry_on
+            or not all(
+                (isinstance(x, str) and x) or (isinstance(x, int) and not isinstance(x, bool)) for x in self.retry_on
+            )
+        ):
+            raise WorkflowError(
+                "retry_on must be a non-empty list of exception type names, codes and HTTP status codes, "
+                f"got {self.retry_on!r}"
+            )
         if self.name is not None and (not isinstance(self.name, str) or not ID_PATTERN.match(self.name)):
             raise WorkflowError(
                 f"name {self.name!r} is not a valid node name: use letters, digits, '_', '.' or '-', "
@@ -176,6 +190,19 @@ class NodeOptions:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    def retries_error(self, exc: BaseException) -> bool:
+        """Whether ``retry_on`` lets ``exc`` be retried: one of the names of its class (or
+        of a base class) or its ``code``, or its ``status_code`` (HTTP). No ``retry_on``:
+        every error may be retried."""
+        if self.retry_on is None:
+            return True
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        code = getattr(exc, "code", None)
+        if code is not None:
+            names.add(str(code))
+        status = getattr(exc, "status_code", None)
+        return any((x in names) if isinstance(x, str) else (x == status) for x in self.retry_on)
 
     @property
     def rate(self) -> RateLimit | None:
@@ -300,7 +327,7 @@ class Node(Generic[P, R]):
 
     def _introspect(self, fn: Callable[..., Any]) -> tuple[dict[str, Param], str | None, Any]:
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, include_extras=True)
         except Exception as exc:
             raise WorkflowError(
                 f"node {self.name!r}: cannot resolve its type annotations ({exc}); "
@@ -382,6 +409,12 @@ class Node(Generic[P, R]):
                 ) from None
         return out
 
+    def check_config(self, values: Mapping[str, Any], *, pending: frozenset[str] = frozenset()) -> None:
+        """Check arguments known when a workflow is defined (constants of its config)
+        against the parameters' types: InputError names the parameter. ``pending`` names
+        the arguments known only at run time (subclasses may check the rest together)."""
+        self.validate_inputs(values)
+
     def invoke(self, values: Mapping[str, Any], ctx: Context | None) -> Any:
         """Call the function with validated parameter values (and the context)."""
         args: list[Any] = []
@@ -440,6 +473,7 @@ def node(
     trigger: str = "all_success",
     rate_limit: str | tuple[str, str] | None = None,
     concurrency: int | None = None,
+    retry_on: tuple[str | int, ...] | None = None,
     registry: Registry[Any, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
@@ -451,8 +485,9 @@ def node(fn: Callable[..., Any] | None = None, /, *, registry: Registry[Any, Any
     (explicit registry key), ``retries`` (default 2, i.e. 3 attempts), ``backoff``
     (:class:`Backoff`), ``timeout`` (seconds per attempt), ``priority`` (higher first),
     ``trigger`` (a :class:`TriggerRule`, e.g. ``"one_failed"`` for an error handler),
-    ``rate_limit`` (``"10/s"`` or ``(key, "100/m")``, shared by all workers) and
-    ``concurrency`` (how many may run at once across all workers).
+    ``rate_limit`` (``"10/s"`` or ``(key, "100/m")``, shared by all workers),
+    ``concurrency`` (how many may run at once across all workers) and ``retry_on``
+    (retry only errors of these type names / codes / HTTP status codes).
     The node is registered in ``registry`` (default: ``af.default_registry()``).
     """
     if options.get("backoff") is None:

@@ -7,6 +7,7 @@ and an output template, in the JSON definition format of ``definition.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import typing
@@ -29,11 +30,12 @@ from autoflow.define.definition import (
     parse_definition,
     sorted_json,
 )
-from autoflow.define.node import Node, current_builder, resolve_node
+from autoflow.define.node import Node, NodeOptions, current_builder, resolve_node
 from autoflow.define.registry import Registry, default_registry
 from autoflow.define.schema import check_json_schema
 from autoflow.draw import dag_svg
 from autoflow.errors import InputError, OutputError, WorkflowError
+from autoflow.expressions import EXPRESSION_KINDS
 from autoflow.templates import marker, template_refs
 
 __all__ = ["RESERVED_INPUTS", "Workflow", "WorkflowRegistry", "workflow"]
@@ -82,6 +84,7 @@ class Workflow:
         self.schedule = schedule
         self.input_types = dict(input_types or {})
         self._adapters: dict[str, TypeAdapter[Any]] = {}
+        self._check_templates()
         self.graph = self._build_graph()
         self.validate()
         try:
@@ -91,6 +94,15 @@ class Workflow:
         self.digest = hashlib.sha256(text.encode()).hexdigest()[:32]
 
     # -- graph -----------------------------------------------------------------------------
+    def _check_templates(self) -> None:
+        """Expressions parse and name what they read (needed before the graph is drawn)."""
+        for call in self.calls.values():
+            for param, tpl in call.spec.args.items():
+                try:
+                    list(template_refs(tpl))
+                except WorkflowError as exc:
+                    raise WorkflowError(f"node {call.spec.id!r}, argument {param!r}: {exc}") from None
+
     def _build_graph(self) -> nx.DiGraph:
         labels = {c.id: c.node.name for c in self.calls.values() if c.node is not None}
         return build_graph(self.name, self.specs, labels)
@@ -103,11 +115,12 @@ class Workflow:
         """Check wiring, cycles, parameters and output; raise WorkflowError naming the fault."""
         for call in self.calls.values():
             spec = call.spec
-            for kind, target in template_refs(spec.args):
-                if kind == "$ref" and target not in self.calls:
-                    raise WorkflowError(f"node {spec.id!r} uses the output of unknown node {target!r}")
-                if kind == "$input" and target not in self.inputs:
-                    raise WorkflowError(f"node {spec.id!r} uses unknown workflow input {target!r}")
+            for tpl in spec.args.values():
+                for kind, target in template_refs(tpl):
+                    if kind == "$ref" and target not in self.calls:
+                        raise WorkflowError(f"node {spec.id!r} uses the output of unknown node {target!r}")
+                    if kind == "$input" and target not in self.inputs:
+                        raise WorkflowError(f"node {spec.id!r} uses unknown workflow input {target!r}")
             self._validate_control(call)
             if call.workflow is not None:
                 child = call.workflow
@@ -131,9 +144,19 @@ class Workflow:
             missing = [p.name for p in node.params.values() if p.required and p.name not in spec.args]
             if missing:
                 raise WorkflowError(f"node {spec.id!r} ({spec.type}) is missing argument(s) {missing}")
+            constants = {k: v for k, v in spec.args.items() if k != spec.map_over and not _has_markers(v)}
+            try:  # config known now is checked now, before anything is stored or queued
+                node.check_config(constants, pending=frozenset(spec.args) - set(constants))
+            except (InputError, WorkflowError) as exc:
+                raise WorkflowError(f"node {spec.id!r} ({spec.type}): {exc}") from None
         if not nx.is_directed_acyclic_graph(self.graph):
             cycle = " -> ".join(edge[0] for edge in nx.find_cycle(self.graph))
             raise WorkflowError(f"workflow {self.name!r} has a cycle: {cycle}")
+        if _has_markers(self.output, EXPRESSION_KINDS):
+            raise WorkflowError(
+                f"workflow {self.name!r}: the output may not hold an expression ($expr/$template); "
+                "compute the value in a node (e.g. data_transform) and return that node"
+            )
         for kind, target in template_refs(self.output):
             if (kind == "$ref" and target not in self.calls) or (kind == "$input" and target not in self.inputs):
                 raise WorkflowError(f"workflow {self.name!r}: output refers to unknown {target!r}")
@@ -273,10 +296,16 @@ class Workflow:
         schedule = data.get("schedule")
         if schedule is not None:
             _check_cron(schedule, str(data.get("name", "")))
+        given = {n.get("id"): n.get("options") or {} for n in data.get("nodes") or [] if isinstance(n, Mapping)}
         calls: dict[str, NodeCall[Workflow]] = {}
         for sid, spec in specs.items():
             if spec.workflow is None:
-                calls[sid] = NodeCall(spec, resolve_node(registry, spec.type))
+                node = resolve_node(registry, spec.type)
+                # The node's own defaults (e.g. an error handler's trigger), then what the definition says.
+                merged = NodeOptions.from_dict(
+                    {**node.options.to_dict(), **given.get(sid, {})}, f"node {sid!r} options"
+                )
+                calls[sid] = NodeCall(dataclasses.replace(spec, options=merged), node)
                 continue
             name, digest = spec.workflow
             if name in children:
@@ -328,6 +357,17 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"
+
+
+def _has_markers(template: Any, kinds: tuple[str, ...] = ("$ref", "$input", *EXPRESSION_KINDS)) -> bool:
+    found = marker(template)
+    if found:
+        return found[0] in kinds
+    if isinstance(template, dict):
+        return any(_has_markers(v, kinds) for v in template.values())
+    if isinstance(template, list):
+        return any(_has_markers(v, kinds) for v in template)
+    return False
 
 
 #: A registry of nodes and workflows, as the engine, the client and the CLI use it.

@@ -8,6 +8,7 @@ to the queue's schedule without holding a worker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -18,21 +19,22 @@ from functools import partial
 from typing import Any
 
 from autoflow import codec
+from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
-from autoflow.context import Context, Defer, LogBuffer, log_record
+from autoflow.context import Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.outage import Outage
-from autoflow.engine.planner import retry_delay
+from autoflow.engine.planner import node_seeds, retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
-from autoflow.engine.signing import verify_claim, verify_definition
+from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
 from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, Store
+from autoflow.store.base import Claim, NewRun, Progress, Ready, Store
 from autoflow.templates import resolve_template
 
 __all__ = ["CONTINUE_FOR", "Executor"]
@@ -81,6 +83,8 @@ class Executor:
         limits: Limits | None = None,
         stopping: Callable[[], bool] = lambda: False,
         outage: Outage | None = None,
+        credentials: Credentials | None = None,
+        http_transport: Any = None,
     ) -> None:
         self.store = store
         self.secret = secret
@@ -91,6 +95,8 @@ class Executor:
         self.lease = lease
         self.on_finished = on_finished
         self.invoker: Invoker = invoker or ThreadInvoker()
+        self.credentials = credentials  # None: each context reads the environment when asked
+        self.http_transport = http_transport
         self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon, outage=outage)
         self.subflows = SubFlows(store, secret)
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
@@ -236,6 +242,7 @@ class Executor:
         started = time.monotonic()
         spec: NodeSpec | None = None
         slot: str | None = None
+        ctx: Context | None = None
         still_running: threading.Event | None = None  # set when an abandoned call stops
         try:
             verify_claim(self.secret, claim)
@@ -268,27 +275,32 @@ class Executor:
                 cancel_event=cancel,
                 deadline=None if timeout is None else started + timeout,
                 wake_at=claim.wake_at,
+                item=_item_index(node_id) if claim.map_of is not None else None,
+                credentials=self.credentials,
+                trigger=partial(self._trigger, run_id),
+                http_transport=self.http_transport,
+                starter=partial(self._start_workflow, claim),
             )
             value = self.invoker.call(
                 lambda: node.invoke(values, ctx), is_async=node.is_async, timeout=timeout, cancel=cancel
             )
-            output = self._output(value, node_id, node_id in plan.conditions)
+            output = ctx.scrub(self._output(value, node_id, node_id in plan.conditions))
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
             return _once(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled as exc:
             still_running = getattr(exc, "still_running", None)
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
-                return self._failed(claim, token, spec, exc, logs, cancel)
+                return self._failed(claim, token, spec, exc, logs, cancel, ctx)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
             return _once(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             still_running = getattr(exc, "still_running", None)
-            return self._failed(claim, token, spec, exc, logs, cancel)
+            return self._failed(claim, token, spec, exc, logs, cancel, ctx)
         except (KeyboardInterrupt, SystemExit) as exc:  # raised by the node's own code
             if isinstance(exc, KeyboardInterrupt) and self.stopping():
                 raise  # the worker is being stopped at once: the node runs again elsewhere
-            return self._failed(claim, token, spec, exc, logs, cancel)
+            return self._failed(claim, token, spec, exc, logs, cancel, ctx)
         finally:
             if slot is not None and still_running is not None and not still_running.is_set():
                 self.tracker.hold_until(slot, token, still_running)  # freed when the function stops
@@ -299,6 +311,41 @@ class Executor:
         # could flush it although the store then refuses a claim whose lease was lost.
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
         return partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done])
+
+    def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:
+        """``ctx.start_workflow``: a detached run of a workflow this worker knows, once per
+        node of a run (its idempotency key finds the run a previous attempt started)."""
+        wf = self.registry.workflow(name)
+        values = wf.validate_inputs(inputs)
+        data = codec.to_json_value(trigger_data, where="trigger_data", max_depth=self.limits.max_depth)
+        codec.dumps_checked(data, where="trigger_data", max_bytes=self.limits.max_value_bytes)
+        for each in (*wf.subworkflows().values(), wf):
+            self.store.put_definition(each.digest, codec.dumps(each.to_dict()))
+        key = f"start:{claim.run_id}:{claim.node_id}:{name}"
+        new = NewRun(
+            id=codec.keyed_run_id(key),
+            workflow=wf.name,
+            digest=wf.digest,
+            inputs=values,
+            output=wf.output,
+            created_at=time.time(),
+            priority=claim.run_priority,
+            trigger="error",
+            trigger_data=data,
+            idempotency_key=key,
+        )
+        new = dataclasses.replace(new, signature=sign_run(self.secret, new))
+        run_id = self.store.create_run(new, node_seeds(wf.specs))
+        self.send(self.store.start_run(run_id))  # nothing to send if a previous attempt started it
+        log.info("run %s of %s started by %s/%s", run_id, wf.name, claim.run_id, claim.node_id)
+        return run_id
+
+    def _trigger(self, run_id: str) -> TriggerInfo:
+        """What started the run (read once, when a node asks: trigger nodes)."""
+        info = self.store.get_run(run_id)
+        if info is None:
+            return TriggerInfo()
+        return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id, dict(info.inputs))
 
     def _output(self, value: Any, node_id: str, is_condition: bool) -> str:
         """The node's output as JSON text, or OutputError naming the node and the problem."""
@@ -376,6 +423,7 @@ class Executor:
         exc: BaseException,
         logs: LogBuffer,
         cancel: threading.Event,
+        ctx: Context | None = None,
     ) -> Settle:
         node_id, attempt = claim.node_id, claim.attempt
         error = codec.error_info(exc, node_id)
@@ -383,10 +431,21 @@ class Executor:
             error = error.model_copy(update={"message": f"the node called sys.exit({codec.safe_str(exc.code)})"})
         elif isinstance(exc, KeyboardInterrupt):
             error = error.model_copy(update={"message": "the node raised KeyboardInterrupt"})
+        if ctx is not None:  # secrets the node resolved never reach the stored error
+            error = error.model_copy(
+                update={"message": ctx.scrub(error.message), "traceback": ctx.scrub(error.traceback)}
+            )
         delay = None
-        retryable = isinstance(exc, Exception) and not isinstance(exc, _PERMANENT)
-        if spec is not None and retryable and not cancel.is_set():
+        retryable = (
+            isinstance(exc, Exception)
+            and not isinstance(exc, _PERMANENT)
+            and getattr(exc, "retryable", True) is not False  # a node may say a retry cannot help
+        )
+        if spec is not None and retryable and spec.options.retries_error(exc) and not cancel.is_set():
             delay = retry_delay(spec.options, attempt)
+            after = getattr(exc, "retry_after", None)  # e.g. HTTP Retry-After: wait at least that long
+            if delay is not None and isinstance(after, (int, float)) and after > delay:
+                delay = float(after)
         total = spec.options.max_attempts if spec else attempt
         if delay is not None:
             message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
@@ -394,6 +453,14 @@ class Executor:
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
         return _once(self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
+
+
+def _item_index(node_id: str) -> int | None:
+    """``3`` for the item node ``resize[3]`` of a map."""
+    if node_id.endswith("]") and "[" in node_id:
+        index = node_id[node_id.rindex("[") + 1 : -1]
+        return int(index) if index.isdigit() else None
+    return None
 
 
 def _once(fn: Callable[..., Progress], *args: Any) -> Settle:

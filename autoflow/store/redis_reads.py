@@ -241,13 +241,17 @@ class RedisReads:
         node = QueueCounts()
         running_runs = 0
         for queued, running, ok, bad, status in live:
-            if status in _FINISHED or status is None:
+            if status is None:
+                continue
+            node.completed += int(ok or 0)
+            node.failed += int(bad or 0)
+            if status in _FINISHED:  # ended a moment ago, not booked yet (booking leaves "active")
+                completed += status == RunStatus.COMPLETED.value
+                failed += status == RunStatus.FAILED.value
                 continue
             running_runs += 1
             node.waiting += int(queued or 0)
             node.active += int(running or 0)
-            node.completed += int(ok or 0)
-            node.failed += int(bad or 0)
         for ok, bad in buckets:
             node.completed += int(ok or 0)
             node.failed += int(bad or 0)
