@@ -17,6 +17,7 @@ Example::
 """
 
 from autoflow import notebook as notebook  # installs the display hooks of runs (live panel, HTML)
+from autoflow import triggers as triggers  # schedules, database triggers, af.triggers.preview
 from autoflow.client import Client, Run
 from autoflow.config import Settings
 from autoflow.context import Context
@@ -34,15 +35,21 @@ from autoflow.errors import (
     WorkflowError,
 )
 from autoflow.models import (
+    CatchupPolicy,
+    DbTriggerInfo,
     ErrorInfo,
     LogEntry,
     LogLevel,
     NodeInfo,
     NodeStatus,
+    OverlapPolicy,
     QueueCounts,
     QueueStats,
     RunInfo,
     RunStatus,
+    ScheduleEvent,
+    ScheduleEventKind,
+    ScheduleInfo,
     TriggerRule,
 )
 
@@ -52,8 +59,10 @@ __all__ = [
     "AutoflowError",
     "BackendError",
     "Backoff",
+    "CatchupPolicy",
     "Client",
     "Context",
+    "DbTriggerInfo",
     "ErrorInfo",
     "InputError",
     "LogEntry",
@@ -65,6 +74,7 @@ __all__ = [
     "NodeStatus",
     "NotFoundError",
     "OutputError",
+    "OverlapPolicy",
     "QueueCounts",
     "QueueStats",
     "Registry",
@@ -74,6 +84,9 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "RunTimeout",
+    "ScheduleEvent",
+    "ScheduleEventKind",
+    "ScheduleInfo",
     "Settings",
     "TriggerRule",
     "Workflow",

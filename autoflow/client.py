@@ -26,6 +26,9 @@ from autoflow.engine.worker import Worker
 from autoflow.errors import InputError, NotFoundError, OutputError, RunCancelled, RunFailed, RunTimeout, WorkflowError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.store.base import NewRun
+from autoflow.triggers.dbtriggers import DbTriggers
+from autoflow.triggers.schedules import Schedules
+from autoflow.triggers.service import TriggerService
 
 __all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]
 
@@ -133,6 +136,12 @@ class Client:
 
     ``workers`` sets how many node workers run inside this process: by default
     ``NODE_CONCURRENCY`` on the embedded SQLite backend and none on Redis.
+
+    Schedules and database triggers: ``client.schedules`` and ``client.db_triggers``
+    (docs/schedules.md, docs/database-triggers.md). ``scheduler`` says whether this
+    process fires them while its workers run (the ticker and the listeners); by default
+    an embedded SQLite client does (``AUTOFLOW_SCHEDULER=false`` turns it off) and a
+    Redis client leaves it to ``autoflow scheduler``.
     """
 
     def __init__(
@@ -144,6 +153,7 @@ class Client:
         workers: int | None = None,
         immediate: bool = False,
         ship_code: bool = False,
+        scheduler: bool | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -156,6 +166,12 @@ class Client:
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
+        if scheduler is None:
+            scheduler = self.settings.scheduler and self.backend.kind == "sqlite" and workers > 0
+        self.scheduler = scheduler
+        self._schedules: Schedules | None = None
+        self._db_triggers: DbTriggers | None = None
+        self._service: TriggerService | None = None
 
     # -- workers ---------------------------------------------------------------------------
     @property
@@ -171,14 +187,44 @@ class Client:
             self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
             if self.backend.kind != "memory":
                 self._worker.start()
+        if self.scheduler and self._service is None and self.backend.kind != "memory":
+            self._service = TriggerService(
+                self.backend.store,
+                self,
+                self.registry,
+                lease=self.settings.scheduler_lease_seconds,
+                schedules=self.schedules,
+                db_triggers=self.db_triggers,
+            )
+            self._service.start()
 
     def close(self) -> None:
-        """Stop in-process workers and release connections."""
+        """Stop in-process workers (and the scheduler) and release connections."""
         with self._lock:
+            service, self._service = self._service, None
+            if service is not None:
+                service.stop()
             if self._worker is not None:
                 self._worker.stop()
                 self._worker = None
         self.backend.close()
+
+    # -- triggers --------------------------------------------------------------------------
+    @property
+    def schedules(self) -> Schedules:
+        """The schedules of this backend: create, list, get, update, delete, pause,
+        resume, trigger, backfill, preview (see :class:`autoflow.triggers.Schedules`)."""
+        if self._schedules is None:
+            self._schedules = Schedules(self.backend.store, self, self.registry)
+        return self._schedules
+
+    @property
+    def db_triggers(self) -> DbTriggers:
+        """The database-change triggers of this backend: activate, deactivate, list, get,
+        delete (see :class:`autoflow.triggers.DbTriggers`)."""
+        if self._db_triggers is None:
+            self._db_triggers = DbTriggers(self.backend.store, self, self.registry)
+        return self._db_triggers
 
     def __enter__(self) -> Client:
         return self

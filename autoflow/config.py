@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     ``WORKFLOW_CONCURRENCY`` (5), ``NODE_CONCURRENCY`` (10), ``MONITORING_ENABLED``,
     ``MONITORING_PORT`` (3001), ``AUTOFLOW_HOME`` (~/.autoflow), ``AUTOFLOW_SECRET``,
     ``AUTOFLOW_NAMESPACE``, ``AUTOFLOW_RETENTION_SECONDS`` (7 days),
-    ``AUTOFLOW_LEASE_SECONDS``, ``AUTOFLOW_REQUEUE_SECONDS``, ``AUTOFLOW_MAX_STALLS``.
+    ``AUTOFLOW_LEASE_SECONDS``, ``AUTOFLOW_REQUEUE_SECONDS``, ``AUTOFLOW_MAX_STALLS``,
+    ``AUTOFLOW_SCHEDULER`` (true: an embedded client fires schedules and database triggers),
+    ``AUTOFLOW_SCHEDULER_LEASE_SECONDS`` (10).
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
@@ -56,6 +58,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(15.0, gt=0, validation_alias=_env("AUTOFLOW_LEASE_SECONDS", "lease_seconds"))
     requeue_seconds: float = Field(30.0, gt=0, validation_alias=_env("AUTOFLOW_REQUEUE_SECONDS", "requeue_seconds"))
     max_stalls: int = Field(3, ge=0, validation_alias=_env("AUTOFLOW_MAX_STALLS", "max_stalls"))
+    # Schedules and database triggers (docs/schedules.md): does an embedded client run the
+    # ticker and the listeners, and how long a ticker's / listener's lease lasts.
+    scheduler: bool = Field(True, validation_alias=_env("AUTOFLOW_SCHEDULER", "scheduler"))
+    scheduler_lease_seconds: float = Field(
+        10.0, gt=0, validation_alias=_env("AUTOFLOW_SCHEDULER_LEASE_SECONDS", "scheduler_lease_seconds")
+    )
 
     @field_validator("home")
     @classmethod
