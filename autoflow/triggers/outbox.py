@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,8 +86,8 @@ class Source(Protocol):
     def delete(self, ids: Sequence[int]) -> None:
         """Forget handled events."""
 
-    def wait(self, timeout: float) -> None:
-        """Block until woken (a NOTIFY) or ``timeout`` seconds."""
+    def wait(self, timeout: float) -> bool:
+        """Block until woken (a NOTIFY: True) or ``timeout`` seconds (False)."""
 
     def close(self) -> None:
         """Release the connection (idempotent)."""
@@ -136,6 +137,10 @@ class Listener:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning(
+                    "trigger %s: listener still busy after %.0fs; it stops after its batch", self.info.id, timeout
+                )
 
     @property
     def alive(self) -> bool:
@@ -151,7 +156,7 @@ class Listener:
                 delay = self.backoff[0]
                 while not self._stop.is_set():
                     if not self.drain(source):
-                        source.wait(self.info.poll_interval)
+                        self._idle(source)
             except Exception as exc:  # connection lost, database or store down: retry
                 message = codec.redact_text(f"{type(exc).__name__}: {exc}")[:500]
                 log.warning("trigger %s: %s; reconnecting in %.1fs", self.info.id, message, delay)
@@ -161,6 +166,14 @@ class Listener:
             finally:
                 if source is not None:
                     source.close()
+
+    def _idle(self, source: Source) -> None:
+        """Wait for a wake-up until the next poll, noticing stop() within 0.25 s."""
+        deadline = time.monotonic() + self.info.poll_interval
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or source.wait(min(left, 0.25)):
+                return
 
     def drain(self, source: Source) -> int:
         """Start the runs of the pending events (one batch) and delete them; how many."""

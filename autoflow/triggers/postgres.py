@@ -198,9 +198,8 @@ class PostgresSource:
             (self.info.id, list(ids)),
         )
 
-    def wait(self, timeout: float) -> None:
-        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-            pass
+    def wait(self, timeout: float) -> bool:
+        return any(True for _ in self.conn.notifies(timeout=timeout, stop_after=1))
 
     def close(self) -> None:
         self.conn.close()

@@ -138,8 +138,9 @@ class SQLiteSource:
         marks = ", ".join("?" for _ in ids)
         self.conn.execute(f"DELETE FROM autoflow_outbox WHERE trigger_id = ? AND id IN ({marks})", (self.info.id, *ids))
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         time.sleep(timeout)  # no cross-process wake-up in SQLite: poll
+        return False
 
     def close(self) -> None:
         self.conn.close()

@@ -50,6 +50,14 @@ def idle_client(request: pytest.FixtureRequest, settings: af.Settings, tmp_path:
     made.close()
 
 
+@pytest.fixture
+def sqlite_idle_client(settings: af.Settings) -> Iterator[af.Client]:
+    """An idle client (as above) on SQLite only: for tests about the watched database."""
+    made = af.Client(f"sqlite:///{settings.home / 'a.db'}", settings=settings, workers=0, scheduler=False)
+    yield made
+    made.close()
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of our own for this session (dropped at the end)."""
