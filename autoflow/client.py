@@ -172,6 +172,7 @@ class Client:
         self._schedules: Schedules | None = None
         self._db_triggers: DbTriggers | None = None
         self._service: TriggerService | None = None
+        self._trigger_lock = threading.Lock()
 
     # -- workers ---------------------------------------------------------------------------
     @property
@@ -188,13 +189,14 @@ class Client:
             if self.backend.kind != "memory":
                 self._worker.start()
         if self.scheduler and self._service is None and self.backend.kind != "memory":
+            schedules, db_triggers = self._triggers()
             self._service = TriggerService(
                 self.backend.store,
                 self,
                 self.registry,
                 lease=self.settings.scheduler_lease_seconds,
-                schedules=self.schedules,
-                db_triggers=self.db_triggers,
+                schedules=schedules,
+                db_triggers=db_triggers,
             )
             self._service.start()
 
@@ -210,21 +212,32 @@ class Client:
         self.backend.close()
 
     # -- triggers --------------------------------------------------------------------------
+    def _triggers(self) -> tuple[Schedules, DbTriggers]:
+        with self._trigger_lock:
+            if self._schedules is None or self._db_triggers is None:
+                self._schedules = Schedules(self.backend.store, self, self.registry)
+                self._db_triggers = DbTriggers(self.backend.store, self, self.registry)
+            return self._schedules, self._db_triggers
+
     @property
     def schedules(self) -> Schedules:
         """The schedules of this backend: create, list, get, update, delete, pause,
-        resume, trigger, backfill, preview (see :class:`autoflow.triggers.Schedules`)."""
-        if self._schedules is None:
-            self._schedules = Schedules(self.backend.store, self, self.registry)
-        return self._schedules
+        resume, trigger, backfill, preview (see :class:`autoflow.triggers.Schedules`).
+        With ``scheduler`` on, using them starts this client's ticker."""
+        schedules = self._triggers()[0]
+        if self.scheduler:
+            self.start()
+        return schedules
 
     @property
     def db_triggers(self) -> DbTriggers:
         """The database-change triggers of this backend: activate, deactivate, list, get,
-        delete (see :class:`autoflow.triggers.DbTriggers`)."""
-        if self._db_triggers is None:
-            self._db_triggers = DbTriggers(self.backend.store, self, self.registry)
-        return self._db_triggers
+        delete (see :class:`autoflow.triggers.DbTriggers`). With ``scheduler`` on, using
+        them starts this client's listeners."""
+        db_triggers = self._triggers()[1]
+        if self.scheduler:
+            self.start()
+        return db_triggers
 
     def __enter__(self) -> Client:
         return self

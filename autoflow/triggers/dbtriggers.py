@@ -142,6 +142,8 @@ class DbTriggers:
             last_event_id=existing.last_event_id if existing else None,
             version=existing.version if existing else 0,
         )
+        if existing is not None and existing.active and _place(existing) != _place(info):
+            self._uninstall(existing)  # moved to another table or database: the old trigger goes
         source = self.open_source(info, listen=False)
         try:
             source.install()
@@ -160,11 +162,7 @@ class DbTriggers:
             self._set(trigger_id, active=False)
         finally:
             try:
-                source = self.open_source(info, listen=False)
-                try:
-                    source.uninstall()
-                finally:
-                    source.close()
+                self._uninstall(info)
             except Exception as exc:
                 self._set(trigger_id, last_error=codec.redact_text(f"not removed from the database: {exc}")[:500])
                 raise
@@ -206,6 +204,13 @@ class DbTriggers:
         return Listeners(self.store, self.records, self.starter, self.open_source, **options)
 
     # -- internals -------------------------------------------------------------------------
+    def _uninstall(self, info: DbTriggerInfo) -> None:
+        source = self.open_source(info, listen=False)
+        try:
+            source.uninstall()
+        finally:
+            source.close()
+
     def _set(self, trigger_id: str, **changes: Any) -> DbTriggerInfo:
         for _ in range(20):
             info = self.get(trigger_id)
@@ -238,6 +243,11 @@ class DbTriggers:
                 raise InputError(f"trigger {info.id!r}: environment variable {info.url_env!r} is not set here")
             return value
         return info.url or ""
+
+
+def _place(info: DbTriggerInfo) -> tuple[Any, ...]:
+    """Where a trigger is installed."""
+    return (info.kind, info.url, info.url_env, info.schema_name, info.table)
 
 
 def _has_password(url: str) -> bool:

@@ -268,8 +268,8 @@ class Listeners:
         for trigger_id in list(self.running):
             info = active.get(trigger_id)
             _, listener = self.running[trigger_id]
-            if info is None or info.epoch != listener.info.epoch or not listener.alive:
-                self._drop(trigger_id)
+            if info is None or _config(info) != _config(listener.info) or not listener.alive:
+                self._drop(trigger_id)  # gone, re-activated with other settings, or crashed
         for trigger_id, info in active.items():
             if not self.store.acquire_slot(_slot(trigger_id), self.holder, 1, self.lease):
                 if trigger_id in self.running:  # our lease expired and another process took it
@@ -319,6 +319,11 @@ class Listeners:
                 self._drop(trigger_id)
             except AutoflowError:
                 log.debug("could not release trigger %s", trigger_id, exc_info=True)
+
+
+def _config(info: DbTriggerInfo) -> dict[str, Any]:
+    """What a listener was started with (not the counters it updates itself)."""
+    return info.model_dump(exclude={"events", "last_event_id", "last_error", "updated_at", "version"})
 
 
 def _slot(trigger_id: str) -> str:

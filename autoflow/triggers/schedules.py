@@ -269,36 +269,33 @@ class Schedules:
         """Make a schedule (id = workflow name, ``source="decorator"``) of each workflow of
         ``registry`` declared with ``@af.workflow(schedule=..., timezone=...)``. A schedule
         that exists keeps its policies and paused state; a changed cron or time zone is
-        taken over. Returns the schedules synced."""
-        out = []
+        taken over. Returns the schedules synced; InputError after syncing the others if
+        a schedule made by hand holds a workflow's name."""
+        out, clashes = [], []
         for wf in (registry or self.registry).workflows.values():
             if not wf.schedule:
                 continue
             tz = wf.timezone or "UTC"
             existing = load(ScheduleInfo, self.records.get_record(SCHEDULE, wf.name))
             if existing is None:
-                try:
-                    out.append(self._create_decorated(wf, tz))
-                except InputError as exc:
-                    if "is taken" not in str(exc):  # another process synced it first
-                        raise
-                    out.append(self.get(wf.name))
+                out.append(self._create_decorated(wf, tz))
             elif existing.source != "decorator":
-                raise InputError(
-                    f"workflow {wf.name!r} declares schedule={wf.schedule!r}, but schedule id {wf.name!r} "
-                    "was created by hand; delete or rename that schedule"
-                )
+                clashes.append(wf.name)
             elif existing.cron != wf.schedule or existing.timezone != tz:
                 out.append(self.update(wf.name, cron=wf.schedule, timezone=tz))
             else:
                 out.append(existing)
+        if clashes:
+            raise InputError(
+                f"workflow(s) {', '.join(repr(c) for c in clashes)} declare schedule=..., but schedules with "
+                "those ids were created by hand; delete or rename those schedules"
+            )
         return out
 
     def _create_decorated(self, wf: Workflow, tz: str) -> ScheduleInfo:
         info = self._validated(wf.name, {"workflow": wf.name, "cron": wf.schedule, "timezone": tz}, self.clock())
         info = info.model_copy(update={"source": "decorator"})
-        if write(self.records, SCHEDULE, info, create=True, wake_at=_wake(info)) is None:
-            raise InputError(f"schedule id {wf.name!r} is taken")
+        write(self.records, SCHEDULE, info, create=True, wake_at=_wake(info))  # lost a race: another sync made it
         return self.get(wf.name)
 
     def ticker(self, **options: Any) -> Ticker:

@@ -45,6 +45,7 @@ class TriggerService:
         lease: float = 10.0,
         interval: float = 1.0,
         sync: bool = True,
+        resync: float = 30.0,
         schedules: Schedules | None = None,
         db_triggers: DbTriggers | None = None,
     ) -> None:
@@ -53,19 +54,32 @@ class TriggerService:
         self.ticker = self.schedules.ticker(lease=lease, interval=interval)
         self.listeners = self.db_triggers.listeners(lease=lease, interval=interval)
         self.sync = sync
+        self.resync = resync
         self._stopped = threading.Event()
+        self._syncer: threading.Thread | None = None
 
     def start(self) -> None:
-        """Sync the registry's decorator schedules, then tick and listen in threads."""
+        """Sync the registry's decorator schedules, then tick and listen in threads (and
+        sync again every ``resync`` seconds: workflows defined later, e.g. in a notebook)."""
+        self._stopped.clear()
         if self.sync:
-            try:
-                synced = self.schedules.sync()
-                if synced:
-                    log.info("schedules of %s", ", ".join(s.id for s in synced))
-            except AutoflowError as exc:  # a clash must not keep the other schedules from firing
-                log.error("could not sync decorator schedules: %s", exc)
+            self._sync()
+            if self.resync > 0:
+                self._syncer = threading.Thread(target=self._sync_loop, name="autoflow-schedule-sync", daemon=True)
+                self._syncer.start()
         self.ticker.start()
         self.listeners.start()
+
+    def _sync(self) -> None:
+        try:
+            synced = self.schedules.sync()
+            log.debug("decorator schedules: %s", ", ".join(s.id for s in synced) or "none")
+        except AutoflowError as exc:  # a clash must not keep the other schedules from firing
+            log.error("could not sync decorator schedules: %s", exc)
+
+    def _sync_loop(self) -> None:
+        while not self._stopped.wait(self.resync):
+            self._sync()
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; stop cleanly."""
@@ -86,5 +100,8 @@ class TriggerService:
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._syncer is not None:
+            self._syncer.join(5.0)
+            self._syncer = None
         self.ticker.stop()
         self.listeners.stop()

@@ -304,3 +304,19 @@ def test_an_unreachable_database_is_retried_with_backoff(client: af.Client, pg_u
     finally:
         listener.stop()
     assert listener.connects == 0
+
+
+def test_activating_again_on_another_table_moves_the_trigger(
+    client: af.Client, pg_url: str, pg_table: str, db: Any
+) -> None:
+    activate(client, pg_url, pg_table, id="moving")
+    other = f"{pg_table}_b"
+    db.execute(f"CREATE TABLE {other} (id serial PRIMARY KEY, name text)")
+    info = activate(client, pg_url, other, id="moving")
+    on = "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname LIKE 'autoflow_%%'"
+    assert db.execute(on, (pg_table,)).fetchone()[0] == 0
+    assert db.execute(on, (other,)).fetchone()[0] == 1
+    db.execute(f"INSERT INTO {pg_table} (name) VALUES ('old table')")
+    db.execute(f"INSERT INTO {other} (name) VALUES ('new table')")
+    assert drain(client, info) == 1
+    assert [e["table"] for e in events(client)] == [other]

@@ -69,10 +69,16 @@ def test_three_scheduler_replicas_fire_each_slot_once(
 ) -> None:
     url = request.getfixturevalue("redis_url") if backend == "redis" else f"sqlite:///{settings.home / 'autoflow.db'}"
     with af.Client(url, settings=settings, workers=0, scheduler=False) as client:
-        client.schedules.create(flows.tick, cron="* * * * * *", overlap="allow_all", slot_input="slot", id="every_second")
+        client.schedules.create(
+            flows.tick, cron="* * * * * *", overlap="allow_all", slot_input="slot", id="every_second"
+        )
         for i in range(3):
             processes.append(
-                spawn(["-m", "autoflow.cli", "scheduler", "tests.triggers.flows", "--url", url], env, tmp_path / f"s{i}.log")
+                spawn(
+                    ["-m", "autoflow.cli", "scheduler", "tests.triggers.flows", "--url", url],
+                    env,
+                    tmp_path / f"s{i}.log",
+                )
             )
         wait_for(lambda: len(client.runs(workflow="trg_tick", limit=100)) >= 5, timeout=30)
         for proc in processes:

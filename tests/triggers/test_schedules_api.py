@@ -3,17 +3,22 @@ decorator schedules, bad input; and an embedded client firing a schedule for rea
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 import autoflow as af
-from autoflow.triggers import MAX_BACKFILL, Schedules
+from autoflow.triggers import MAX_BACKFILL, Schedules, TriggerService
 from tests.triggers import flows
 from tests.triggers.conftest import wait_for
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc).timestamp()
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def sched(client: af.Client, t: float = T0 - 10) -> Schedules:
@@ -149,7 +154,7 @@ def test_decorator_schedules_sync_by_name(idle_client: af.Client) -> None:
     assert again.paused and again.version == paused.version
     s.delete("trg_nightly")
     s.create(flows.nightly, cron="* * * * *", id="trg_nightly")
-    with pytest.raises(af.InputError, match="was created by hand"):
+    with pytest.raises(af.InputError, match="were created by hand"):
         s.sync()
 
 
@@ -195,3 +200,44 @@ def test_the_scheduler_is_off_by_default_on_redis_and_with_the_setting(redis_url
         assert client.scheduler is False
     with af.Client(settings=settings.model_copy(update={"scheduler": True})) as client:
         assert client.scheduler is True
+
+
+def test_the_service_syncs_workflows_declared_later(idle_client: af.Client) -> None:
+    """A notebook defines a scheduled workflow after its client started: the service
+    syncs it at its next round."""
+    registry = af.Registry()
+    service = TriggerService(idle_client.backend.store, idle_client, registry, interval=0.05, resync=0.05)
+    service.start()
+    try:
+        assert service.schedules.list() == []
+        registry.add_workflow(flows.nightly)
+        wait_for(lambda: [s.id for s in service.schedules.list()] == ["trg_nightly"])
+    finally:
+        service.stop()
+    assert not service.ticker.holding
+
+
+def test_cli_lists_schedules(sqlite_idle_client: af.Client, tmp_path: Path) -> None:
+    idle_client = sqlite_idle_client
+    sched(idle_client).create(flows.tick, cron="0 9 * * MON", timezone="America/Sao_Paulo", id="weekly")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
+    env.update(AUTOFLOW_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "autoflow.cli", "schedules", "--url", idle_client.url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "weekly" in done.stdout and "0 9 * * MON" in done.stdout and "America/Sao_Paulo" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "autoflow.cli", "scheduler", "no_such_module_xyz", "--url", idle_client.url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "cannot import module 'no_such_module_xyz'" in bad.stderr
