@@ -173,6 +173,7 @@ class Client:
         self._db_triggers: DbTriggers | None = None
         self._service: TriggerService | None = None
         self._trigger_lock = threading.Lock()
+        self._closing = False
 
     # -- workers ---------------------------------------------------------------------------
     @property
@@ -181,31 +182,35 @@ class Client:
         return self.workers > 0
 
     def start(self) -> None:
-        """Start the in-process workers now (they also start on the first execute/wait)."""
+        """Start the in-process workers now (they also start on the first execute/wait),
+        and the scheduler if this client runs it."""
         with self._lock:
-            if self._worker is not None or not self.runs_locally:
+            if self._closing:
                 return
-            self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
-            if self.backend.kind != "memory":
-                self._worker.start()
-        if self.scheduler and self._service is None and self.backend.kind != "memory":
-            schedules, db_triggers = self._triggers()
-            self._service = TriggerService(
-                self.backend.store,
-                self,
-                self.registry,
-                lease=self.settings.scheduler_lease_seconds,
-                schedules=schedules,
-                db_triggers=db_triggers,
-            )
-            self._service.start()
+            if self._worker is None and self.runs_locally:
+                self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
+                if self.backend.kind != "memory":
+                    self._worker.start()
+            if self.scheduler and self._service is None and self.backend.kind != "memory":
+                schedules, db_triggers = self._triggers()
+                self._service = TriggerService(
+                    self.backend.store,
+                    self,
+                    self.registry,
+                    lease=self.settings.scheduler_lease_seconds,
+                    schedules=schedules,
+                    db_triggers=db_triggers,
+                )
+                self._service.start()
 
     def close(self) -> None:
         """Stop in-process workers (and the scheduler) and release connections."""
         with self._lock:
+            self._closing = True
             service, self._service = self._service, None
-            if service is not None:
-                service.stop()
+        if service is not None:  # outside the lock: its threads may be starting runs
+            service.stop()
+        with self._lock:
             if self._worker is not None:
                 self._worker.stop()
                 self._worker = None

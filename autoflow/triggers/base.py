@@ -20,6 +20,7 @@ from autoflow.errors import InputError
 from autoflow.models import DbTriggerInfo, RunStatus, ScheduleInfo
 from autoflow.store.base import Store
 from autoflow.store.schedules import TriggerStore
+from autoflow.store.sqlite import SQLiteStore
 
 __all__ = [
     "ID_PATTERN",
@@ -111,10 +112,14 @@ def start_run(
 ) -> str:
     """Start the run of ``key`` (or get the one it already started) and return its id.
 
-    A short lease on the key (the store's leased slots) serialises two starters racing
-    on the same key, so even a store whose idempotency check is not atomic creates one
-    run: the second starter runs after the first one's run exists and gets it back.
+    On Redis a short lease on the key (the store's leased slots) serialises two starters
+    racing on the same key: ``RedisStore.create_run`` checks the key and creates the run
+    in separate steps, and two starters in between both create a run
+    (``tests/triggers/test_ticker.py`` shows it without this guard). SQLite checks and
+    creates in one transaction and needs no guard.
     """
+    if isinstance(store, SQLiteStore):
+        return _execute(starter, key, workflow, inputs, trigger, trigger_data, priority, user_id, organization_id)
     guard = f"autoflow:start:{key}"
     deadline = time.monotonic() + 10.0
     while not store.acquire_slot(guard, holder, 1, 30.0):
@@ -123,16 +128,30 @@ def start_run(
             break
         sleep(0.01)
     try:
-        run = starter.execute(
-            workflow,
-            inputs,
-            priority=priority,
-            user_id=user_id,
-            organization_id=organization_id,
-            trigger=trigger,
-            trigger_data=trigger_data,
-            idempotency_key=key,
-        )
-        return run.id
+        return _execute(starter, key, workflow, inputs, trigger, trigger_data, priority, user_id, organization_id)
     finally:
         store.release_slot(guard, holder)
+
+
+def _execute(
+    starter: Starter,
+    key: str,
+    workflow: str,
+    inputs: dict[str, Any],
+    trigger: str,
+    trigger_data: dict[str, Any],
+    priority: int,
+    user_id: str | None,
+    organization_id: str | None,
+) -> str:
+    run = starter.execute(
+        workflow,
+        inputs,
+        priority=priority,
+        user_id=user_id,
+        organization_id=organization_id,
+        trigger=trigger,
+        trigger_data=trigger_data,
+        idempotency_key=key,
+    )
+    return run.id

@@ -136,15 +136,18 @@ class Ticker:
         if not self.holding:
             return 0
         now = self.clock() if now is None else now
-        started = 0
-        for schedule_id in self.records.due_records(SCHEDULE, now, self.batch):
-            try:
-                started += self._advance(schedule_id, now)
-            except BackendError:
-                raise
-            except Exception:  # one broken record must not stop the others; it stays due
-                log.exception("schedule %s: pass failed", schedule_id)
-        return started
+        # One schedule after the other: measured, threads overlapping the store round trips
+        # were slower (the cost is Python CPU under the GIL, not waiting).
+        return sum(self._one(sid, now) for sid in self.records.due_records(SCHEDULE, now, self.batch))
+
+    def _one(self, schedule_id: str, now: float) -> int:
+        try:
+            return self._advance(schedule_id, now)
+        except BackendError:
+            raise
+        except Exception:  # one broken record must not stop the others; it stays due
+            log.exception("schedule %s: pass failed", schedule_id)
+            return 0
 
     def _advance(self, schedule_id: str, now: float) -> int:
         for _ in range(10):
