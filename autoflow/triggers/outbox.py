@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autoflow import codec
-from autoflow.errors import AutoflowError, BackendError
+from autoflow.errors import AutoflowError, BackendError, InputError
 from autoflow.models import DbTriggerInfo
 from autoflow.store.base import Store
 from autoflow.store.schedules import DB_TRIGGER, TriggerStore
@@ -176,36 +176,54 @@ class Listener:
                 return
 
     def drain(self, source: Source) -> int:
-        """Start the runs of the pending events (one batch) and delete them; how many."""
+        """Start the runs of the pending events (one batch) and delete them; how many.
+
+        An event the workflow refuses as input (InputError: it can never start) is
+        dropped and named in ``last_error``; any other failure (the store, an unknown
+        workflow) leaves the batch in the outbox to be retried."""
         events = source.fetch(BATCH)
         if not events:
             return 0
         info = self.info
+        refused: list[str] = []
         for event in events:
             data = event.as_json(info.id)
             inputs = dict(info.inputs)
             if info.event_input:
                 inputs[info.event_input] = data
-            start_run(
-                self.store,
-                self.starter,
-                self.holder,
-                f"db:{info.id}:{info.epoch}:{event.id}",
-                info.workflow,
-                inputs,
-                trigger="database",
-                trigger_data=data,
-                priority=info.priority,
-                user_id=info.user_id,
-                organization_id=info.organization_id,
-            )
+            try:
+                self._start(event, inputs, data)
+            except InputError as exc:
+                reason = codec.redact_text(str(exc))[:200]
+                log.error("trigger %s: event %d dropped, the workflow refuses it: %s", info.id, event.id, reason)
+                refused.append(f"event {event.id}: {reason}")
         source.delete([e.id for e in events])
-        self._note_events(len(events), max(e.id for e in events))
+        self._note_events(len(events), max(e.id for e in events), "; ".join(refused)[:500] or None)
         return len(events)
 
-    def _note_events(self, count: int, last: int) -> None:
+    def _start(self, event: Event, inputs: dict[str, Any], data: dict[str, Any]) -> None:
+        info = self.info
+        start_run(
+            self.store,
+            self.starter,
+            self.holder,
+            f"db:{info.id}:{info.epoch}:{event.id}",
+            info.workflow,
+            inputs,
+            trigger="database",
+            trigger_data=data,
+            priority=info.priority,
+            user_id=info.user_id,
+            organization_id=info.organization_id,
+        )
+
+    def _note_events(self, count: int, last: int, error: str | None) -> None:
         self._update(
-            lambda i: {"events": i.events + count, "last_event_id": max(last, i.last_event_id or 0), "last_error": None}
+            lambda i: {
+                "events": i.events + count,
+                "last_event_id": max(last, i.last_event_id or 0),
+                "last_error": error,
+            }
         )
 
     def _note_error(self, message: str) -> None:

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 import autoflow as af
+
+
+class Change(BaseModel):
+    op: str
+    new: dict[str, int] | None = None  # every column an int: rows that are not are refused
 
 
 @af.node
@@ -36,3 +43,14 @@ def on_event(event: dict[str, Any] | None = None):
 def nightly(slot: str = ""):
     """Declared with a schedule: a ticker syncs it into the store."""
     return stamp(slot)
+
+
+@af.node
+def operation(change: Change) -> str:
+    return change.op
+
+
+@af.workflow(name="trg_strict")
+def strict(event: Change):
+    """Typed input: an event that does not fit is refused."""
+    return operation(event)

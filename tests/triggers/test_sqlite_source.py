@@ -99,3 +99,21 @@ def test_a_missing_table_is_refused(idle_client: af.Client, tmp_path: Path) -> N
     with pytest.raises(af.InputError, match="table 'orders' does not exist"):
         activate(idle_client, str(tmp_path / "empty.db"))
     assert idle_client.db_triggers.list() == []
+
+
+def test_an_event_the_workflow_refuses_is_dropped_and_named(
+    idle_client: af.Client, shop: tuple[str, sqlite3.Connection]
+) -> None:
+    path, conn = shop
+    conn.execute("CREATE TABLE counts (id INTEGER PRIMARY KEY, qty INTEGER)")
+    info = idle_client.db_triggers.activate(
+        flows.strict, kind="sqlite", table="counts", url=path, event_input="event", operations=["INSERT"]
+    )
+    conn.execute("INSERT INTO counts (qty) VALUES ('not a number')")  # SQLite stores the text
+    conn.execute("INSERT INTO counts (qty) VALUES (2)")
+    assert drain(idle_client, info) == 2
+    assert drain(idle_client, info) == 0  # not retried forever
+    [run] = idle_client.runs(workflow="trg_strict")
+    assert run.inputs["event"]["new"] == {"id": 2, "qty": 2}
+    error = idle_client.db_triggers.get(info.id).last_error or ""
+    assert error.startswith(f"event {run.trigger_data['event_id'] - 1}: ") and "valid integer" in error
