@@ -179,9 +179,10 @@ def main() -> None:
     try:
         backends = ["redis", "sqlite"] if args.backend == "both" else [args.backend]
         for backend in backends:
-            url = RedisServer(workdir, children).url if backend == "redis" else f"sqlite:///{workdir / 'autoflow.db'}"
+            redis_url = RedisServer(workdir, children).url if backend == "redis" else ""
             results: dict[str, Any] = {"ticker": []}
             for n in (int(x) for x in args.schedules.split(",")):
+                url = redis_url or f"sqlite:///{workdir / f'autoflow-{n}.db'}"  # each N on its own
                 settings = af.Settings(home=workdir, namespace=f"b{uuid.uuid4().hex[:8]}", scheduler=False)
                 row = bench_ticker(url, n, args.slots, settings)
                 results["ticker"].append(row)
