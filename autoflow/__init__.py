@@ -25,6 +25,7 @@ from autoflow.define import Backoff, Node, NodeOptions, Registry, Workflow, defa
 from autoflow.errors import (
     AutoflowError,
     BackendError,
+    ConfigError,
     InputError,
     NodeCancelled,
     NotFoundError,
@@ -61,6 +62,7 @@ __all__ = [
     "Backoff",
     "CatchupPolicy",
     "Client",
+    "ConfigError",
     "Context",
     "DbTriggerInfo",
     "ErrorInfo",

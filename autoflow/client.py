@@ -274,23 +274,36 @@ class Client:
         wf = self.registry.workflow(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, Workflow):
             raise TypeError(f"execute() needs an af.Workflow or a registered name, got {workflow!r}")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise InputError(f"priority must be an int, got {priority!r}")
-        if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier()):
+        limits = self.settings.limits
+        if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > limits.max_priority:
+            raise InputError(
+                f"priority must be an int from {-limits.max_priority} to {limits.max_priority}, got {priority!r}"
+            )
+        if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier() or len(trigger) > 64):
             raise InputError(f"trigger must be a word like 'manual', 'webhook' or 'schedule', got {trigger!r}")
+        for label, text in (
+            ("user_id", user_id),
+            ("organization_id", organization_id),
+            ("idempotency_key", idempotency_key),
+        ):
+            _check_label(label, text)
+        if inputs is not None and not isinstance(inputs, dict):
+            raise InputError(f"inputs must be a dict of workflow inputs, got {type(inputs).__name__}")
         clash = set(inputs or {}) & set(kwargs)
         if clash:
             raise InputError(f"input(s) {sorted(clash)} given both in inputs= and as keywords")
         values = wf.validate_inputs({**(inputs or {}), **kwargs})
         try:
-            trigger_json = codec.to_json_value(trigger_data, where="trigger_data")
+            codec.dumps_checked(values, where=f"the inputs of workflow {wf.name!r}", max_bytes=limits.max_value_bytes)
+            trigger_json = codec.to_json_value(trigger_data, where="trigger_data", max_depth=limits.max_depth)
+            codec.dumps_checked(trigger_json, where="trigger_data", max_bytes=limits.max_value_bytes)
         except OutputError as exc:
             raise InputError(str(exc)) from None
         self._check_local(wf)
         if wf.digest not in self._stored:
             self._store_definition(wf)
         new = NewRun(
-            id=codec.new_run_id(),
+            id=codec.keyed_run_id(idempotency_key) if idempotency_key else codec.new_run_id(),
             workflow=wf.name,
             digest=wf.digest,
             inputs=values,
@@ -304,10 +317,9 @@ class Client:
             idempotency_key=idempotency_key,
         )
         run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
-        if run_id == new.id:
-            self.start()
-            self.backend.dispatcher.nudge(priority)
-            log.info("run %s of %s submitted", run_id, wf.name)
+        self.start()
+        self.backend.dispatcher.nudge(priority)  # also for a run found by its key: it may wait for admission
+        log.info("run %s of %s submitted", run_id, wf.name)
         run = Run(self, run_id)
         if self.backend.kind == "memory":
             self._drain(run_id)
@@ -360,8 +372,12 @@ class Client:
         return info
 
     def logs(self, run_id: str, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
-        """Log lines with ``id > since``, oldest first, at most ``limit`` per call."""
-        return self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
+        """Log lines with ``id > since``, oldest first, at most ``limit`` per call;
+        NotFoundError for an unknown run."""
+        entries = self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
+        if not entries and self.backend.store.run_status(run_id) is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return entries
 
     def graph(self, run: str | RunInfo) -> nx.DiGraph:
         """The DAG of a run (its id, or its status if already fetched), rebuilt from the
@@ -453,6 +469,20 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.url} workers={self.workers}>"
+
+
+def _check_label(label: str, value: object) -> None:
+    """user_id, organization_id and idempotency keys: None or a short printable str."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InputError(f"{label} must be a str, got {type(value).__name__}")
+    if not value or len(value) > 256 or not value.isprintable():
+        raise InputError(f"{label} must be 1 to 256 printable characters, got {value[:40]!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{label} is not valid Unicode (a lone surrogate)") from None
 
 
 def _display(run: Run) -> None:

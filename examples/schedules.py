@@ -31,7 +31,7 @@ if __name__ == "__main__":
                 raise SystemExit("no runs after 30 s")
             time.sleep(0.1)
         client.schedules.pause(schedule.id)
-        for run in sorted(client.runs(workflow="every_second_demo"), key=lambda r: r.id):
+        for run in sorted(client.runs(workflow="every_second_demo"), key=lambda r: r.created_at):
             if run.finished:
                 print(run.trigger_data["slot"], "->", client.result(run.id))
         print(client.schedules.get(schedule.id).fired, "slots fired")

@@ -231,7 +231,9 @@ class HueyDispatcher:
     @classmethod
     def redis(cls, url: str, *, namespace: str = "autoflow", secret: bytes | None = None) -> HueyDispatcher:
         # Huey reads raw bytes, so it gets its own connection pool (the store decodes).
-        pool = redis.ConnectionPool.from_url(url, socket_connect_timeout=3, health_check_interval=30)
+        pool = redis.ConnectionPool.from_url(
+            codec.quote_url_password(url), socket_connect_timeout=3, health_check_interval=30
+        )
 
         def make(queue: str) -> Huey:
             return _RedisHuey(

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from autoflow import codec
+from autoflow.config import Limits
 from autoflow.context import Context, Defer, LogBuffer, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
@@ -27,7 +28,7 @@ from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.planner import retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.subflows import SubFlows
-from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
+from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Claim, Progress, Ready, Store
 from autoflow.templates import resolve_template
@@ -68,8 +69,12 @@ class Executor:
         on_finished: Callable[[str, RunStatus], None] | None = None,
         invoker: Invoker | None = None,
         code_secret: bytes | None = None,
+        limits: Limits | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
+        self.limits = limits or Limits()
+        self.stopping = stopping
         self.registry = registry
         self.send = send
         self.lease = lease
@@ -142,12 +147,28 @@ class Executor:
             # Stop the heartbeat before recording the outcome: after the transition the
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
-        progress = settle()
+        progress = self._record(settle, run_id, node_id, token)
         if not progress.accepted and not lost:
             log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, attempt)
         elif not progress.accepted:
             log.info("result of %s/%s#%d discarded (claim lost or cancelled meanwhile)", run_id, node_id, attempt)
         self.after(progress, run_id)
+
+    def _record(self, settle: Settle, run_id: str, node_id: str, token: str) -> Progress:
+        """Run the transition that records the outcome. If the store refuses what the node
+        produced (a value it cannot encode), record that as the node's failure instead, so a
+        node never loops through retries and lost leases; an unreachable store is not such a
+        failure (the lease lapses and the node runs again once it is back)."""
+        try:
+            return settle()
+        except BackendError:
+            raise
+        except Exception as exc:
+            problem = OutputError(
+                f"the outcome of node {node_id!r} could not be recorded: {type(exc).__name__}: {codec.safe_str(exc)}"
+            )
+            note = log_record(LogLevel.ERROR, f"failed: {problem}", node_id)
+            return self.store.fail(run_id, node_id, token, codec.error_info(problem, node_id), None, [note])
 
     def _abandon(self, run_id: str, node_id: str, token: str) -> None:
         """The watchdog's verdict on a node that ignores its run's cancellation."""
@@ -220,6 +241,10 @@ class Executor:
             return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             return self._failed(claim, token, spec, exc, logs, cancel)
+        except (KeyboardInterrupt, SystemExit) as exc:  # raised by the node's own code
+            if isinstance(exc, KeyboardInterrupt) and self.stopping():
+                raise  # the worker is being stopped at once: the node runs again elsewhere
+            return self._failed(claim, token, spec, exc, logs, cancel)
         finally:
             if slot is not None:
                 self.store.release_slot(slot, token)
@@ -229,27 +254,34 @@ class Executor:
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
         return partial(self.store.complete, run_id, node_id, token, output, [*logs.drain(), done])
 
-    @staticmethod
-    def _output(value: Any, node_id: str, is_condition: bool) -> Any:
+    def _output(self, value: Any, node_id: str, is_condition: bool) -> str:
+        """The node's output as JSON text, or OutputError naming the node and the problem."""
         if is_condition and not isinstance(value, bool):
             raise OutputError(
                 f"node {node_id!r} decides a when= branch and must return a bool, got {type(value).__name__}"
             )
-        output = codec.to_json_value(value, where=f"the output of node {node_id!r}")
-        try:
-            codec.dumps(output)
-        except ValueError as exc:  # NaN and infinities are not JSON
-            raise OutputError(f"the output of node {node_id!r} is not valid JSON: {exc}") from None
-        return output
+        where = f"the output of node {node_id!r}"
+        output = codec.to_json_value(value, where=where, max_depth=self.limits.max_depth)
+        return codec.dumps_checked(output, where=where, max_bytes=self.limits.max_value_bytes)
 
     def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Settle:
         if not isinstance(items, list):
             raise InputError(
                 f"node {spec.id!r}: .map needs a list for parameter {spec.map_over!r}, got {type(items).__name__}"
             )
+        if len(items) > self.limits.max_map_items:
+            raise InputError(
+                f"node {spec.id!r}: .map over {len(items):,} items, more than the limit of "
+                f"{self.limits.max_map_items:,} (AUTOFLOW_MAX_MAP_ITEMS)"
+            )
         note = log_record(LogLevel.INFO, f"mapping over {len(items)} item(s)", spec.id)
         texts = [
-            codec.dumps(codec.to_json_value(item, where=f"item {i} of {spec.id!r}")) for i, item in enumerate(items)
+            codec.dumps_checked(
+                codec.to_json_value(item, where=f"item {i} of {spec.id!r}"),
+                where=f"item {i} of {spec.id!r}",
+                max_bytes=self.limits.max_value_bytes,
+            )
+            for i, item in enumerate(items)
         ]
         return partial(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
 
@@ -278,21 +310,24 @@ class Executor:
         claim: Claim,
         token: str,
         spec: NodeSpec | None,
-        exc: Exception,
+        exc: BaseException,
         logs: LogBuffer,
         cancel: threading.Event,
     ) -> Settle:
         node_id, attempt = claim.node_id, claim.attempt
         error = codec.error_info(exc, node_id)
+        if isinstance(exc, SystemExit):
+            error = error.model_copy(update={"message": f"the node called sys.exit({codec.safe_str(exc.code)})"})
+        elif isinstance(exc, KeyboardInterrupt):
+            error = error.model_copy(update={"message": "the node raised KeyboardInterrupt"})
         delay = None
-        if spec is not None and not isinstance(exc, _PERMANENT) and not cancel.is_set():
+        retryable = isinstance(exc, Exception) and not isinstance(exc, _PERMANENT)
+        if spec is not None and retryable and not cancel.is_set():
             delay = retry_delay(spec.options, attempt)
         total = spec.options.max_attempts if spec else attempt
         if delay is not None:
             message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
             closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
-            retry_at: float | None = time.time() + delay
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
-            retry_at = None
-        return partial(self.store.fail, claim.run_id, node_id, token, error, retry_at, [*logs.drain(), closing])
+        return partial(self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])

@@ -84,7 +84,7 @@ class SubFlows:
         token = child_token(child.id)
         if child.status is RunStatus.COMPLETED:
             done = log_record(LogLevel.INFO, f"sub-workflow run {child.id} completed", node)
-            return self.store.complete(parent, node, token, child.output, [done]), parent
+            return self.store.complete(parent, node, token, codec.dumps(child.output), [done]), parent
         cause = child.error
         error = ErrorInfo(
             type=cause.type if cause else "SubWorkflowCancelled",

@@ -19,6 +19,7 @@ from autoflow.models import ErrorInfo, LogEntry, QueueStats, RunInfo, RunStatus
 
 __all__ = [
     "CRASH_MESSAGE",
+    "MAP_WINDOW",
     "Claim",
     "HeartbeatResult",
     "NewRun",
@@ -28,6 +29,7 @@ __all__ = [
     "Store",
     "child_token",
     "crash_error",
+    "map_window",
 ]
 
 
@@ -49,6 +51,7 @@ class NewRun:
     idempotency_key: str | None = None
     parent_run_id: str | None = None
     parent_node_id: str | None = None
+    signature: str | None = None  # HMAC of what the run may do (see engine/signing.py)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,17 @@ class HeartbeatResult:
     lost: frozenset[tuple[str, str]] = frozenset()
 
 
+#: At most this many items of one ``.map`` are queued at once (``max_parallel=None`` means
+#: "as many as workers can take", not "all 100,000 in one transition"): each finished item
+#: queues the next, so a map never holds the store for long.
+MAP_WINDOW = 1000
+
+
+def map_window(items: int, max_parallel: int | None) -> int:
+    """How many items of a map of ``items`` are queued when it expands."""
+    return min(items, MAP_WINDOW if max_parallel is None else min(max_parallel, MAP_WINDOW))
+
+
 def child_token(child_run_id: str) -> str:
     """The claim token of a node waiting for sub-workflow run ``child_run_id`` (its owner
     in the store; the Lua scripts know the ``@sub:`` prefix too)."""
@@ -151,9 +165,10 @@ class Store(Protocol):
         """The bytes stored under ``key``, or None."""
 
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
-        """Create a pending run and its pending nodes atomically. With an
-        ``idempotency_key`` already used by a retained run, create nothing and return
-        that run's id."""
+        """Create a pending run and its pending nodes atomically; returns its id. A run
+        with an ``idempotency_key`` gets the id ``codec.keyed_run_id(key)``; if that run
+        exists (retained), nothing is created and its id is returned: one key, one run,
+        even when several clients create it at once."""
 
     def admit(self, limit: int) -> list[Ready]:
         """Start pending runs, highest priority first, while fewer than ``limit`` runs are
@@ -167,9 +182,12 @@ class Store(Protocol):
         seconds. None if the message is stale, the run is not running (paused,
         cancelled) or the node is not waiting for this attempt."""
 
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
-        """Running → completed (fenced by ``token``): store the output, settle the
-        children and return those that became ready; end the run if nothing is left."""
+    def complete(
+        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        """Running → completed (fenced by ``token``): store the output (JSON text, already
+        checked by the caller), settle the children and return those that became ready;
+        end the run if nothing is left."""
 
     def fail(
         self,
@@ -177,11 +195,12 @@ class Store(Protocol):
         node_id: str,
         token: str,
         error: ErrorInfo,
-        retry_at: float | None,
+        retry_in: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        """Running → retrying (``retry_at`` given: the next attempt is returned with
-        that eta) or → failed (children settled as failed parents). Fenced by token."""
+        """Running → retrying (``retry_in`` seconds given: the next attempt is returned
+        with that eta, measured on the store's clock) or → failed (children settled as
+        failed parents). Fenced by token."""
 
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
         """Running → cancelled, after the node stopped because its run was cancelled."""

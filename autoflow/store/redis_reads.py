@@ -44,7 +44,7 @@ def _guard(method: F) -> F:
         try:
             return method(self, *args, **kwargs)
         except RedisError as exc:
-            raise BackendError(self.url, f"{type(exc).__name__}: {exc}") from None
+            raise BackendError(self.url, codec.redact_text(f"{type(exc).__name__}: {codec.safe_str(exc)}")) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -7,6 +7,7 @@ their own connection and wait on the busy timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -123,6 +124,8 @@ class SQLiteStore(SQLiteControl):
         return bytes(rows[0]["data"]) if rows else None
 
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
+        if run.idempotency_key:  # one key names one run: its id comes from the key
+            run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
         with self._tx() as db:
             if run.idempotency_key:
                 row = db.execute("SELECT id FROM runs WHERE idempotency_key = ?", (run.idempotency_key,)).fetchone()
@@ -185,7 +188,7 @@ class SQLiteStore(SQLiteControl):
             if free <= 0:
                 return []
             rows = db.execute(
-                "SELECT id, priority FROM runs WHERE status = 'pending' ORDER BY priority DESC, id LIMIT ?",
+                "SELECT id, priority FROM runs WHERE status = 'pending' ORDER BY priority DESC, created_at, id LIMIT ?",
                 (free,),
             ).fetchall()
             for row in rows:

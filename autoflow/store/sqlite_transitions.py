@@ -17,7 +17,7 @@ from typing import Any
 
 from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, child_token
+from autoflow.store.base import Claim, Progress, Ready, child_token, map_window
 from autoflow.store.rules import (
     HANDLER_RULES,
     Decision,
@@ -125,7 +125,9 @@ class SQLiteTransitions:
         return row  # type: ignore[no-any-return]
 
     # -- outcomes --------------------------------------------------------------------------
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
+    def complete(
+        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
             row = self._held(db, run_id, node_id, token, logs)
@@ -134,7 +136,7 @@ class SQLiteTransitions:
             db.execute(
                 "UPDATE nodes SET status = 'completed', output = ?, error = NULL, finished_at = ?,"
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
-                (codec.dumps(output), now, run_id, node_id),
+                (output_json, now, run_id, node_id),
             )
             if row["map_of"]:
                 db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
@@ -174,7 +176,7 @@ class SQLiteTransitions:
         node_id: str,
         token: str,
         error: ErrorInfo,
-        retry_at: float | None,
+        retry_in: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
         with self._tx() as db:
@@ -183,7 +185,8 @@ class SQLiteTransitions:
             if row is None:
                 return Progress(False)
             ready: list[Ready] = []
-            if retry_at is not None and not row["cancel_requested"]:
+            if retry_in is not None and not row["cancel_requested"]:
+                retry_at = now + retry_in
                 attempt = row["attempt"] + 1
                 db.execute(
                     "UPDATE nodes SET status = 'retrying', attempt = ?, error = ?, due_at = ?,"
@@ -270,7 +273,7 @@ class SQLiteTransitions:
                 )
                 ready = self._completed(db, run_id, row["priority"], node_id, row["rule"], row["parents"], now)
                 return self._done(Progress(True, ready, self._maybe_finish(db, run_id, now)))
-            window = len(items) if max_parallel is None else min(max_parallel, len(items))
+            window = map_window(len(items), max_parallel)
             db.execute(
                 "UPDATE nodes SET owner = '@map', lease_until = NULL, n_items = ?, next_item = ?,"
                 " done_items = 0, max_parallel = ? WHERE run_id = ? AND node_id = ?",

@@ -8,19 +8,14 @@ starting it twice returns the first run.
 
 from __future__ import annotations
 
-import logging
 import re
-import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from autoflow import codec
 from autoflow.errors import InputError
 from autoflow.models import DbTriggerInfo, RunStatus, ScheduleInfo
-from autoflow.store.base import Store
 from autoflow.store.schedules import TriggerStore
-from autoflow.store.sqlite import SQLiteStore
 
 __all__ = [
     "ID_PATTERN",
@@ -33,7 +28,6 @@ __all__ = [
     "write",
 ]
 
-log = logging.getLogger("autoflow.triggers")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 M = TypeVar("M", ScheduleInfo, DbTriggerInfo)
 
@@ -96,9 +90,7 @@ def write(
 
 
 def start_run(
-    store: Store,
     starter: Starter,
-    holder: str,
     key: str,
     workflow: str,
     inputs: dict[str, Any],
@@ -108,42 +100,12 @@ def start_run(
     priority: int = 0,
     user_id: str | None = None,
     organization_id: str | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Start the run of ``key`` (or get the one it already started) and return its id.
 
-    On Redis a short lease on the key (the store's leased slots) serialises two starters
-    racing on the same key: ``RedisStore.create_run`` checks the key and creates the run
-    in separate steps, and two starters in between both create a run
-    (``tests/triggers/test_ticker.py`` shows it without this guard). SQLite checks and
-    creates in one transaction and needs no guard.
-    """
-    if isinstance(store, SQLiteStore):
-        return _execute(starter, key, workflow, inputs, trigger, trigger_data, priority, user_id, organization_id)
-    guard = f"autoflow:start:{key}"
-    deadline = time.monotonic() + 10.0
-    while not store.acquire_slot(guard, holder, 1, 30.0):
-        if time.monotonic() > deadline:  # the other starter hangs: the key still dedupes
-            log.warning("starting %s without its guard (held by another starter for 10 s)", key)
-            break
-        sleep(0.01)
-    try:
-        return _execute(starter, key, workflow, inputs, trigger, trigger_data, priority, user_id, organization_id)
-    finally:
-        store.release_slot(guard, holder)
-
-
-def _execute(
-    starter: Starter,
-    key: str,
-    workflow: str,
-    inputs: dict[str, Any],
-    trigger: str,
-    trigger_data: dict[str, Any],
-    priority: int,
-    user_id: str | None,
-    organization_id: str | None,
-) -> str:
+    The store creates at most one run per idempotency key, atomically (one SQLite
+    transaction; one Redis script keyed by the idempotency key), so starters racing on
+    one key get the same run (``test_tickers_racing_without_a_lease_...`` checks it)."""
     run = starter.execute(
         workflow,
         inputs,

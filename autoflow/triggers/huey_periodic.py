@@ -19,26 +19,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from autoflow import codec
 from autoflow.define.workflow import Workflow
-from autoflow.engine.backend import Backend
 from autoflow.triggers.base import Starter, start_run
 from autoflow.triggers.spec import Spec, slot_key, to_datetime
 
 __all__ = ["huey_periodic"]
 
 
-class ClientLike(Starter, Protocol):
-    """A starter with its backend (``af.Client``): the helper guards keys in its store."""
-
-    backend: Backend
-
-
 def huey_periodic(
     huey: Any,
-    client: ClientLike | Callable[[], ClientLike],
+    client: Starter | Callable[[], Starter],
     workflow: Workflow | str,
     *,
     cron: str,
@@ -77,11 +69,11 @@ def huey_periodic(
             state["enqueued"] = slot
         return True
 
-    def starter() -> ClientLike:
+    def starter() -> Starter:
         with lock:
             if state["client"] is None:
                 state["client"] = client if hasattr(client, "execute") else client()
-            made: ClientLike = state["client"]
+            made: Starter = state["client"]
             return made
 
     def fire() -> str | None:
@@ -96,8 +88,7 @@ def huey_periodic(
             values[slot_input] = when.isoformat()
         data = {"huey_task": task_name, "slot": slot_key(slot), "scheduled_for": when.isoformat(), "reason": "huey"}
         key = f"huey:{task_name}:{slot_key(slot)}"
-        holder = f"{task_name}:{codec.new_id()}"  # unique per call: consumers may fork
-        return start_run(start.backend.store, start, holder, key, flow, values, trigger="schedule", trigger_data=data)
+        return start_run(start, key, flow, values, trigger="schedule", trigger_data=data)
 
     fire.__name__ = fire.__qualname__ = task_name
     return huey.periodic_task(due, name=task_name, **task_options)(fire)

@@ -102,27 +102,23 @@ class Listener:
 
     Example::
 
-        listener = Listener(info, store, records, client, open_source)
+        listener = Listener(info, records, client, open_source)
         listener.start(); ...; listener.stop()
     """
 
     def __init__(
         self,
         info: DbTriggerInfo,
-        store: Store,
         records: TriggerStore,
         starter: Starter,
         open_source: SourceFactory,
         *,
-        holder: str = "",
         backoff: tuple[float, float, float] = BACKOFF,
     ) -> None:
         self.info = info
-        self.store = store
         self.records = records
         self.starter = starter
         self.open_source = open_source
-        self.holder = holder or f"listener:{codec.new_id()}"
         self.backoff = backoff
         self.connects = 0
         self._stop = threading.Event()
@@ -204,9 +200,7 @@ class Listener:
     def _start(self, event: Event, inputs: dict[str, Any], data: dict[str, Any]) -> None:
         info = self.info
         start_run(
-            self.store,
             self.starter,
-            self.holder,
             f"db:{info.id}:{info.epoch}:{event.id}",
             info.workflow,
             inputs,
@@ -294,15 +288,7 @@ class Listeners:
                     self._drop(trigger_id, release=False)
                 continue
             if trigger_id not in self.running:
-                listener = Listener(
-                    info,
-                    self.store,
-                    self.records,
-                    self.starter,
-                    self.open_source,
-                    holder=self.holder,
-                    backoff=self.backoff,
-                )
+                listener = Listener(info, self.records, self.starter, self.open_source, backoff=self.backoff)
                 listener.start()
                 self.running[trigger_id] = (info.version, listener)
                 log.info("trigger %s: listening (%s %s)", trigger_id, info.kind, info.table)

@@ -84,7 +84,6 @@ class Schedules:
         self.registry = registry
         self.clock = clock
         self.records: TriggerStore = trigger_store(store)
-        self._holder = f"schedules:{codec.new_id()}"
 
     # -- create and read -------------------------------------------------------------------
     def create(
@@ -251,7 +250,7 @@ class Schedules:
                 f"{limit} slots; narrow the range or pass a larger limit= (at most {10 * MAX_BACKFILL})"
             )
         now = self.clock()
-        runs = [fire_slot(self.store, self.starter, self._holder, info, s, now, "backfill") for s in slots]
+        runs = [fire_slot(self.starter, info, s, now, "backfill") for s in slots]
         if runs:
             note = f"backfill of {len(runs)} slot(s) {slot_key(slots[0])} to {slot_key(slots[-1])}"
             event = ScheduleEvent(

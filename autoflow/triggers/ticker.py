@@ -230,7 +230,7 @@ class Ticker:
             state.active = []
             reason += f" (cancelled {running})"
         try:
-            run_id = fire_slot(self.store, self.starter, self.holder, info, slot, state.now, reason)
+            run_id = fire_slot(self.starter, info, slot, state.now, reason)
         except BackendError:
             raise
         except Exception as exc:  # e.g. the workflow is not registered in this process
@@ -313,9 +313,7 @@ class Ticker:
             self.holding = False
 
 
-def fire_slot(
-    store: Store, starter: Starter, holder: str, info: ScheduleInfo, slot: float, now: float, reason: str
-) -> str:
+def fire_slot(starter: Starter, info: ScheduleInfo, slot: float, now: float, reason: str) -> str:
     """Start (or find) the run of one slot of a schedule; returns its id."""
     spec = spec_of(info)
     when = to_datetime(slot, info.timezone)
@@ -332,9 +330,7 @@ def fire_slot(
         "reason": reason,
     }
     return start_run(
-        store,
         starter,
-        holder,
         f"schedule:{info.id}:{slot_key(slot)}",
         info.workflow,
         inputs,

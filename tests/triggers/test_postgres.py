@@ -44,7 +44,7 @@ def activate(client: af.Client, pg_url: str, table: str, **kwargs: Any) -> DbTri
 def drain(client: af.Client, info: DbTriggerInfo) -> int:
     """Handle every pending event now (no thread); returns how many."""
     source = client.db_triggers.open_source(info, listen=False)
-    listener = Listener(info, client.backend.store, client.db_triggers.records, client, client.db_triggers.open_source)
+    listener = Listener(info, client.db_triggers.records, client, client.db_triggers.open_source)
     try:
         total = 0
         while n := listener.drain(source):
@@ -294,9 +294,7 @@ def test_an_unreachable_database_is_retried_with_backoff(client: af.Client, pg_u
         attempts.append(1.0)
         return client.db_triggers.open_source(i)
 
-    listener = Listener(
-        moved, client.backend.store, client.db_triggers.records, client, opener, backoff=(0.01, 2.0, 0.08)
-    )
+    listener = Listener(moved, client.db_triggers.records, client, opener, backoff=(0.01, 2.0, 0.08))
     listener.start()
     try:
         wait_for(lambda: len(attempts) >= 5, timeout=10)

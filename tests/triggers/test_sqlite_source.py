@@ -33,7 +33,7 @@ def activate(client: af.Client, path: str, **kwargs: Any) -> DbTriggerInfo:
 
 def drain(client: af.Client, info: DbTriggerInfo) -> int:
     source = client.db_triggers.open_source(info)
-    listener = Listener(info, client.backend.store, client.db_triggers.records, client, client.db_triggers.open_source)
+    listener = Listener(info, client.db_triggers.records, client, client.db_triggers.open_source)
     try:
         return listener.drain(source)
     finally:

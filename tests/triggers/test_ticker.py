@@ -40,7 +40,8 @@ def make(client: af.Client, clock: Clock, **kwargs: Any) -> tuple[Schedules, Tic
 
 
 def runs(client: af.Client) -> list[af.RunInfo]:
-    return sorted(client.runs(workflow="trg_tick", limit=10_000), key=lambda r: r.id)
+    """The runs started, oldest first (ids of keyed runs do not sort by time)."""
+    return sorted(client.runs(workflow="trg_tick", limit=10_000), key=lambda r: r.created_at)
 
 
 def kinds(info: ScheduleInfo) -> list[str]:

@@ -1,7 +1,9 @@
--- ARGV: node, attempt, token, lease_until, now, log. Queued/retrying/waiting -> running.
+-- ARGV: node, attempt, token, lease (seconds), (unused), log. Queued/retrying/waiting -> running.
+-- The lease is measured on the server's clock, so a worker's clock never shortens it.
 -- Reply: {workflow, digest, inputs, map node or '', item or nil, wake_at or '', run priority,
 --         parent, value, ...}
-local node, attempt, token, until_, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], server_now()
+local node, attempt, token, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], server_now()
+local until_ = tonumber(now) + tonumber(ARGV[4])
 local st = redis.call('HGET', K.st, node)
 if st ~= 'queued' and st ~= 'retrying' and st ~= 'waiting' then return false end
 if num(redis.call('HGET', K.att, node)) ~= attempt then return false end

@@ -250,8 +250,8 @@ local function maybe_finish(now, retention_ms)
   local level = 'error'
   if status == 'completed' then level = 'info' end
   log(now, level, 'run ' .. status, nil)
-  redis.call('DEL', K.done)
-  redis.call('RPUSH', K.done, status)
+  -- Waiters block on this stream with XREAD (a read command: read-only clients can wait).
+  redis.call('XADD', K.done, 'MAXLEN', 1, '*', 'status', status)
   for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, retention_ms) end
   return status
 end
