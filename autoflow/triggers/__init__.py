@@ -15,8 +15,8 @@ Example::
 
 from autoflow.triggers.base import StartedRun, Starter
 from autoflow.triggers.dbtriggers import DbTriggers
-from autoflow.triggers.huey_periodic import huey_periodic
 from autoflow.triggers.outbox import Event, Listener, Listeners
+from autoflow.triggers.periodic import huey_periodic
 from autoflow.triggers.schedules import MAX_BACKFILL, Schedules, preview
 from autoflow.triggers.service import TriggerService
 from autoflow.triggers.spec import Spec

@@ -24,6 +24,8 @@ iterated on naive wall-clock times and each is mapped to one instant.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import math
 import re
@@ -177,7 +179,8 @@ class Spec:
         # Iterate on naive wall-clock times: croniter then knows nothing of DST, and each
         # wall time is mapped to one instant below (first occurrence; gaps to the jump).
         wall = datetime.fromtimestamp(after, tz).replace(tzinfo=None)
-        it = croniter(cron, wall)
+        it = copy.copy(_parsed(cron))  # parsing is most of croniter's cost: once per expression
+        it.set_current(wall, force=True)
         last = after
         while True:
             instant = _instant(it.get_next(datetime), tz)
@@ -198,6 +201,12 @@ class Spec:
             to_datetime(slot + self.jitter_for(schedule_id, slot), self.timezone)
             for slot in self.slots_after(after, limit=n)
         ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(cron: str) -> croniter:
+    """A parsed expression to copy (croniter only reads its parsed fields while iterating)."""
+    return croniter(cron, 0.0)
 
 
 def _jitter(value: float | int | str | timedelta) -> float:
