@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import huey as huey_api
 import pytest
 
 import autoflow as af
@@ -13,7 +14,6 @@ from autoflow.triggers import huey_periodic
 from autoflow.triggers import periodic as module
 from tests.triggers import flows
 
-huey_api = pytest.importorskip("huey")
 T0 = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc).timestamp()
 
 

@@ -119,7 +119,6 @@ def test_two_huey_consumers_with_periodic_tasks_start_one_run_per_slot(
     tmp_path: Path,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    pytest.importorskip("huey")
     app = tmp_path / "huey_app.py"
     app.write_text(HUEY_APP)
     name = f"hueyt{uuid.uuid4().hex[:8]}"
