@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import threading
@@ -20,10 +21,20 @@ from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.planner import node_seeds
-from autoflow.engine.shipping import blob_key, pack
+from autoflow.engine.shipping import blob_key, code_hash, pack
+from autoflow.engine.signing import KEYCHECK_BLOB, keycheck, sign_run
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
-from autoflow.errors import InputError, NotFoundError, OutputError, RunCancelled, RunFailed, RunTimeout, WorkflowError
+from autoflow.errors import (
+    ConfigError,
+    InputError,
+    NotFoundError,
+    OutputError,
+    RunCancelled,
+    RunFailed,
+    RunTimeout,
+    WorkflowError,
+)
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.store.base import NewRun
 from autoflow.triggers.dbtriggers import DbTriggers
@@ -174,6 +185,8 @@ class Client:
         self._service: TriggerService | None = None
         self._trigger_lock = threading.Lock()
         self._closing = False
+        self._shipped: dict[tuple[tuple[str, Any], ...], str] = {}
+        self._secret_checked = False
 
     # -- workers ---------------------------------------------------------------------------
     @property
@@ -300,10 +313,12 @@ class Client:
         except OutputError as exc:
             raise InputError(str(exc)) from None
         self._check_local(wf)
+        self._check_secret()
         if wf.digest not in self._stored:
             self._store_definition(wf)
         new = NewRun(
             id=codec.keyed_run_id(idempotency_key) if idempotency_key else codec.new_run_id(),
+            code=self._ship(wf),
             workflow=wf.name,
             digest=wf.digest,
             inputs=values,
@@ -316,6 +331,7 @@ class Client:
             trigger_data=trigger_json,
             idempotency_key=idempotency_key,
         )
+        new = dataclasses.replace(new, signature=sign_run(self.settings.secret_bytes, new))
         run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
         self.start()
         self.backend.dispatcher.nudge(priority)  # also for a run found by its key: it may wait for admission
@@ -328,13 +344,48 @@ class Client:
         return run
 
     def _store_definition(self, wf: Workflow) -> None:
-        """Store the definition (and those of its sub-workflows, and shipped code)."""
+        """Store the definition and those of its sub-workflows."""
         for each in (*wf.subworkflows().values(), wf):
-            main = {c.node.key: c.node for c in each.calls.values() if c.node and c.node.module == "__main__"}
-            if self.ship_code and main:
-                self.backend.store.put_blob(blob_key(each.digest), pack(main, self.settings.secret_bytes))
             self.backend.store.put_definition(each.digest, codec.dumps(each.to_dict()))
             self._stored.add(each.digest)
+
+    def _ship(self, wf: Workflow) -> str | None:
+        """With ``ship_code``: store the code of the workflow's ``__main__`` nodes (and its
+        sub-workflows') under the hash of its content, and return that hash for the run."""
+        if not self.ship_code:
+            return None
+        main = {
+            c.node.key: c.node
+            for each in (*wf.subworkflows().values(), wf)
+            for c in each.calls.values()
+            if c.node is not None and c.node.module == "__main__"
+        }
+        if not main:
+            return None
+        nodes = tuple(sorted(main.items(), key=lambda item: item[0]))  # holds the nodes: ids stay theirs
+        code = self._shipped.get(nodes)
+        if code is None:
+            blob = pack(main, self.settings.secret_bytes)
+            code = code_hash(blob)
+            self.backend.store.put_blob(blob_key(code), blob)
+            self._shipped[nodes] = code
+            while len(self._shipped) > 32:  # re-run cells make new nodes; keep the recent ones
+                self._shipped.pop(next(iter(self._shipped)))
+        return code
+
+    def _check_secret(self) -> None:
+        """Once per client: refuse to submit when the workers' AUTOFLOW_SECRET differs from
+        ours (they would drop our messages and refuse our runs)."""
+        if self._secret_checked:
+            return
+        theirs = self.backend.store.get_blob(KEYCHECK_BLOB)
+        if theirs is not None and theirs.decode() != "none" and theirs.decode() != keycheck(self.settings.secret_bytes):
+            mine = "no AUTOFLOW_SECRET" if self.settings.secret is None else "a different AUTOFLOW_SECRET"
+            raise ConfigError(
+                f"this client has {mine} than the workers on {self.url}: they would refuse its runs; "
+                "set the workers' AUTOFLOW_SECRET here"
+            )
+        self._secret_checked = True
 
     def _check_local(self, wf: Workflow) -> None:
         if "__main__" in wf.node_modules and not (self.runs_locally or self.ship_code):

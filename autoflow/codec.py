@@ -66,7 +66,7 @@ _SECRET_TEXT: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]
     (
         re.compile(
             rf"""(?ix)
-            (?P<key>["']?[\w.-]*(?:{_KEY_WORDS})[\w.-]*["']?)
+            (?<![\w.-])(?P<key>["']?[\w.-]{{0,32}}?(?:{_KEY_WORDS})[\w.-]{{0,32}}["']?)
             (?P<sep>\s*[=:]\s*)
             (?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}})\]]+)
             """

@@ -13,7 +13,7 @@ from typing import Any
 
 import networkx as nx
 
-from autoflow.codec import to_json_value
+from autoflow.codec import dumps_checked, to_json_value
 from autoflow.config import Limits
 from autoflow.define.node import ID_PATTERN, NodeOptions
 from autoflow.errors import OutputError, WorkflowError
@@ -137,6 +137,7 @@ def parse_definition(data: Mapping[str, Any], limits: Limits | None = None) -> t
             raise WorkflowError(f"{where} ({node_id}): 'config' must be an object")
         try:  # a copy that is plain JSON of bounded depth
             config = to_json_value(dict(config), where=f"{where} ({node_id}) config", max_depth=limits.max_depth)
+            dumps_checked(config, where=f"{where} ({node_id}) config")
         except OutputError as exc:
             raise WorkflowError(str(exc)) from None
         options_in = raw.get("options") or {}

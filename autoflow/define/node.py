@@ -205,7 +205,7 @@ class NodeOptions:
         if isinstance(values.get("backoff"), Mapping):
             try:
                 values["backoff"] = Backoff(**values["backoff"])
-            except TypeError as exc:
+            except (TypeError, WorkflowError) as exc:
                 raise WorkflowError(f"{where}.backoff: {exc}") from None
         try:
             return cls(**values)

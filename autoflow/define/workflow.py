@@ -87,7 +87,11 @@ class Workflow:
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self.graph = self._build_graph()
         self.validate()
-        self.digest = hashlib.sha256(codec.dumps(sorted_json(self.to_dict())).encode()).hexdigest()[:32]
+        try:
+            text = codec.dumps_checked(sorted_json(self.to_dict()), where=f"workflow {name!r}")
+        except OutputError as exc:  # a NaN or infinite constant argument, say
+            raise WorkflowError(f"{exc}; constant arguments must be valid JSON") from None
+        self.digest = hashlib.sha256(text.encode()).hexdigest()[:32]
 
     # -- graph -----------------------------------------------------------------------------
     def _build_graph(self) -> nx.DiGraph:

@@ -25,8 +25,10 @@ from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
+from autoflow.engine.outage import Outage
 from autoflow.engine.planner import retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
+from autoflow.engine.signing import verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
 from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
@@ -39,6 +41,9 @@ log = logging.getLogger("autoflow.executor")
 
 #: A store transition that records a node's outcome, run once the node let go of its lease.
 Settle = Callable[[], Progress]
+
+#: Results of map items read per store call when a map gathers them.
+_GATHER_PAGE = 1000
 
 #: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
 _PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError, NodeCancelled)
@@ -68,11 +73,14 @@ class Executor:
         lease: float,
         on_finished: Callable[[str, RunStatus], None] | None = None,
         invoker: Invoker | None = None,
+        secret: bytes | None = None,
         code_secret: bytes | None = None,
         limits: Limits | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        outage: Outage | None = None,
     ) -> None:
         self.store = store
+        self.secret = secret
         self.limits = limits or Limits()
         self.stopping = stopping
         self.registry = registry
@@ -80,8 +88,8 @@ class Executor:
         self.lease = lease
         self.on_finished = on_finished
         self.invoker: Invoker = invoker or ThreadInvoker()
-        self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon)
-        self.subflows = SubFlows(store)
+        self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon, outage=outage)
+        self.subflows = SubFlows(store, secret)
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
         self._lock = threading.Lock()
         self.accepts_code = code_secret is not None
@@ -98,22 +106,28 @@ class Executor:
         body = self.store.get_definition(claim.digest)
         if body is None:
             raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
-        plan = _Plan(parse_definition(codec.loads(body))[0])
+        definition = codec.loads(body)
+        verify_definition(definition, claim.digest)
+        plan = _Plan(parse_definition(definition)[0])
         with self._lock:
             self._plans[claim.digest] = plan
             while len(self._plans) > 256:
                 self._plans.popitem(last=False)
         return plan
 
-    def _node(self, node_type: str, digest: str) -> Node[Any, Any]:
-        """The function of ``node_type``: built-in, registered, else shipped with the definition."""
+    def _node(self, node_type: str, code: str | None) -> Node[Any, Any]:
+        """The function of ``node_type``: built-in, registered, else shipped with the run
+        (found by the hash of the code's content, so edited code is never confused with
+        an earlier version, nor one user's code with another's)."""
         try:
             return resolve_node(self.registry, node_type)
         except NotFoundError as missing:
+            if code is None:
+                raise
             with self._lock:
-                shipped = self._shipped.get(digest)
+                shipped = self._shipped.get(code)
             if shipped is None:
-                blob = self.store.get_blob(blob_key(digest))
+                blob = self.store.get_blob(blob_key(code))
                 if blob is None:
                     raise
                 if not self.accepts_code:
@@ -121,9 +135,9 @@ class Executor:
                         f"{missing}. It was shipped by value, but this worker does not accept code: "
                         "start it with `autoflow worker ... --accept-code` and the sender's AUTOFLOW_SECRET"
                     ) from None
-                shipped = unpack(blob, self._code_secret)
+                shipped = unpack(blob, self._code_secret, code)
                 with self._lock:
-                    self._shipped[digest] = shipped
+                    self._shipped[code] = shipped
                     while len(self._shipped) > 64:
                         self._shipped.popitem(last=False)
             if node_type not in shipped:
@@ -198,7 +212,9 @@ class Executor:
         started = time.monotonic()
         spec: NodeSpec | None = None
         slot: str | None = None
+        still_running: threading.Event | None = None  # set when an abandoned call stops
         try:
+            verify_claim(self.secret, claim)
             plan = self._plan(claim)
             spec = plan.specs[claim.map_of or node_id]
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
@@ -206,10 +222,12 @@ class Executor:
                 child = self.subflows.prepare_child(claim, spec, values)
                 return partial(self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
+                if claim.gather is not None:
+                    return self._gather(claim, token, claim.gather, logs)
                 return self._expand(claim, spec, token, values[spec.map_over], logs)
             if claim.map_of is not None:
                 values[spec.map_over or ""] = claim.item
-            node = self._node(spec.type, claim.digest)
+            node = self._node(spec.type, claim.code)
             values = node.validate_inputs(values)
             paused = self._limits(claim, node, spec, token, logs)
             if paused is not None:
@@ -235,18 +253,22 @@ class Executor:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
             return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled as exc:
+            still_running = getattr(exc, "still_running", None)
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
                 return self._failed(claim, token, spec, exc, logs, cancel)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
             return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
+            still_running = getattr(exc, "still_running", None)
             return self._failed(claim, token, spec, exc, logs, cancel)
         except (KeyboardInterrupt, SystemExit) as exc:  # raised by the node's own code
             if isinstance(exc, KeyboardInterrupt) and self.stopping():
                 raise  # the worker is being stopped at once: the node runs again elsewhere
             return self._failed(claim, token, spec, exc, logs, cancel)
         finally:
-            if slot is not None:
+            if slot is not None and still_running is not None and not still_running.is_set():
+                self.tracker.hold_until(slot, token, still_running)  # freed when the function stops
+            elif slot is not None:
                 self.store.release_slot(slot, token)
         elapsed = (time.monotonic() - started) * 1000
         # The closing line goes with the transition, not through the buffer: the heartbeat
@@ -284,6 +306,23 @@ class Executor:
             for i, item in enumerate(items)
         ]
         return partial(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
+
+    def _gather(self, claim: Claim, token: str, count: int, logs: LogBuffer) -> Settle:
+        """Every item of a map is done: its output is their results, read in pages."""
+        parts: list[str] = []
+        size = 2
+        for first in range(0, count, _GATHER_PAGE):
+            page = self.store.map_results(claim.run_id, claim.node_id, first, min(_GATHER_PAGE, count - first))
+            size += sum(len(p) + 1 for p in page)
+            if size > self.limits.max_value_bytes:
+                raise OutputError(
+                    f"the results of the {count:,} items of node {claim.node_id!r} are more than the limit of "
+                    f"{self.limits.max_value_bytes:,} bytes (AUTOFLOW_MAX_VALUE_BYTES)"
+                )
+            parts += page
+        done = log_record(LogLevel.INFO, f"gathered the results of {count} item(s)", claim.node_id, trusted=True)
+        output = "[" + ",".join(parts) + "]"
+        return partial(self.store.complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
 
     def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
         """Rate limit and concurrency: a node over its limit goes back to the queue with a

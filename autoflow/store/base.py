@@ -51,6 +51,7 @@ class NewRun:
     idempotency_key: str | None = None
     parent_run_id: str | None = None
     parent_node_id: str | None = None
+    code: str | None = None  # content hash of the code shipped with the run (ship_code)
     signature: str | None = None  # HMAC of what the run may do (see engine/signing.py)
 
 
@@ -99,6 +100,9 @@ class Claim:
     item: Any = None
     wake_at: float | None = None
     run_priority: int = 0
+    code: str | None = None  # content hash of the run's shipped code, if any
+    signature: str | None = None  # the run's signature, checked by workers with a secret
+    gather: int | None = None  # a map node whose items are all done: how many to gather
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,14 @@ class Store(Protocol):
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
         """A map node got its items (JSON texts): they become ``node[i]``, the first
-        ``max_parallel`` queued; the node completes with their results in item order once
-        all are done (failing at the first failed item unless its rule is all_done)."""
+        ``map_window(len(items), max_parallel)`` queued, each finished item queuing the
+        next. Once all are done the map node is queued again and its claim says how many
+        results to gather (``Claim.gather``): the worker reads them with :meth:`map_results`
+        and completes it. The first failed item fails the map unless its rule is all_done."""
+
+    def map_results(self, run_id: str, node_id: str, first: int, count: int) -> list[str]:
+        """The results (JSON texts) of items ``first`` to ``first + count - 1`` of map node
+        ``node_id``, in item order: an item's output, or its error if it failed."""
 
     def heartbeat(self, claims: Sequence[tuple[str, str, str]], lease: float) -> HeartbeatResult:
         """Extend the leases of ``(run_id, node_id, token)`` claims still held; report

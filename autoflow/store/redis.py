@@ -173,6 +173,7 @@ class RedisStore(RedisReads):
             "trigger_data": codec.dumps(run.trigger_data),
             "idempotency_key": run.idempotency_key or "",
             "signature": run.signature or "",
+            "code": run.code or "",
             "created_at": repr(run.created_at),
             "remaining": len(nodes),
             "running": 0,
@@ -201,20 +202,26 @@ class RedisStore(RedisReads):
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(self._g("creating"), {run.id: run.created_at})
         pipe.evalsha(script.sha, len(keys), *keys, codec.dumps(fields), codec.dumps(seeds))
-        self._index(pipe, run.id, run.workflow, run.priority, run.created_at)
+        child = run.parent_run_id is not None
+        self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
         try:
             pipe.execute()
         except NoScriptError:  # e.g. the server restarted: load the scripts and go again
             script(keys=keys, args=[codec.dumps(fields), codec.dumps(seeds)])
             pipe = self.r.pipeline(transaction=False)
-            self._index(pipe, run.id, run.workflow, run.priority, run.created_at)
+            self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
             pipe.execute()
         return run.id
 
-    def _index(self, pipe: Any, run_id: str, workflow: str, priority: int, created_at: float) -> None:
+    def _pending(self, child: bool) -> str:
+        """The admission queue: sub-workflow runs wait apart, admitted whatever the limit
+        (their parent already holds a slot; waiting for another would deadlock)."""
+        return self._g("pending_sub" if child else "pending")
+
+    def _index(self, pipe: Any, run_id: str, workflow: str, priority: int, created_at: float, child: bool) -> None:
         """Queue the global index updates of a created run on ``pipe`` (all idempotent: a
         run found again by its key keeps its place), then clear its journal entry."""
-        pipe.zadd(self._g("pending"), {run_id: -priority}, nx=True)
+        pipe.zadd(self._pending(child), {run_id: -priority}, nx=True)
         pipe.zadd(self._g("runs"), {run_id: created_at}, nx=True)
         pipe.zadd(self._g(f"wf:{workflow}"), {run_id: created_at}, nx=True)
         pipe.zrem(self._g("creating"), run_id)
@@ -223,12 +230,13 @@ class RedisStore(RedisReads):
         """Index runs whose creator died between creating and indexing them."""
         stale = [_s(i) for i in self.r.zrangebyscore(self._g("creating"), "-inf", now - _CREATING_GRACE)]
         for run_id in stale:
-            found = self.r.hmget(self._keys(run_id)[0], "workflow", "priority", "created_at")
+            found = self.r.hmget(self._keys(run_id)[0], "workflow", "priority", "created_at", "parent_run")
             pipe = self.r.pipeline(transaction=False)
             if found[0] is None:  # never created: nothing to index
                 pipe.zrem(self._g("creating"), run_id)
             else:
-                self._index(pipe, run_id, _s(found[0]), int(found[1] or 0), float(found[2] or now))
+                workflow, priority, created, parent = found
+                self._index(pipe, run_id, _s(workflow), int(priority or 0), float(created or now), bool(parent))
             pipe.execute()
 
     def _ready(self, run_id: str, flat: Sequence[Any]) -> list[Ready]:
@@ -240,9 +248,11 @@ class RedisStore(RedisReads):
 
     @_guard
     def admit(self, limit: int) -> list[Ready]:
-        picked = self._admit(keys=[self._g("pending"), self._g("active")], args=[limit])
         ready: list[Ready] = []
-        for run_id in picked:
+        for child in [_s(i) for i in self.r.zrange(self._pending(True), 0, 99)]:
+            ready += self.start_run(child)
+        keys = [self._g("pending"), self._g("active"), self._g("active_sub")]
+        for run_id in self._admit(keys=keys, args=[limit]):
             ready += self._start(_s(run_id))
         return ready
 
@@ -250,8 +260,12 @@ class RedisStore(RedisReads):
     def start_run(self, run_id: str) -> list[Ready]:
         """Start one pending run now, whatever the concurrency (sub-workflow runs: their
         parent already holds a slot)."""
-        self.r.zrem(self._g("pending"), run_id)
-        self.r.sadd(self._g("active"), run_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self._pending(True), run_id)
+        pipe.zrem(self._pending(False), run_id)
+        pipe.sadd(self._g("active"), run_id)
+        pipe.sadd(self._g("active_sub"), run_id)
+        pipe.execute()
         return self._start(run_id)
 
     def _start(self, run_id: str) -> list[Ready]:
@@ -263,6 +277,7 @@ class RedisStore(RedisReads):
         # from a stray index entry); one that ended, vanished or never started leaves.
         if status not in ("running", "paused") or len(res) < 2 or _s(res[1]) != "1":
             self.r.srem(self._g("active"), run_id)
+            self.r.srem(self._g("active_sub"), run_id)
         return []
 
     # -- node transitions ------------------------------------------------------------------
@@ -273,7 +288,7 @@ class RedisStore(RedisReads):
         res = self._call("claim", run_id, node_id, attempt, token, repr(float(lease)), "", entry)
         if not res:
             return None
-        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(7, len(res), 2)}
+        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(10, len(res), 2)}
         return Claim(
             run_id,
             node_id,
@@ -286,7 +301,23 @@ class RedisStore(RedisReads):
             item=codec.loads(res[4]),
             wake_at=float(res[5]) if res[5] else None,
             run_priority=int(res[6] or 0),
+            code=_s(res[7]) or None,
+            signature=_s(res[8]) or None,
+            gather=int(res[9]) if res[9] else None,
         )
+
+    @_guard
+    def map_results(self, run_id: str, node_id: str, first: int, count: int) -> list[str]:
+        fields = [f"{node_id}[{i}]" for i in range(first, first + count)]
+        keys = self._keys(run_id)
+        pipe = self.r.pipeline(transaction=False)
+        for key in (keys[1], keys[9], keys[10]):  # st, out, err
+            pipe.hmget(key, fields)
+        sts, outs, errs = pipe.execute()
+        return [
+            _s(out if st == "completed" else err) if (out if st == "completed" else err) is not None else "null"
+            for st, out, err in zip(sts, outs, errs, strict=True)
+        ]
 
     def _progress(self, run_id: str, res: Sequence[Any]) -> Progress:
         if not res or int(res[0]) == 0:
@@ -393,7 +424,9 @@ class RedisStore(RedisReads):
         bucket = self._g(f"nstat:{int(now // 3600)}")
         pipe = self.r.pipeline(transaction=False)
         pipe.srem(self._g("active"), run_id)
-        pipe.zrem(self._g("pending"), run_id)
+        pipe.srem(self._g("active_sub"), run_id)
+        pipe.zrem(self._pending(False), run_id)
+        pipe.zrem(self._pending(True), run_id)
         pipe.zadd(self._g(f"done:{status.value}"), {run_id: now})
         pipe.hincrby(bucket, "completed", int(ok or 0))
         pipe.hincrby(bucket, "failed", int(failed or 0))
@@ -428,7 +461,8 @@ class RedisStore(RedisReads):
         status = _s(res[0])  # res[1:] are child runs; the caller cancels them (other slots)
         if status == "gone":
             return None
-        self.r.zrem(self._g("pending"), run_id)
+        self.r.zrem(self._pending(False), run_id)
+        self.r.zrem(self._pending(True), run_id)
         result = RunStatus(status)
         if result.finished:
             self._finished(run_id, result)
@@ -439,8 +473,9 @@ class RedisStore(RedisReads):
         status = _s(self._call("pause", run_id)[0])
         if status == "gone":
             return None
-        if status == "paused":
-            self.r.zrem(self._g("pending"), run_id)  # resume puts a never-started run back
+        if status == "paused":  # resume puts a never-started run back
+            self.r.zrem(self._pending(False), run_id)
+            self.r.zrem(self._pending(True), run_id)
         return RunStatus(status)
 
     @_guard
@@ -448,8 +483,8 @@ class RedisStore(RedisReads):
         res = self._call("resume", run_id, repr(time.time()))
         status = _s(res[0])
         if status == "pending":
-            priority = int(self.r.hget(self._keys(run_id)[0], "priority") or 0)
-            self.r.zadd(self._g("pending"), {run_id: -priority})
+            priority, parent = self.r.hmget(self._keys(run_id)[0], "priority", "parent_run")
+            self.r.zadd(self._pending(bool(parent)), {run_id: -int(priority or 0)})
         return self._ready(run_id, res[1:]) if status == "running" else []
 
     # -- recovery --------------------------------------------------------------------------

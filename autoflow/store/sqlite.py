@@ -7,6 +7,7 @@ their own connection and wait on the busy timeout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
@@ -90,10 +91,15 @@ class SQLiteStore(SQLiteControl):
                 raise BackendError(self.url, str(exc)) from None
             try:
                 yield conn
+                conn.commit()
+            except sqlite3.Error as exc:  # disk full, I/O error, locked too long: the store's fault
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
+                raise BackendError(self.url, f"{type(exc).__name__}: {exc}") from None
             except BaseException:
-                conn.rollback()
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
                 raise
-            conn.commit()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -134,7 +140,8 @@ class SQLiteStore(SQLiteControl):
             db.execute(
                 "INSERT INTO runs (id, workflow, digest, status, priority, inputs, output_tpl, user_id,"
                 " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining,"
-                " parent_run, parent_node) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " parent_run, parent_node, code, signature)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.workflow,
@@ -151,6 +158,8 @@ class SQLiteStore(SQLiteControl):
                     len(nodes),
                     run.parent_run_id,
                     run.parent_node_id,
+                    run.code,
+                    run.signature,
                 ),
             )
             db.executemany(
@@ -181,14 +190,22 @@ class SQLiteStore(SQLiteControl):
         now = time.time()
         ready: list[Ready] = []
         with self._tx() as db:
+            # Sub-workflow runs ride on their parent's slot: started whatever the limit (a
+            # parent waiting for a child that waits for the parent's slot would deadlock).
+            for child in db.execute(
+                "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NOT NULL LIMIT 100"
+            ).fetchall():
+                ready += self._start(db, child["id"], child["priority"], now)
             active = db.execute(
-                "SELECT COUNT(*) FROM runs WHERE status = 'running' OR (status = 'paused' AND started_at IS NOT NULL)"
+                "SELECT COUNT(*) FROM runs WHERE (status = 'running' OR (status = 'paused' AND started_at IS NOT NULL))"
+                " AND parent_run IS NULL"
             ).fetchone()[0]
             free = limit - active
             if free <= 0:
-                return []
+                return ready
             rows = db.execute(
-                "SELECT id, priority FROM runs WHERE status = 'pending' ORDER BY priority DESC, created_at, id LIMIT ?",
+                "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NULL"
+                " ORDER BY priority DESC, created_at, id LIMIT ?",
                 (free,),
             ).fetchall()
             for row in rows:

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     idempotency_key TEXT UNIQUE, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     remaining INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
-    first_error TEXT, parent_run TEXT, parent_node TEXT
+    first_error TEXT, parent_run TEXT, parent_node TEXT, code TEXT, signature TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_admission ON runs (status, priority DESC, created_at);
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS slots (
 
 #: Columns added after the first release: (name, declaration) per table.
 MIGRATIONS: dict[str, list[tuple[str, str]]] = {
-    "runs": [("parent_run", "TEXT"), ("parent_node", "TEXT")],
+    "runs": [("parent_run", "TEXT"), ("parent_node", "TEXT"), ("code", "TEXT"), ("signature", "TEXT")],
     "nodes": [
         ("when_node", "TEXT"),
         ("when_value", "INTEGER"),

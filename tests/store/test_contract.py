@@ -77,6 +77,17 @@ def run_node(store: Store, run_id: str, node: str, output: Any = None, attempt: 
     return progress.ready
 
 
+def gather(store: Store, run_id: str, node: str) -> list[Ready]:
+    """What a worker does with a map node whose items are all done: read their results in
+    pages and complete it with them."""
+    claim = store.claim(run_id, node, 1, "gather-" + node, LEASE)
+    assert claim is not None and claim.gather is not None, f"{node} is not gathering"
+    parts = [text for first in range(0, claim.gather, 2) for text in store.map_results(run_id, node, first, 2)]
+    progress = store.complete(run_id, node, "gather-" + node, "[" + ",".join(parts[: claim.gather]) + "]", [])
+    assert progress.accepted
+    return progress.ready
+
+
 def statuses(store: Store, run_id: str) -> dict[str, str]:
     info = store.get_run(run_id)
     assert info is not None
@@ -489,7 +500,9 @@ def test_a_map_runs_its_items_in_windows_and_gathers_results_in_order(store: Sto
     assert claim is not None and (claim.map_of, claim.item) == ("m", "b") and claim.outputs == {"src": [1, 2, 3]}
     assert [r.node_id for r in store.complete(run_id, "m[1]", "i1", codec.dumps("B"), []).ready] == ["m[2]"]
     assert run_node(store, run_id, "m[2]", "C") == []
-    assert [r.node_id for r in run_node(store, run_id, "m[0]", "A")] == ["after"]
+    assert [r.node_id for r in run_node(store, run_id, "m[0]", "A")] == ["m"]  # all items done: gather
+    assert statuses(store, run_id)["m"] == "queued"
+    assert [r.node_id for r in gather(store, run_id, "m")] == ["after"]
     info = store.get_run(run_id)
     assert info is not None and list(info.nodes) == ["src", "m", "after"]
     assert info.nodes["m"].output == ["A", "B", "C"] and info.nodes["m"].items_total == 3
@@ -523,7 +536,8 @@ def test_a_map_under_all_done_keeps_failed_items_as_errors(store: Store) -> None
     store.expand(run_id, "m", "tm", ["1", "2"], None, [])
     store.claim(run_id, "m[0]", 1, "i0", LEASE)
     store.fail(run_id, "m[0]", "i0", ERR, None, [])
-    assert run_node(store, run_id, "m[1]", 20) == []
+    assert [r.node_id for r in run_node(store, run_id, "m[1]", 20)] == ["m"]
+    assert gather(store, run_id, "m") == []
     info = store.get_run(run_id)
     assert info is not None and info.status is RunStatus.COMPLETED
     assert info.nodes["m"].output[0]["type"] == "ValueError" and info.nodes["m"].output[1] == 20
