@@ -18,6 +18,7 @@ Example::
 
 from autoflow import nodes as nodes  # the built-in node library (registers the seed's node types)
 from autoflow import notebook as notebook  # installs the display hooks of runs (live panel, HTML)
+from autoflow import triggers as triggers  # schedules, database triggers, af.triggers.preview
 from autoflow.client import Client, Run
 from autoflow.config import Settings
 from autoflow.context import Context
@@ -36,15 +37,21 @@ from autoflow.errors import (
     WorkflowError,
 )
 from autoflow.models import (
+    CatchupPolicy,
+    DbTriggerInfo,
     ErrorInfo,
     LogEntry,
     LogLevel,
     NodeInfo,
     NodeStatus,
+    OverlapPolicy,
     QueueCounts,
     QueueStats,
     RunInfo,
     RunStatus,
+    ScheduleEvent,
+    ScheduleEventKind,
+    ScheduleInfo,
     TriggerRule,
 )
 
@@ -54,9 +61,11 @@ __all__ = [
     "AutoflowError",
     "BackendError",
     "Backoff",
+    "CatchupPolicy",
     "Client",
     "ConfigError",
     "Context",
+    "DbTriggerInfo",
     "ErrorInfo",
     "InputError",
     "LogEntry",
@@ -68,6 +77,7 @@ __all__ = [
     "NodeStatus",
     "NotFoundError",
     "OutputError",
+    "OverlapPolicy",
     "QueueCounts",
     "QueueStats",
     "Registry",
@@ -77,6 +87,9 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "RunTimeout",
+    "ScheduleEvent",
+    "ScheduleEventKind",
+    "ScheduleInfo",
     "Settings",
     "TriggerRule",
     "Workflow",

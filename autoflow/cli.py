@@ -3,6 +3,8 @@
 autoflow worker MODULE [MODULE...] [--workers N] [--kind thread|process] [--redis URL]
 autoflow run MODULE:WORKFLOW [--input JSON] [--wait]
 autoflow status RUN_ID | logs RUN_ID [--follow] | cancel RUN_ID | stats | runs
+autoflow scheduler [MODULE...]          # fire schedules and database triggers (any number of replicas)
+autoflow schedules [--json]             # list schedules with their next fire time
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from autoflow.engine.backend import open_backend
 from autoflow.engine.worker import KINDS, Worker
 from autoflow.errors import AutoflowError, NotFoundError, RunTimeout
 from autoflow.models import RunInfo, RunStatus
+from autoflow.triggers.service import TriggerService
 
 __all__ = ["main"]
 
@@ -193,6 +196,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    for module in args.modules:
+        _import(module)
+    settings = Settings()
+    with Client(args.redis, settings=settings, workers=0, scheduler=False) as client:
+        service = TriggerService(
+            client.backend.store,
+            client,
+            client.registry,
+            lease=settings.scheduler_lease_seconds,
+            sync=not args.no_sync,
+            schedules=client.schedules,
+            db_triggers=client.db_triggers,
+        )
+        print(f"autoflow scheduler on {client.url}; Ctrl-C stops", flush=True)
+        service.run()
+    return EXIT_OK
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        found = client.schedules.list(workflow=args.workflow)
+    if args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in found], indent=2))
+        return EXIT_OK
+    for s in found:
+        when = s.cron or f"every {s.interval:g}s"
+        state = "paused" if s.paused else (f"next {s.next_fire_at:%Y-%m-%d %H:%M:%S}Z" if s.next_fire_at else "done")
+        print(f"{s.id:24} {s.workflow:20} {when:18} {s.timezone:20} {state}  fired {s.fired}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoflow", description="Run and watch autoflow workflows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine activity")
@@ -251,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("stats", "queue statistics")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
+
+    p = add("scheduler", "fire schedules and database triggers (safe to run as several replicas)")
+    p.add_argument("modules", nargs="*", metavar="MODULE", help="modules defining the workflows to start")
+    p.add_argument("--no-sync", action="store_true", help="do not turn @af.workflow(schedule=...) into schedules")
+    p.set_defaults(func=cmd_scheduler)
+
+    p = add("schedules", "list schedules")
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_schedules)
 
     p = add("runs", "run history, newest first")
     p.add_argument("--workflow", default=None)

@@ -37,6 +37,9 @@ from autoflow.errors import (
 )
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.store.base import NewRun
+from autoflow.triggers.dbtriggers import DbTriggers
+from autoflow.triggers.schedules import Schedules
+from autoflow.triggers.service import TriggerService
 
 __all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]
 
@@ -144,6 +147,12 @@ class Client:
 
     ``workers`` sets how many node workers run inside this process: by default
     ``NODE_CONCURRENCY`` on the embedded SQLite backend and none on Redis.
+
+    Schedules and database triggers: ``client.schedules`` and ``client.db_triggers``
+    (docs/schedules.md, docs/database-triggers.md). ``scheduler`` says whether this
+    process fires them while its workers run (the ticker and the listeners); by default
+    an embedded SQLite client does (``AUTOFLOW_SCHEDULER=false`` turns it off) and a
+    Redis client leaves it to ``autoflow scheduler``.
     """
 
     def __init__(
@@ -155,6 +164,7 @@ class Client:
         workers: int | None = None,
         immediate: bool = False,
         ship_code: bool = False,
+        scheduler: bool | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -167,6 +177,14 @@ class Client:
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
+        if scheduler is None:
+            scheduler = self.settings.scheduler and self.backend.kind == "sqlite" and workers > 0
+        self.scheduler = scheduler
+        self._schedules: Schedules | None = None
+        self._db_triggers: DbTriggers | None = None
+        self._service: TriggerService | None = None
+        self._trigger_lock = threading.Lock()
+        self._closing = False
         self._shipped: dict[tuple[tuple[str, Any], ...], str] = {}
         self._secret_checked = False
 
@@ -177,21 +195,67 @@ class Client:
         return self.workers > 0
 
     def start(self) -> None:
-        """Start the in-process workers now (they also start on the first execute/wait)."""
+        """Start the in-process workers now (they also start on the first execute/wait),
+        and the scheduler if this client runs it."""
         with self._lock:
-            if self._worker is not None or not self.runs_locally:
+            if self._closing:
                 return
-            self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
-            if self.backend.kind != "memory":
-                self._worker.start()
+            if self._worker is None and self.runs_locally:
+                self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
+                if self.backend.kind != "memory":
+                    self._worker.start()
+            if self.scheduler and self._service is None and self.backend.kind != "memory":
+                schedules, db_triggers = self._triggers()
+                self._service = TriggerService(
+                    self.backend.store,
+                    self,
+                    self.registry,
+                    lease=self.settings.scheduler_lease_seconds,
+                    schedules=schedules,
+                    db_triggers=db_triggers,
+                )
+                self._service.start()
 
     def close(self) -> None:
-        """Stop in-process workers and release connections."""
+        """Stop in-process workers (and the scheduler) and release connections."""
+        with self._lock:
+            self._closing = True
+            service, self._service = self._service, None
+        if service is not None:  # outside the lock: its threads may be starting runs
+            service.stop()
         with self._lock:
             if self._worker is not None:
                 self._worker.stop()
                 self._worker = None
         self.backend.close()
+
+    # -- triggers --------------------------------------------------------------------------
+    def _triggers(self) -> tuple[Schedules, DbTriggers]:
+        with self._trigger_lock:
+            if self._schedules is None or self._db_triggers is None:
+                self._schedules = Schedules(self.backend.store, self, self.registry)
+                self._db_triggers = DbTriggers(self.backend.store, self, self.registry)
+            return self._schedules, self._db_triggers
+
+    @property
+    def schedules(self) -> Schedules:
+        """The schedules of this backend: create, list, get, update, delete, pause,
+        resume, trigger, backfill, preview (see :class:`autoflow.triggers.Schedules`).
+        With ``scheduler`` on, using them starts this client's ticker."""
+        schedules = self._triggers()[0]
+        if self.scheduler:
+            self.start()
+        return schedules
+
+    @property
+    def db_triggers(self) -> DbTriggers:
+        """The database-change triggers of this backend: activate, deactivate, list, get,
+        delete (see :class:`autoflow.triggers.DbTriggers`). With ``scheduler`` on, using
+        them starts this client's listeners."""
+        db_triggers = self._triggers()[1]
+        if self.scheduler:
+            self.start()
+        return db_triggers
 
     def __enter__(self) -> Client:
         return self

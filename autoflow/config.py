@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     ``AUTOFLOW_NAMESPACE``, ``AUTOFLOW_RETENTION_SECONDS`` (7 days),
     ``AUTOFLOW_LEASE_SECONDS``, ``AUTOFLOW_REQUEUE_SECONDS``, ``AUTOFLOW_MAX_STALLS``,
     ``AUTOFLOW_MAX_VALUE_BYTES`` (16 MiB), ``AUTOFLOW_MAX_MAP_ITEMS`` (100,000),
-    ``AUTOFLOW_MAX_NODES`` (10,000). Only these names are read: never a bare ``HOME``,
+    ``AUTOFLOW_MAX_NODES`` (10,000), ``AUTOFLOW_SCHEDULER`` (true: an embedded client
+    fires schedules and database triggers), ``AUTOFLOW_SCHEDULER_LEASE_SECONDS`` (10).
+    Only these names are read: never a bare ``HOME``,
     ``SECRET`` or ``REDIS_URL``. An invalid value raises :class:`~autoflow.ConfigError`
     naming the variable.
     """
@@ -80,6 +82,10 @@ class Settings(BaseSettings):
     max_value_bytes: int = Field(Limits.max_value_bytes, ge=1024, validation_alias="AUTOFLOW_MAX_VALUE_BYTES")
     max_map_items: int = Field(Limits.max_map_items, ge=1, validation_alias="AUTOFLOW_MAX_MAP_ITEMS")
     max_nodes: int = Field(Limits.max_nodes, ge=1, validation_alias="AUTOFLOW_MAX_NODES")
+    # Schedules and database triggers (docs/schedules.md): does an embedded client run the
+    # ticker and the listeners, and how long a ticker's / listener's lease lasts.
+    scheduler: bool = Field(True, validation_alias="AUTOFLOW_SCHEDULER")
+    scheduler_lease_seconds: float = Field(10.0, gt=0, validation_alias="AUTOFLOW_SCHEDULER_LEASE_SECONDS")
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(type(self).model_fields)

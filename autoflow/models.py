@@ -12,15 +12,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CatchupPolicy",
+    "DbTriggerInfo",
     "ErrorInfo",
     "LogEntry",
     "LogLevel",
     "NodeInfo",
     "NodeStatus",
+    "OverlapPolicy",
     "QueueCounts",
     "QueueStats",
     "RunInfo",
     "RunStatus",
+    "ScheduleEvent",
+    "ScheduleEventKind",
+    "ScheduleInfo",
     "TriggerRule",
 ]
 
@@ -233,3 +239,149 @@ class QueueStats(BaseModel):
 
     workflow: QueueCounts = Field(default_factory=QueueCounts)
     node: QueueCounts = Field(default_factory=QueueCounts)
+
+
+# -- schedules and database triggers (autoflow.triggers) ------------------------------------
+
+
+class OverlapPolicy(str, enum.Enum):
+    """What a schedule does when a slot comes while its previous run is still going.
+
+    ``skip`` (default): the slot is skipped and recorded. ``buffer_one``: it waits and
+    starts when the running one ends (one slot at most; later ones are skipped).
+    ``allow_all``: it starts anyway. ``cancel_other``: the running run is cancelled, then
+    the new one starts.
+    """
+
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW_ALL = "allow_all"
+    CANCEL_OTHER = "cancel_other"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CatchupPolicy(str, enum.Enum):
+    """Which late slots fire after downtime (a slot is late past a 60 s grace).
+
+    ``none`` (default): no late slot fires; each is recorded as missed. ``latest``: the
+    most recent late slot within the catch-up window fires. ``all``: every late slot
+    within the window fires, oldest first.
+    """
+
+    NONE = "none"
+    LATEST = "latest"
+    ALL = "all"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ScheduleEventKind(str, enum.Enum):
+    """What happened to a slot of a schedule."""
+
+    FIRED = "fired"
+    SKIPPED = "skipped"  # overlap policy: the previous run was still going
+    BUFFERED = "buffered"  # buffer_one: waits for the previous run
+    MISSED = "missed"  # late after downtime, and the catch-up policy left it out
+    ERROR = "error"  # the run could not be started (e.g. its workflow is not registered)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ScheduleEvent(BaseModel):
+    """One recorded slot of a schedule (the last ones are kept in ``ScheduleInfo.events``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ScheduleEventKind
+    slot: datetime | None
+    at: datetime
+    run_id: str | None = None
+    message: str = ""
+
+
+class ScheduleInfo(BaseModel):
+    """A schedule: what to run, when (cron or interval, time zone, jitter), its policies,
+    and its state as the ticker left it. Times are UTC.
+
+    Example::
+
+        s = client.schedules.create("etl", cron="0 9 * * MON", timezone="America/Sao_Paulo")
+        s.next_fire_at          # datetime in UTC
+        s.events[-1]            # ScheduleEvent(kind=fired, slot=..., run_id=...)
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    workflow: str
+    cron: str | None = None
+    interval: float | None = None  # seconds, elapsed (UTC) time
+    anchor: datetime | None = None  # intervals count from here (default: the epoch)
+    timezone: str = "UTC"
+    jitter: float = 0.0
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catchup: CatchupPolicy = CatchupPolicy.NONE
+    catchup_window: float = 86400.0
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    slot_input: str | None = None  # a workflow input that receives the slot (ISO text)
+    priority: int = 0
+    user_id: str | None = None
+    organization_id: str | None = None
+    paused: bool = False
+    note: str = ""
+    source: str = "api"  # "api" (created at run time) or "decorator" (@af.workflow(schedule=...))
+    created_at: datetime
+    updated_at: datetime
+    next_slot: datetime | None = None
+    next_fire_at: datetime | None = None  # next_slot plus its jitter
+    last_slot: datetime | None = None
+    last_fired_at: datetime | None = None
+    last_run_id: str | None = None
+    buffered_slot: datetime | None = None
+    active_runs: list[str] = Field(default_factory=list)
+    fired: int = 0
+    skipped: int = 0
+    missed: int = 0
+    events: list[ScheduleEvent] = Field(default_factory=list)
+    version: int = 0
+
+
+class DbTriggerInfo(BaseModel):
+    """A database-change trigger: a table watched through an outbox, one run per change.
+
+    Example::
+
+        t = client.db_triggers.activate("on_order", kind="postgres", table="orders",
+                                        url="postgresql://app@db/shop", event_input="event")
+        t.events, t.last_event_id
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    workflow: str
+    kind: str  # "postgres" or "sqlite"
+    url: str | None = None  # without a password (see url_env)
+    url_env: str | None = None  # name of an environment variable holding the URL
+    table: str
+    schema_name: str = "public"
+    operations: list[str] = Field(default_factory=lambda: ["INSERT", "UPDATE", "DELETE"])
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    event_input: str | None = None  # a workflow input that receives the event
+    priority: int = 0
+    user_id: str | None = None
+    organization_id: str | None = None
+    max_row_bytes: int = 8000
+    poll_interval: float = 1.0
+    active: bool = True
+    epoch: str = ""  # new at each activation: event ids of an older outbox never collide
+    created_at: datetime
+    updated_at: datetime
+    last_event_id: int | None = None
+    events: int = 0
+    last_error: str | None = None
+    version: int = 0

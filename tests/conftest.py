@@ -98,6 +98,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AUTOFLOW_REDIS_URL", "REDIS_HOST", "AUTOFLOW_SECRET", "AUTOFLOW_NAMESPACE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AUTOFLOW_HOME", str(tmp_path / "home"))
+    # Embedded clients fire no schedules here (tests/triggers turns it on where it tests it).
+    monkeypatch.setenv("AUTOFLOW_SCHEDULER", "false")
 
 
 @pytest.fixture

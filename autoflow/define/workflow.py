@@ -13,6 +13,7 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import networkx as nx
 from croniter import croniter
@@ -72,6 +73,7 @@ class Workflow:
         description: str = "",
         schedule: str | None = None,
         input_types: Mapping[str, Any] | None = None,
+        timezone: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not ID_PATTERN.match(name):
             raise WorkflowError(f"workflow name must match {ID_PATTERN.pattern}, got {name!r}")
@@ -82,6 +84,7 @@ class Workflow:
         self.module = module
         self.description = description
         self.schedule = schedule
+        self.timezone = timezone  # of the schedule; None is UTC
         self.input_types = dict(input_types or {})
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self._check_templates()
@@ -259,6 +262,8 @@ class Workflow:
             data["description"] = self.description
         if self.schedule:
             data["schedule"] = self.schedule
+        if self.timezone:
+            data["timezone"] = self.timezone
         return data
 
     @classmethod
@@ -297,6 +302,9 @@ class Workflow:
         if schedule is not None:
             _check_cron(schedule, str(data.get("name", "")))
         given = {n.get("id"): n.get("options") or {} for n in data.get("nodes") or [] if isinstance(n, Mapping)}
+        timezone = data.get("timezone")
+        if timezone is not None:
+            _check_timezone(timezone, schedule, str(data.get("name", "")))
         calls: dict[str, NodeCall[Workflow]] = {}
         for sid, spec in specs.items():
             if spec.workflow is None:
@@ -326,6 +334,7 @@ class Workflow:
             module=str(data.get("module", "")),
             description=str(data.get("description", "")),
             schedule=schedule,
+            timezone=timezone,
         )
 
     # -- misc ------------------------------------------------------------------------------
@@ -404,7 +413,9 @@ def _input_schemas(fn: Callable[..., Any], name: str) -> tuple[dict[str, dict[st
     return schemas, types
 
 
-def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Registry[Any, Any]) -> Workflow:
+def _build(
+    fn: Callable[..., Any], name: str, schedule: str | None, registry: Registry[Any, Any], timezone: str | None = None
+) -> Workflow:
     schemas, types = _input_schemas(fn, name)
     params = inspect.signature(fn).parameters
     builder: Builder[Workflow] = Builder(name, params)
@@ -423,6 +434,8 @@ def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Re
     output = to_template(returned, f"workflow {name!r} output", [])
     if schedule is not None:
         _check_cron(schedule, name)
+    if timezone is not None:
+        _check_timezone(timezone, schedule, name)
     made = Workflow(
         name,
         builder.calls,
@@ -432,6 +445,7 @@ def _build(fn: Callable[..., Any], name: str, schedule: str | None, registry: Re
         description=inspect.getdoc(fn) or "",
         schedule=schedule,
         input_types=types,
+        timezone=timezone,
     )
     registry.add_workflow(made)
     return made
@@ -442,13 +456,28 @@ def _check_cron(expr: str, name: str) -> None:
         raise WorkflowError(f"workflow {name!r}: schedule {expr!r} is not a valid cron expression")
 
 
+def _check_timezone(tz: str, schedule: str | None, name: str) -> None:
+    if schedule is None:
+        raise WorkflowError(f"workflow {name!r}: timezone={tz!r} needs a schedule= to apply to")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise WorkflowError(
+            f"workflow {name!r}: timezone {tz!r} is not a known IANA time zone (e.g. 'America/Sao_Paulo')"
+        ) from None
+
+
 @overload
 def workflow(fn: Callable[..., Any], /) -> Workflow: ...
 
 
 @overload
 def workflow(
-    *, name: str | None = None, schedule: str | None = None, registry: Registry[Any, Any] | None = None
+    *,
+    name: str | None = None,
+    schedule: str | None = None,
+    timezone: str | None = None,
+    registry: Registry[Any, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Workflow]: ...
 
 
@@ -458,17 +487,21 @@ def workflow(
     *,
     name: str | None = None,
     schedule: str | None = None,
+    timezone: str | None = None,
     registry: Registry[Any, Any] | None = None,
 ) -> Any:
     """Compose nodes into a workflow: ``@af.workflow`` or ``@af.workflow(name=..., schedule=...)``.
 
     The body runs once, now, to build the graph; it is validated before this returns.
+    ``schedule`` is a cron expression evaluated in ``timezone`` (IANA name, default UTC);
+    a ticker (``autoflow scheduler MODULE``, an embedded ``af.Client()``) fires it, see
+    docs/schedules.md.
     """
 
     def decorate(f: Callable[..., Any]) -> Workflow:
         if isinstance(f, (Workflow, Node)):
             raise TypeError(f"{f!r} is already decorated; decorate the plain function")
-        return _build(f, name or f.__name__, schedule, registry or default_registry())
+        return _build(f, name or f.__name__, schedule, registry or default_registry(), timezone)
 
     if fn is not None:
         return decorate(fn)

@@ -1,0 +1,119 @@
+"""What every trigger shares: how it starts a run, and how records are read and written.
+
+Triggers sit below the client: they start runs through a :class:`Starter`, which
+``af.Client`` satisfies (its ``execute`` and ``cancel``). A run is started under an
+idempotency key that names its cause (``schedule:<id>:<slot>``, ``db:<id>:<event>``), so
+starting it twice returns the first run.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from autoflow import codec
+from autoflow.errors import InputError
+from autoflow.models import DbTriggerInfo, RunStatus, ScheduleInfo
+from autoflow.store.schedules import TriggerStore
+
+__all__ = [
+    "ID_PATTERN",
+    "StartedRun",
+    "Starter",
+    "check_id",
+    "load",
+    "start_run",
+    "ts",
+    "write",
+]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+M = TypeVar("M", ScheduleInfo, DbTriggerInfo)
+
+
+class StartedRun(Protocol):
+    """What a starter returns: something with the run's id (an ``af.Run``)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+class Starter(Protocol):
+    """How triggers start and cancel runs; ``af.Client`` is one.
+
+    Example::
+
+        ticker = Ticker(client.backend.store, records, starter=client)
+    """
+
+    def execute(
+        self,
+        workflow: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        user_id: str | None = None,
+        organization_id: str | None = None,
+        trigger_data: Any = None,
+        trigger: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> StartedRun: ...
+
+    def cancel(self, run_id: str) -> RunStatus: ...
+
+
+def check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InputError(f"{what} id must match {ID_PATTERN.pattern}, got {value!r}")
+    return value
+
+
+def ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def load(model: type[M], got: tuple[str, int] | None) -> M | None:
+    """A record as its model (with the store's version), or None."""
+    if got is None:
+        return None
+    body, version = got
+    return model.model_validate({**codec.loads(body), "version": version})
+
+
+def write(
+    records: TriggerStore, kind: str, info: ScheduleInfo | DbTriggerInfo, *, create: bool, wake_at: float | None
+) -> int | None:
+    """CAS-write ``info`` (its ``version`` is the one read); the new version or None."""
+    body = codec.dumps(info.model_dump(mode="json", exclude={"version"}))
+    return records.put_record(kind, info.id, body, version=None if create else info.version, wake_at=wake_at)
+
+
+def start_run(
+    starter: Starter,
+    key: str,
+    workflow: str,
+    inputs: dict[str, Any],
+    *,
+    trigger: str,
+    trigger_data: dict[str, Any],
+    priority: int = 0,
+    user_id: str | None = None,
+    organization_id: str | None = None,
+) -> str:
+    """Start the run of ``key`` (or get the one it already started) and return its id.
+
+    The store creates at most one run per idempotency key, atomically (one SQLite
+    transaction; one Redis script keyed by the idempotency key), so starters racing on
+    one key get the same run (``test_tickers_racing_without_a_lease_...`` checks it)."""
+    run = starter.execute(
+        workflow,
+        inputs,
+        priority=priority,
+        user_id=user_id,
+        organization_id=organization_id,
+        trigger=trigger,
+        trigger_data=trigger_data,
+        idempotency_key=key,
+    )
+    return run.id
