@@ -23,6 +23,7 @@ from autoflow.models import (
     RunStatus,
 )
 from autoflow.store.base import CRASH_MESSAGE, Claim, HeartbeatResult, NewRun, NodeSeed, Progress, Ready, child_token
+from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_reads import _FINISHED, RUN_KEYS, RedisReads, _guard, _s
 
 __all__ = ["RedisStore"]
@@ -33,7 +34,7 @@ _SCRIPTS = (
 )
 
 
-class RedisStore(RedisReads):
+class RedisStore(RedisReads, RedisCatalog):
     """The production store.
 
     Example::
@@ -171,6 +172,8 @@ class RedisStore(RedisReads):
                 "roots": ",".join(n.id for n in nodes if not n.parents),
                 "parent_run": run.parent_run_id or "",
                 "parent_node": run.parent_node_id or "",
+                "workflow_id": run.workflow_id or "",
+                "workflow_version": run.workflow_version or "",
             },
         )
         pipe.hset(keys["st"], mapping={n.id: "pending" for n in nodes})
@@ -184,6 +187,8 @@ class RedisStore(RedisReads):
         glob.zadd(self._g("pending"), {run.id: -run.priority})
         glob.zadd(self._g("runs"), {run.id: score})
         glob.zadd(self._g(f"wf:{run.workflow}"), {run.id: score})
+        if run.organization_id:
+            glob.zadd(self._g(f"org:{run.organization_id}"), {run.id: score})
         glob.execute()
         return run.id
 
