@@ -24,6 +24,7 @@ from autoflow.define import Backoff, Node, NodeOptions, Registry, Workflow, defa
 from autoflow.errors import (
     AutoflowError,
     BackendError,
+    ConflictError,
     InputError,
     NodeCancelled,
     NotFoundError,
@@ -53,6 +54,7 @@ __all__ = [
     "BackendError",
     "Backoff",
     "Client",
+    "ConflictError",
     "Context",
     "ErrorInfo",
     "InputError",

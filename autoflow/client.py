@@ -6,7 +6,8 @@ import html
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import networkx as nx
 
 from autoflow import codec
 from autoflow.config import Settings
-from autoflow.define.definition import build_graph, parse_definition
+from autoflow.define.definition import ID_PATTERN, build_graph, parse_definition
 from autoflow.define.registry import default_registry
 from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.draw import dag_svg
@@ -23,9 +24,19 @@ from autoflow.engine.planner import node_seeds
 from autoflow.engine.shipping import blob_key, pack
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
-from autoflow.errors import InputError, NotFoundError, OutputError, RunCancelled, RunFailed, RunTimeout, WorkflowError
+from autoflow.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    OutputError,
+    RunCancelled,
+    RunFailed,
+    RunTimeout,
+    WorkflowError,
+)
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.store.base import NewRun
+from autoflow.store.catalog import ANY_VERSION, RunQuery, StoredWorkflow
 
 __all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]
 
@@ -55,9 +66,11 @@ class Run:
         run.logs()                      # [LogEntry(...), ...]
     """
 
-    def __init__(self, client: Client, run_id: str) -> None:
+    def __init__(self, client: Client, run_id: str, *, created: bool = True) -> None:
         self.client = client
         self.id = run_id
+        #: False when ``execute`` found an existing run by its idempotency key instead
+        self.created = created
 
     def status(self) -> RunInfo:
         return self.client.status(self.id)
@@ -156,6 +169,7 @@ class Client:
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
+        self._parsed: OrderedDict[tuple[str | None, str, int], Workflow] = OrderedDict()
 
     # -- workers ---------------------------------------------------------------------------
     @property
@@ -189,7 +203,7 @@ class Client:
     # -- execute ---------------------------------------------------------------------------
     def execute(
         self,
-        workflow: Workflow | str,
+        workflow: Workflow | StoredWorkflow | str,
         inputs: dict[str, Any] | None = None,
         *,
         priority: int = 0,
@@ -206,10 +220,23 @@ class Client:
 
         ``trigger`` names what started the run (``manual``, ``webhook``, ``schedule``,
         ``database``, ...; default ``webhook`` when ``trigger_data`` is given, else
-        ``manual``); ``trigger_data`` is what the trigger carried (JSON)."""
-        wf = self.registry.workflow(workflow) if isinstance(workflow, str) else workflow
+        ``manual``); ``trigger_data`` is what the trigger carried (JSON).
+
+        ``workflow`` may be a stored workflow's id (see :meth:`save_workflow`, looked up in
+        ``organization_id``'s catalog) or a registered workflow's name: on a clash the
+        stored id wins. A run of a stored workflow records its id and version."""
+        stored: StoredWorkflow | None = None
+        if isinstance(workflow, str):
+            stored = self._find_stored(workflow, organization_id)
+            wf = self.registry.workflow(workflow) if stored is None else self._from_stored(stored)
+        elif isinstance(workflow, StoredWorkflow):
+            stored, wf = workflow, self._from_stored(workflow)
+        else:
+            wf = workflow
         if not isinstance(wf, Workflow):
-            raise TypeError(f"execute() needs an af.Workflow or a registered name, got {workflow!r}")
+            raise TypeError(
+                f"execute() needs an af.Workflow, a stored workflow id or a registered name, got {workflow!r}"
+            )
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InputError(f"priority must be an int, got {priority!r}")
         if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier()):
@@ -238,13 +265,15 @@ class Client:
             trigger=trigger or ("webhook" if trigger_data is not None else "manual"),
             trigger_data=trigger_json,
             idempotency_key=idempotency_key,
+            workflow_id=stored.id if stored else None,
+            workflow_version=stored.version if stored else None,
         )
         run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
         if run_id == new.id:
             self.start()
             self.backend.dispatcher.nudge(priority)
             log.info("run %s of %s submitted", run_id, wf.name)
-        run = Run(self, run_id)
+        run = Run(self, run_id, created=run_id == new.id)
         if self.backend.kind == "memory":
             self._drain(run_id)
         if display:
@@ -282,6 +311,88 @@ class Client:
         if status is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return status.finished
+
+    # -- workflows stored by id ------------------------------------------------------------
+    def save_workflow(
+        self,
+        definition: Mapping[str, Any] | Workflow,
+        *,
+        workflow_id: str | None = None,
+        organization_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> StoredWorkflow:
+        """Store a JSON definition (or a workflow's) under ``workflow_id`` (default: its
+        name) as a new version, after validating it like ``af.Workflow.from_dict`` (node
+        types resolve through this client's registry and the built-ins): a bad definition
+        raises :class:`WorkflowError` naming the field or node, and nothing is stored.
+
+        ``expected_version``: 0 to create a new id only, n to update only if the latest
+        version is n; otherwise :class:`~autoflow.errors.ConflictError`.
+
+        Example::
+
+            saved = client.save_workflow(etl.to_dict(), workflow_id="etl")
+            client.execute("etl", inputs={"url": "https://x"})   # runs version saved.version
+        """
+        data = definition.to_dict() if isinstance(definition, Workflow) else definition
+        if not isinstance(data, Mapping):
+            raise WorkflowError(f"a workflow definition is a JSON object, got {type(data).__name__}")
+        wf = self._validated(data)
+        workflow_id = wf.name if workflow_id is None else workflow_id
+        if not isinstance(workflow_id, str) or not ID_PATTERN.match(workflow_id):
+            raise WorkflowError(f"workflow id must match {ID_PATTERN.pattern}, got {workflow_id!r}")
+        body = codec.dumps(codec.to_json_value(dict(data), where="the definition"))
+        expected = ANY_VERSION if expected_version is None else expected_version
+        version = self.backend.store.save_workflow(
+            organization_id, workflow_id, wf.name, body, expected_version=expected
+        )
+        if version is None:
+            current = self.backend.store.get_workflow(organization_id, workflow_id)
+            have = f"version {current.version}" if current else "no version"
+            raise ConflictError(f"workflow {workflow_id!r} has {have}, not the expected version {expected_version}")
+        log.info("workflow %s saved as version %d", workflow_id, version)
+        return self.stored_workflow(workflow_id, version=version, organization_id=organization_id)
+
+    def stored_workflow(
+        self, workflow_id: str, *, version: int | None = None, organization_id: str | None = None
+    ) -> StoredWorkflow:
+        """A stored workflow (the latest version unless ``version``); NotFoundError if none."""
+        found = self.backend.store.get_workflow(organization_id, workflow_id, version)
+        if found is None:
+            which = f" version {version}" if version is not None else ""
+            raise NotFoundError(f"no stored workflow {workflow_id!r}{which}")
+        return found
+
+    def stored_workflows(self, *, organization_id: str | None = None, limit: int = 100) -> list[StoredWorkflow]:
+        """The latest version of each stored workflow of an organization, by id."""
+        return self.backend.store.list_workflows(organization_id, limit)
+
+    def _find_stored(self, workflow_id: str, organization_id: str | None) -> StoredWorkflow | None:
+        if not ID_PATTERN.match(workflow_id):
+            return None
+        return self.backend.store.get_workflow(organization_id, workflow_id)
+
+    def _validated(self, data: Mapping[str, Any]) -> Workflow:
+        try:
+            return Workflow.from_dict(data, self.registry)
+        except WorkflowError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed shape
+            raise WorkflowError(f"invalid workflow definition: {type(exc).__name__}: {exc}") from None
+
+    def _from_stored(self, stored: StoredWorkflow) -> Workflow:
+        key = (stored.organization_id, stored.id, stored.version)
+        with self._lock:
+            wf = self._parsed.get(key)
+            if wf is not None:
+                self._parsed.move_to_end(key)
+                return wf
+        wf = self._validated(stored.definition)
+        with self._lock:
+            self._parsed[key] = wf
+            while len(self._parsed) > 256:
+                self._parsed.popitem(last=False)
+        return wf
 
     # -- one run ---------------------------------------------------------------------------
     def run(self, run_id: str) -> Run:
@@ -382,10 +493,24 @@ class Client:
         return self.backend.store.stats()
 
     def runs(
-        self, workflow: str | None = None, status: RunStatus | str | None = None, limit: int = 50
+        self,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 50,
+        *,
+        organization_id: str | None = None,
+        user_id: str | None = None,
+        trigger: str | None = None,
+        workflow_id: str | None = None,
+        before: str | None = None,
     ) -> list[RunInfo]:
-        """Run history, newest first (snapshots without per-node detail)."""
-        return self.backend.store.list_runs(workflow, RunStatus(status) if status else None, limit)
+        """Run history, newest first (snapshots without per-node detail). Filters combine;
+        ``before`` (a run id) pages on: ``client.runs(before=page[-1].id)``."""
+        state = RunStatus(status) if status else None
+        if organization_id is None and user_id is None and trigger is None and workflow_id is None and before is None:
+            return self.backend.store.list_runs(workflow, state, limit)
+        query = RunQuery(workflow, state, organization_id, user_id, trigger, workflow_id, before, limit)
+        return self.backend.store.query_runs(query)
 
     def __repr__(self) -> str:
         return f"<Client {self.url} workers={self.workers}>"

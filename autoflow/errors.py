@@ -11,7 +11,8 @@ Every error autoflow raises on purpose is an :class:`AutoflowError`::
     ├── RunFailed                       ``run.result()`` of a failed run (node id, type, traceback)
     ├── RunCancelled                    ``run.result()`` of a cancelled run
     ├── RunTimeout (TimeoutError)       ``run.wait(timeout=...)`` ran out of time
-    └── BackendError (ConnectionError)  the store or queue is unreachable (names the URL)
+    ├── BackendError (ConnectionError)  the store or queue is unreachable (names the URL)
+    └── ConflictError                   a stored workflow changed meanwhile (expected version)
 
 Validation errors also subclass ``ValueError``/``TypeError`` so that code written
 against the standard library keeps working.
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "AutoflowError",
     "BackendError",
+    "ConflictError",
     "InputError",
     "NodeCancelled",
     "NotFoundError",
@@ -112,3 +114,8 @@ class BackendError(AutoflowError, ConnectionError):
         self.url = url
         self.reason = reason
         super().__init__(f"backend {url} is not usable: {reason}")
+
+
+class ConflictError(AutoflowError):
+    """A stored workflow is not at the version the caller expected (it was created or
+    changed meanwhile); nothing was saved."""
