@@ -228,9 +228,9 @@ class Client:
         stored: StoredWorkflow | None = None
         if isinstance(workflow, str):
             stored = self._find_stored(workflow, organization_id)
-            wf = self.registry.workflow(workflow) if stored is None else self._from_stored(stored)
+            wf = self.registry.workflow(workflow) if stored is None else self.load_workflow(stored)
         elif isinstance(workflow, StoredWorkflow):
-            stored, wf = workflow, self._from_stored(workflow)
+            stored, wf = workflow, self.load_workflow(workflow)
         else:
             wf = workflow
         if not isinstance(wf, Workflow):
@@ -249,6 +249,11 @@ class Client:
             trigger_json = codec.to_json_value(trigger_data, where="trigger_data")
         except OutputError as exc:
             raise InputError(str(exc)) from None
+        for what, value in (("trigger_data", trigger_json), ("inputs", values)):
+            try:
+                codec.dumps(value)
+            except ValueError as exc:  # NaN and infinities are not JSON
+                raise InputError(f"{what} is not valid JSON: {exc}") from None
         self._check_local(wf)
         if wf.digest not in self._stored:
             self._store_definition(wf)
@@ -372,6 +377,15 @@ class Client:
             return None
         return self.backend.store.get_workflow(organization_id, workflow_id)
 
+    def resolve_workflow(self, name: str, *, organization_id: str | None = None) -> Workflow | StoredWorkflow:
+        """What ``execute(name, organization_id=...)`` would run: the stored workflow of
+        that id (it wins), else the registered workflow of that name; NotFoundError if none."""
+        stored = self._find_stored(name, organization_id)
+        if stored is not None:
+            return stored
+        found: Workflow = self.registry.workflow(name)
+        return found
+
     def _validated(self, data: Mapping[str, Any]) -> Workflow:
         try:
             return Workflow.from_dict(data, self.registry)
@@ -380,7 +394,8 @@ class Client:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed shape
             raise WorkflowError(f"invalid workflow definition: {type(exc).__name__}: {exc}") from None
 
-    def _from_stored(self, stored: StoredWorkflow) -> Workflow:
+    def load_workflow(self, stored: StoredWorkflow) -> Workflow:
+        """The :class:`Workflow` of a stored definition (parsed once per version, cached)."""
         key = (stored.organization_id, stored.id, stored.version)
         with self._lock:
             wf = self._parsed.get(key)

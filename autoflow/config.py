@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     ``MONITORING_PORT`` (3001), ``AUTOFLOW_HOME`` (~/.autoflow), ``AUTOFLOW_SECRET``,
     ``AUTOFLOW_NAMESPACE``, ``AUTOFLOW_RETENTION_SECONDS`` (7 days),
     ``AUTOFLOW_LEASE_SECONDS``, ``AUTOFLOW_REQUEUE_SECONDS``, ``AUTOFLOW_MAX_STALLS``.
+
+    The REST API (``autoflow serve``, see docs/api.md): ``AUTOFLOW_API_HOST``,
+    ``AUTOFLOW_API_PORT``, ``AUTOFLOW_JWT_SECRET`` (or the seed's ``JWT_SECRET``),
+    ``AUTOFLOW_JWT_PUBLIC_KEY_FILE``, ``AUTOFLOW_JWT_ALGORITHMS``, ``AUTOFLOW_JWT_AUDIENCE``,
+    ``AUTOFLOW_JWT_ISSUER``, ``AUTOFLOW_API_RATE_LIMIT``, ``AUTOFLOW_API_EXECUTE_RATE_LIMIT``,
+    ``AUTOFLOW_API_MAX_BODY_BYTES``, ``AUTOFLOW_WEBHOOK_SECRET``, ``AUTOFLOW_WEBHOOKS_FILE``.
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
@@ -56,6 +62,25 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(15.0, gt=0, validation_alias=_env("AUTOFLOW_LEASE_SECONDS", "lease_seconds"))
     requeue_seconds: float = Field(30.0, gt=0, validation_alias=_env("AUTOFLOW_REQUEUE_SECONDS", "requeue_seconds"))
     max_stalls: int = Field(3, ge=0, validation_alias=_env("AUTOFLOW_MAX_STALLS", "max_stalls"))
+    # -- the REST API (autoflow serve; docs/api.md, docs/webhooks.md) ----------------------
+    api_host: str = Field("127.0.0.1", validation_alias=_env("AUTOFLOW_API_HOST", "api_host"))
+    api_port: int = Field(8000, ge=0, le=65535, validation_alias=_env("AUTOFLOW_API_PORT", "api_port"))
+    jwt_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOFLOW_JWT_SECRET", "JWT_SECRET", "jwt_secret"))
+    jwt_public_key_file: Path | None = Field(
+        None, validation_alias=_env("AUTOFLOW_JWT_PUBLIC_KEY_FILE", "jwt_public_key_file")
+    )
+    jwt_algorithms: str | None = Field(None, validation_alias=_env("AUTOFLOW_JWT_ALGORITHMS", "jwt_algorithms"))
+    jwt_audience: str | None = Field(None, validation_alias=_env("AUTOFLOW_JWT_AUDIENCE", "jwt_audience"))
+    jwt_issuer: str | None = Field(None, validation_alias=_env("AUTOFLOW_JWT_ISSUER", "jwt_issuer"))
+    api_rate_limit: str = Field("50/s", validation_alias=_env("AUTOFLOW_API_RATE_LIMIT", "api_rate_limit"))
+    api_execute_rate_limit: str = Field(
+        "20/s", validation_alias=_env("AUTOFLOW_API_EXECUTE_RATE_LIMIT", "api_execute_rate_limit")
+    )
+    api_max_body_bytes: int = Field(
+        1 << 20, gt=0, validation_alias=_env("AUTOFLOW_API_MAX_BODY_BYTES", "api_max_body_bytes")
+    )
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOFLOW_WEBHOOK_SECRET", "webhook_secret"))
+    webhooks_file: Path | None = Field(None, validation_alias=_env("AUTOFLOW_WEBHOOKS_FILE", "webhooks_file"))
 
     @field_validator("home")
     @classmethod

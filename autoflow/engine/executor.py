@@ -24,6 +24,7 @@ from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
+from autoflow.engine.observe import OUTCOMES, Observer
 from autoflow.engine.planner import retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.subflows import SubFlows
@@ -68,8 +69,10 @@ class Executor:
         on_finished: Callable[[str, RunStatus], None] | None = None,
         invoker: Invoker | None = None,
         code_secret: bytes | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer
         self.registry = registry
         self.send = send
         self.lease = lease
@@ -135,6 +138,7 @@ class Executor:
             return
         logs = LogBuffer()
         cancel = threading.Event()
+        started = time.monotonic()
         self.tracker.track(run_id, node_id, token, cancel, logs, self.invoker.interrupt)
         try:
             settle = self._execute(claim, token, logs, cancel)
@@ -143,11 +147,27 @@ class Executor:
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
         progress = settle()
+        if self.observer is not None and progress.accepted:
+            self._observe(claim, settle, time.monotonic() - started)
         if not progress.accepted and not lost:
             log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, attempt)
         elif not progress.accepted:
             log.info("result of %s/%s#%d discarded (claim lost or cancelled meanwhile)", run_id, node_id, attempt)
         self.after(progress, run_id)
+
+    def _observe(self, claim: Claim, settle: Settle, seconds: float) -> None:
+        """Tell the observer (metrics) how an attempt ended: named by its store transition."""
+        name = getattr(getattr(settle, "func", None), "__name__", "")
+        outcome = OUTCOMES.get(name, name or "other")
+        if name == "fail" and getattr(settle, "args", ())[4:5] not in ((), (None,)):
+            outcome = "retrying"  # fail(run_id, node_id, token, error, retry_at, logs)
+        plan = self._plans.get(claim.digest)
+        spec = plan.specs.get(claim.map_of or claim.node_id) if plan else None
+        try:
+            if self.observer is not None:
+                self.observer.node_done(spec.type if spec else "unknown", outcome, seconds)
+        except Exception:  # metrics must never break the engine
+            log.exception("the observer failed")
 
     def _abandon(self, run_id: str, node_id: str, token: str) -> None:
         """The watchdog's verdict on a node that ignores its run's cancellation."""
