@@ -389,6 +389,8 @@ class Client:
     def _validated(self, data: Mapping[str, Any]) -> Workflow:
         try:
             return Workflow.from_dict(data, self.registry)
+        except NotFoundError as exc:  # an unknown node type: the definition is at fault
+            raise WorkflowError(f"invalid workflow definition: {exc}") from None
         except WorkflowError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed shape

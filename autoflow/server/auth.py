@@ -83,6 +83,8 @@ class Authenticator:
                 "the API needs a JWT key: set AUTOFLOW_JWT_SECRET (HS256) or AUTOFLOW_JWT_PUBLIC_KEY_FILE "
                 "(RS256/ES256 PEM)"
             )
+        if secret is not None and len(secret) < 32:
+            raise AuthError("AUTOFLOW_JWT_SECRET must be at least 32 bytes (HS256 needs a 256-bit key)")
         if algorithms is None:
             algorithms = [*(("HS256",) if secret else ()), *(("RS256", "ES256") if public_key else ())]
         self._keys: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from autoflow.server import HookConfig, create_app
 from tests.conftest import free_port
 from tests.server import flows as flows  # registers the test workflows
 
-SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
+SECRET = "test-jwt-secret-that-is-long-enough-for-hs512-0123456789abcdefghij"
 
 
 @dataclass
