@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from autoflow.client import Client, Run
 from autoflow.errors import NotFoundError
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.server import metrics
 from autoflow.server.auth import Principal
 from autoflow.server.deps import ClientDep, require
 from autoflow.server.errors import ERROR_RESPONSES, ApiError
@@ -82,6 +83,8 @@ def own_run(client: Client, run_id: str, principal: Principal) -> RunInfo:
 
 def started(run: Run, response: Response) -> Execution:
     """The answer to an execute: 202 and Location for a new run, 200 for a found one."""
+    if run.created:
+        metrics.run_started("api")
     response.status_code = 202 if run.created else 200
     url = f"/api/executions/{run.id}/status"
     response.headers["Location"] = url
