@@ -362,6 +362,8 @@ class Client:
         self, workflow_id: str, *, version: int | None = None, organization_id: str | None = None
     ) -> StoredWorkflow:
         """A stored workflow (the latest version unless ``version``); NotFoundError if none."""
+        if version is not None and (not isinstance(version, int) or not 1 <= version < 2**31):
+            raise InputError(f"version must be a positive integer below 2**31, got {version!r}")
         found = self.backend.store.get_workflow(organization_id, workflow_id, version)
         if found is None:
             which = f" version {version}" if version is not None else ""

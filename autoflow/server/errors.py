@@ -95,6 +95,22 @@ def _field(loc: Any) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _allowed(request: Request) -> list[str]:
+    """The methods of the most specific path template matching this path (a literal
+    ``/api/executions/stats`` before ``/api/executions/{run_id}``)."""
+    found: dict[int, set[str]] = {}
+    routes = list(request.app.routes)
+    while routes:
+        route = routes.pop()
+        inner = getattr(route, "original_router", None)  # an included router (FastAPI >= 0.16x)
+        routes += list(getattr(inner, "routes", None) or getattr(route, "routes", None) or [])
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(request.url.path):
+            params = str(getattr(route, "path", "")).count("{")
+            found.setdefault(params, set()).update(getattr(route, "methods", None) or ())
+    return sorted(found[min(found)]) if found else []
+
+
 def _status_of(exc: AutoflowError) -> int:
     if isinstance(exc, AuthError):
         return exc.status
@@ -135,7 +151,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette lists the first matching route's methods only
+            headers["Allow"] = ", ".join(_allowed(request))
+        return problem(exc.status_code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

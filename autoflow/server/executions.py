@@ -34,7 +34,7 @@ Executor = Annotated[Principal, Depends(require("execute"))]
 class ExecuteRequest(BaseModel):
     """The seed's execute body; ``inputs`` and ``priority`` are autoflow's additions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     workflowId: str = Field(min_length=1, max_length=128, description="a stored workflow id or a registered name")
     triggerData: Any = Field(None, description="what the trigger carried (recorded with the run)")
@@ -155,7 +155,7 @@ def logs(
     run_id: RunId,
     client: ClientDep,
     principal: Reader,
-    after: Annotated[int, Query(ge=0, description="the last log id already seen")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62, description="the last log id already seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     node: Annotated[str | None, Query(max_length=128)] = None,
 ) -> LogsPage:

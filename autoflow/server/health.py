@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from autoflow.server.deps import ClientDep
 from autoflow.server.errors import ERROR_RESPONSES, ApiError
 
-__all__ = ["router"]
+__all__ = ["PUBLIC", "router"]
 
 router = APIRouter(tags=["health"])
 
@@ -19,13 +19,16 @@ class Health(BaseModel):
     backend: str | None = None
 
 
-@router.get("/healthz", response_model=Health, response_model_exclude_none=True)
+PUBLIC: dict[str, object] = {"security": []}  # probes need no token
+
+
+@router.get("/healthz", response_model=Health, response_model_exclude_none=True, openapi_extra=PUBLIC)
 def healthz() -> Health:
     """Liveness: the process serves requests (no backend call)."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: ERROR_RESPONSES[503]})
+@router.get("/readyz", response_model=Health, responses={503: ERROR_RESPONSES[503]}, openapi_extra=PUBLIC)
 async def readyz(client: ClientDep) -> Health:
     """Readiness: the store answers (one cheap read); 503 naming the backend if not."""
     try:

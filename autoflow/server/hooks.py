@@ -198,19 +198,29 @@ async def _deliver(request: Request, workflow: str, path: str, wait: float | Non
 
 
 Wait = Annotated[float | None, Query(gt=0, le=MAX_WAIT, description="seconds to wait for the result")]
+#: Deliveries are authenticated by their signature, not by a bearer token.
+_SIGNED: dict[str, Any] = {"security": []}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Execution, "description": "accepted: the run id"},
     200: {"description": "the run ended within ?wait: its status, output or error"},
 }
 
 
-@router.post("/hooks/{workflow}/{path:path}", status_code=202, response_model=None, responses=_RESPONSES)
+@router.post(
+    "/hooks/{workflow}/{path:path}", status_code=202, response_model=None, responses=_RESPONSES, openapi_extra=_SIGNED
+)
 async def deliver(request: Request, workflow: str, path: str, wait: Wait = None) -> JSONResponse:
     """Start a run of ``workflow`` from a signed delivery (once per ``webhook-id``)."""
     return await _deliver(request, workflow, path, wait, test=False)
 
 
-@router.post("/hooks-test/{workflow}/{path:path}", status_code=202, response_model=None, responses=_RESPONSES)
+@router.post(
+    "/hooks-test/{workflow}/{path:path}",
+    status_code=202,
+    response_model=None,
+    responses=_RESPONSES,
+    openapi_extra=_SIGNED,
+)
 async def deliver_test(request: Request, workflow: str, path: str, wait: Wait = None) -> JSONResponse:
     """Test mode: runs marked ``webhook_test``, answered with the result (30 s by default)."""
     return await _deliver(request, workflow, path, wait, test=True)

@@ -188,7 +188,12 @@ def serve_metrics(port: int, stats: Callable[[], QueueStats] | None, host: str =
     return start_http_server(port, addr=host, registry=registry)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    openapi_extra={"security": []},  # scraped without a token: counts only, no tenant data
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: counters, histograms and the store's queue gauges."""
     client = request.app.state.autoflow.client

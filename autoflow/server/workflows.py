@@ -28,6 +28,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 
 WorkflowId = Annotated[str, Path(pattern=ID_PATTERN.pattern, description="the stored workflow's id")]
+MAX_VERSION = 2**31 - 1
 Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Executor = Annotated[Principal, Depends(require("execute"))]
@@ -36,14 +37,14 @@ Executor = Annotated[Principal, Depends(require("execute"))]
 class WorkflowBody(BaseModel):
     """A definition to store (``af.Workflow.to_dict()`` format); ``id`` defaults to its name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(None, pattern=ID_PATTERN.pattern)
     definition: dict[str, Any]
 
 
 class WorkflowUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     definition: dict[str, Any]
 
@@ -62,12 +63,12 @@ class WorkflowList(BaseModel):
 
 
 class ExecuteStored(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     triggerData: Any = None
     priority: int = Field(0, ge=-1000, le=1000)
-    version: int | None = Field(None, ge=1, description="default: the latest version")
+    version: int | None = Field(None, ge=1, le=MAX_VERSION, description="default: the latest version")
 
 
 def _out(stored: StoredWorkflow) -> StoredWorkflowOut:
@@ -78,7 +79,7 @@ def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     text = if_match.strip().strip('"').removeprefix('W/"').strip('"')
-    if not text.isdigit():
+    if not text.isdigit() or int(text) > MAX_VERSION:
         raise ApiError(400, "If-Match must be the version number the update is based on", field="If-Match")
     return int(text)
 
@@ -107,7 +108,7 @@ def get(
     workflow_id: WorkflowId,
     client: ClientDep,
     principal: Reader,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> StoredWorkflowOut:
     """A stored workflow: its latest version, or ``?version=n``."""
     return _out(client.stored_workflow(workflow_id, version=version, organization_id=principal.organization))

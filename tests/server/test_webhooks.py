@@ -39,6 +39,7 @@ BODY = json.dumps({"order": 42}).encode()
 
 
 def _negative() -> list[tuple[str, dict[str, str], bytes, str]]:
+    """The negative table, built when a test runs (timestamps are relative to now)."""
     now = int(time.time())
     good = _headers(BODY, msg_id="msg_fixed", ts=now)
     return [
@@ -48,8 +49,8 @@ def _negative() -> list[tuple[str, dict[str, str], bytes, str]]:
             BODY,
             "no valid",
         ),
-        ("old timestamp", _headers(BODY, ts=now - 301), BODY, "too old"),
-        ("future timestamp", _headers(BODY, ts=now + 301), BODY, "future"),
+        ("old timestamp", _headers(BODY, ts=now - 400), BODY, "too old"),
+        ("future timestamp", _headers(BODY, ts=now + 400), BODY, "future"),
         ("one byte changed", good, BODY.replace(b"42", b"43"), "no valid"),
         ("wrong secret", _headers(BODY, secret=OTHER), BODY, "no valid"),
         ("timestamp changed", {**good, "webhook-timestamp": str(now - 1)}, BODY, "no valid"),
@@ -64,11 +65,13 @@ def _negative() -> list[tuple[str, dict[str, str], bytes, str]]:
     ]
 
 
+CASES = [case[0] for case in _negative()]
 MISSING = ["webhook-id", "webhook-timestamp", "webhook-signature"]
 
 
-@pytest.mark.parametrize(("case", "headers", "body", "words"), _negative(), ids=[c[0] for c in _negative()])
-def test_verifier_negative_table(case: str, headers: dict[str, str], body: bytes, words: str) -> None:
+@pytest.mark.parametrize("case", CASES)
+def test_verifier_negative_table(case: str) -> None:
+    _, headers, body, words = next(c for c in _negative() if c[0] == case)
     with pytest.raises(WebhookRejected, match=words):
         Verifier([KEY]).verify(headers, body)
 
