@@ -223,7 +223,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for module in args.modules:
         _import(module)
     settings = Settings()
-    with Client(args.redis, settings=settings, workers=args.workers) as client:
+    observer = server.metrics.MetricsObserver()  # for nodes run by workers in this process
+    with Client(args.redis, settings=settings, workers=args.workers, observer=observer) as client:
         server.serve(client, settings, host=args.host, port=args.port)
     return EXIT_OK
 

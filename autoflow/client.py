@@ -20,6 +20,7 @@ from autoflow.define.registry import default_registry
 from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
+from autoflow.engine.observe import Observer
 from autoflow.engine.planner import node_seeds
 from autoflow.engine.shipping import blob_key, pack
 from autoflow.engine.subflows import SubFlows
@@ -145,7 +146,8 @@ class Client:
         run.result(timeout=60)
 
     ``workers`` sets how many node workers run inside this process: by default
-    ``NODE_CONCURRENCY`` on the embedded SQLite backend and none on Redis.
+    ``NODE_CONCURRENCY`` on the embedded SQLite backend and none on Redis; ``observer``
+    hears what they did (``autoflow.server.metrics.MetricsObserver`` records it).
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class Client:
         workers: int | None = None,
         immediate: bool = False,
         ship_code: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -166,6 +169,7 @@ class Client:
             workers = self.settings.node_concurrency if self.backend.kind in ("sqlite", "memory") else 0
         self.workers = workers
         self.ship_code = ship_code
+        self.observer = observer  # told what the in-process workers did (metrics)
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
@@ -182,7 +186,9 @@ class Client:
         with self._lock:
             if self._worker is not None or not self.runs_locally:
                 return
-            self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
+            self._worker = Worker(
+                self.backend, self.registry, self.settings, workers=self.workers, observer=self.observer
+            )
             if self.backend.kind != "memory":
                 self._worker.start()
 
@@ -424,6 +430,13 @@ class Client:
         if info is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return info
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """Just the status of a run (one cheap read); NotFoundError if unknown."""
+        status = self.backend.store.run_status(run_id)
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return status
 
     def logs(self, run_id: str, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         """Log lines with ``id > since``, oldest first, at most ``limit`` per call."""

@@ -22,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         f"autoflow.server needs the 'server' extra ({exc.name} is missing): pip install 'autoflow[server]'"
     ) from exc
 
+from autoflow.server import metrics as metrics
 from autoflow.server.app import ROUTERS, create_app
 from autoflow.server.auth import Authenticator, Principal, mint_token
 from autoflow.server.hooks import Hook, HookConfig

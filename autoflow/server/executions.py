@@ -88,7 +88,7 @@ def started(run: Run, response: Response) -> Execution:
     response.status_code = 202 if run.created else 200
     url = f"/api/executions/{run.id}/status"
     response.headers["Location"] = url
-    return Execution(executionId=run.id, status=run.status().status, statusUrl=url, created=run.created)
+    return Execution(executionId=run.id, status=run.client.run_status(run.id), statusUrl=url, created=run.created)
 
 
 @router.post("/execute", status_code=202, response_model=Execution, responses={200: {"model": Execution}})

@@ -192,8 +192,8 @@ async def _deliver(request: Request, workflow: str, path: str, wait: float | Non
                 "error": info.error.model_dump() if info.error else None,
             }
             return JSONResponse(body, status_code=200, headers={"Location": url})
-    current = await run_in_threadpool(client.status, run.id)
-    answer = Execution(executionId=run.id, status=current.status, statusUrl=url, created=run.created)
+    current = await run_in_threadpool(client.run_status, run.id)
+    answer = Execution(executionId=run.id, status=current, statusUrl=url, created=run.created)
     return JSONResponse(answer.model_dump(mode="json"), status_code=202, headers={"Location": url})
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.server.conftest import Api
 
@@ -199,3 +201,21 @@ def test_tokens_expire_while_in_use(api: Api) -> None:
     short = api.auth(exp=now - 30)
     reply = api.http.get("/api/executions", headers=short)
     assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_tenants_never_cross(api: Api) -> None:
+    """Random organizations and runs: a token sees exactly its organization's runs."""
+    owners: dict[str, str] = {}
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(creator=st.sampled_from(["acme", "beta", "gamma"]), reader=st.sampled_from(["acme", "beta", "gamma"]))
+    def check(creator: str, reader: str) -> None:
+        run_id = _execute(api, org=creator).json()["executionId"]
+        owners[run_id] = creator
+        seen = api.http.get(f"/api/executions/{run_id}/status", headers=api.auth(reader, "read"))
+        assert seen.status_code == (200 if reader == creator else 404)
+        listed = api.http.get("/api/executions", params={"limit": 500}, headers=api.auth(reader, "read")).json()
+        assert {r["id"] for r in listed["runs"]} == {r for r, o in owners.items() if o == reader}
+
+    check()

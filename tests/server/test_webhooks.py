@@ -8,9 +8,11 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import autoflow as af
@@ -185,3 +187,16 @@ def test_config_from_settings(tmp_path: Path) -> None:
         path.write_text(bad)
         with pytest.raises(af.AutoflowError, match=words):
             Config.from_settings(af.Settings(webhooks_file=path))
+
+
+def test_concurrent_retries_of_one_delivery_start_one_run(hooked: Api) -> None:
+    headers = _headers(BODY, msg_id="msg_storm")
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(
+            pool.map(lambda _: httpx.post(f"{hooked.url}/hooks/api_hook/x", content=BODY, headers=headers), range(16))
+        )
+    assert {r.status_code for r in replies} == {202}
+    assert len({r.json()["executionId"] for r in replies}) == 1
+    assert sum(r.json()["created"] for r in replies) == 1
+    runs = hooked.http.get("/api/executions", headers=hooked.auth("acme", "read")).json()["runs"]
+    assert len(runs) == 1
