@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     ``AUTOFLOW_API_PORT``, ``AUTOFLOW_JWT_SECRET`` (or the seed's ``JWT_SECRET``),
     ``AUTOFLOW_JWT_PUBLIC_KEY_FILE``, ``AUTOFLOW_JWT_ALGORITHMS``, ``AUTOFLOW_JWT_AUDIENCE``,
     ``AUTOFLOW_JWT_ISSUER``, ``AUTOFLOW_API_RATE_LIMIT``, ``AUTOFLOW_API_EXECUTE_RATE_LIMIT``,
-    ``AUTOFLOW_API_MAX_BODY_BYTES``, ``AUTOFLOW_WEBHOOK_SECRET``, ``AUTOFLOW_WEBHOOKS_FILE``.
+    ``AUTOFLOW_API_MAX_BODY_BYTES``, ``AUTOFLOW_WEBHOOK_SECRET``, ``AUTOFLOW_WEBHOOK_ORGANIZATION``,
+    ``AUTOFLOW_WEBHOOKS_FILE``.
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     )
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOFLOW_WEBHOOK_SECRET", "webhook_secret"))
     webhooks_file: Path | None = Field(None, validation_alias=_env("AUTOFLOW_WEBHOOKS_FILE", "webhooks_file"))
+    webhook_organization: str | None = Field(
+        None, validation_alias=_env("AUTOFLOW_WEBHOOK_ORGANIZATION", "webhook_organization")
+    )
 
     @field_validator("home")
     @classmethod

@@ -115,8 +115,8 @@ class Authenticator:
             secret=settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else None,
             public_key=public,
             algorithms=algorithms,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience or None,  # an empty variable means "not checked"
+            issuer=settings.jwt_issuer or None,
         )
 
     @property

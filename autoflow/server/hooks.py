@@ -11,7 +11,7 @@ in time, else still 202 with the run id.
 Which workflows accept webhooks, with which secrets and for which organization, comes from
 ``AUTOFLOW_WEBHOOKS_FILE`` (JSON: ``{"<workflow id>": {"secrets": [...],
 "organization_id": "..."}}``) and ``AUTOFLOW_WEBHOOK_SECRET`` (space-separated secrets for
-any other workflow, default organization). A workflow without secrets has no webhook (404).
+any other workflow, whose runs belong to ``AUTOFLOW_WEBHOOK_ORGANIZATION``, default none). A workflow without secrets has no webhook (404).
 
 The request reaches the workflow through its inputs, by name: ``body`` (parsed JSON, or
 text), ``headers`` (lowercased, secrets redacted), ``query`` and ``path``; the same four
@@ -86,8 +86,9 @@ class HookConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> HookConfig:
         default = None
-        if settings.webhook_secret is not None:
-            default = Hook(_verifier(settings.webhook_secret.get_secret_value().split(), "AUTOFLOW_WEBHOOK_SECRET"))
+        secrets = settings.webhook_secret.get_secret_value().split() if settings.webhook_secret else []
+        if secrets:  # an empty variable means "no default webhook"
+            default = Hook(_verifier(secrets, "AUTOFLOW_WEBHOOK_SECRET"), settings.webhook_organization or None)
         hooks: dict[str, Hook] = {}
         if settings.webhooks_file is not None:
             hooks = _read_file(settings.webhooks_file)

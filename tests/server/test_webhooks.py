@@ -181,6 +181,8 @@ def test_config_from_settings(tmp_path: Path) -> None:
     orders, other = config.get("orders"), config.get("anything")
     assert orders is not None and orders.organization_id == "acme"
     assert other is not None and other.organization_id is None
+    single = Config.from_settings(af.Settings(webhook_secret=KEY, webhook_organization="solo")).get("x")
+    assert single is not None and single.organization_id == "solo"
     assert KEY not in repr(config)
     assert Config.from_settings(af.Settings()).get("orders") is None
     for bad, words in (("[]", "expected an object"), ('{"o": {"secrets": []}}', "non-empty list"), ("{", "not JSON")):
