@@ -11,7 +11,8 @@ in time, else still 202 with the run id.
 Which workflows accept webhooks, with which secrets and for which organization, comes from
 ``AUTOFLOW_WEBHOOKS_FILE`` (JSON: ``{"<workflow id>": {"secrets": [...],
 "organization_id": "..."}}``) and ``AUTOFLOW_WEBHOOK_SECRET`` (space-separated secrets for
-any other workflow, whose runs belong to ``AUTOFLOW_WEBHOOK_ORGANIZATION``, default none). A workflow without secrets has no webhook (404).
+any other workflow, whose runs belong to ``AUTOFLOW_WEBHOOK_ORGANIZATION``, default none).
+A workflow without secrets has no webhook (404).
 
 The request reaches the workflow through its inputs, by name: ``body`` (parsed JSON, or
 text), ``headers`` (lowercased, secrets redacted), ``query`` and ``path``; the same four
