@@ -230,21 +230,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'wrk' if shutil.which('wrk') else 'python/httpx'}"
         )
         results: dict[str, Any] = {}
+        client = af.Client(redis.url, settings=af.Settings(namespace=namespace), workers=0)
+
+        def drained() -> bool:
+            stats = client.stats().workflow
+            return stats.waiting + stats.active == 0
+
         results["healthz"] = load(f"{base}/healthz", "GET", None, token, args.seconds, args.connections, tmp)
         results["read"] = load(f"{base}/api/workflows", "GET", None, token, args.seconds, args.connections, tmp)
+        results["in_process"] = in_process(redis.url, namespace, 500)
+        wait_until(drained, 300, "the backlog to drain", children, interval=0.2)
         body = json.dumps({"workflowId": "bench_api"})
         results["execute"] = load(
             f"{base}/api/executions/execute", "POST", body, token, args.seconds, args.connections, tmp
         )
-        results["in_process"] = in_process(redis.url, namespace, 500)
-        client = af.Client(redis.url, settings=af.Settings(namespace=namespace), workers=0)
-        wait_until(
-            lambda: client.stats().workflow.waiting + client.stats().workflow.active == 0,
-            300,
-            "the backlog to drain",
-            children,
-            interval=0.2,
-        )
+        wait_until(drained, 300, "the backlog to drain", children, interval=0.2)
         results["webhook"] = webhooks(base, client, args.webhooks)
         client.close()
         for name in ("healthz", "read", "execute"):
