@@ -12,16 +12,19 @@ Adding a page (the schedules page) is a route here and one line in :data:`NAV`.
 from __future__ import annotations
 
 import html
+from collections import deque
 from typing import Annotated
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from autoflow.client import Run
 from autoflow.draw import dag_svg
 from autoflow.errors import AutoflowError
-from autoflow.models import RunInfo, RunStatus
-from autoflow.notebook.html import RUN_COLORS, run_html
+from autoflow.models import LogEntry, RunInfo, RunStatus
+from autoflow.notebook.html import MAX_LOG_LINES, RUN_COLORS, run_html
+from autoflow.notebook.snapshot import fetch_logs
 from autoflow.server.auth import AuthError, Principal
 from autoflow.server.deps import COOKIE, ClientDep, caller, state
 from autoflow.server.errors import ApiError
@@ -206,8 +209,9 @@ def _fragment(request: Request, run_id: str) -> str:
         )
     except AutoflowError:
         svg = None
-    logs = app.client.logs(run_id, limit=100_000)
-    return run_html(info, logs, svg)
+    tail: deque[LogEntry] = deque(maxlen=MAX_LOG_LINES)  # the newest lines; older ones are counted
+    fetched, _ = fetch_logs(Run(app.client, run_id), 0, tail)
+    return run_html(info, list(tail), svg, skipped=fetched - len(tail))
 
 
 RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]

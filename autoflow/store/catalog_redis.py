@@ -80,8 +80,18 @@ class RedisCatalog:
     @_guard
     def list_workflows(self, organization_id: str | None, limit: int = 100) -> list[StoredWorkflow]:
         ids = sorted(_s(i) for i in self.r.zrange(self._wf_index(organization_id), 0, -1))[:limit]
-        found = [self.get_workflow(organization_id, workflow_id) for workflow_id in ids]
-        return [w for w in found if w is not None]
+        pipe = self.r.pipeline(transaction=False)
+        for workflow_id in ids:
+            pipe.hget(self._wf(organization_id, workflow_id), "latest")
+        latest = pipe.execute()
+        for workflow_id, version in zip(ids, latest, strict=True):
+            pipe.hget(self._wf(organization_id, workflow_id), str(version))
+        bodies = pipe.execute() if ids else []
+        return [
+            _stored(organization_id, workflow_id, int(version), raw)
+            for workflow_id, version, raw in zip(ids, latest, bodies, strict=True)
+            if version is not None and raw is not None
+        ]
 
     @_guard
     def query_runs(self, query: RunQuery) -> list[RunInfo]:
