@@ -24,6 +24,7 @@ from autoflow.define import Backoff, Node, NodeOptions, Registry, Workflow, defa
 from autoflow.errors import (
     AutoflowError,
     BackendError,
+    ConfigError,
     ConflictError,
     InputError,
     NodeCancelled,
@@ -54,6 +55,7 @@ __all__ = [
     "BackendError",
     "Backoff",
     "Client",
+    "ConfigError",
     "ConflictError",
     "Context",
     "ErrorInfo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import threading
@@ -22,10 +23,12 @@ from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.observe import Observer
 from autoflow.engine.planner import node_seeds
-from autoflow.engine.shipping import blob_key, pack
+from autoflow.engine.shipping import blob_key, code_hash, pack
+from autoflow.engine.signing import KEYCHECK_BLOB, keycheck, sign_run
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
 from autoflow.errors import (
+    ConfigError,
     ConflictError,
     InputError,
     NotFoundError,
@@ -174,6 +177,8 @@ class Client:
         self._lock = threading.Lock()
         self._stored: set[str] = set()
         self._parsed: OrderedDict[tuple[str | None, str, int], Workflow] = OrderedDict()
+        self._shipped: dict[tuple[tuple[str, Any], ...], str] = {}
+        self._secret_checked = False
 
     # -- workers ---------------------------------------------------------------------------
     @property
@@ -243,28 +248,38 @@ class Client:
             raise TypeError(
                 f"execute() needs an af.Workflow, a stored workflow id or a registered name, got {workflow!r}"
             )
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise InputError(f"priority must be an int, got {priority!r}")
-        if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier()):
+        limits = self.settings.limits
+        if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > limits.max_priority:
+            raise InputError(
+                f"priority must be an int from {-limits.max_priority} to {limits.max_priority}, got {priority!r}"
+            )
+        if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier() or len(trigger) > 64):
             raise InputError(f"trigger must be a word like 'manual', 'webhook' or 'schedule', got {trigger!r}")
+        for label, text in (
+            ("user_id", user_id),
+            ("organization_id", organization_id),
+            ("idempotency_key", idempotency_key),
+        ):
+            _check_label(label, text)
+        if inputs is not None and not isinstance(inputs, dict):
+            raise InputError(f"inputs must be a dict of workflow inputs, got {type(inputs).__name__}")
         clash = set(inputs or {}) & set(kwargs)
         if clash:
             raise InputError(f"input(s) {sorted(clash)} given both in inputs= and as keywords")
         values = wf.validate_inputs({**(inputs or {}), **kwargs})
         try:
-            trigger_json = codec.to_json_value(trigger_data, where="trigger_data")
+            codec.dumps_checked(values, where=f"the inputs of workflow {wf.name!r}", max_bytes=limits.max_value_bytes)
+            trigger_json = codec.to_json_value(trigger_data, where="trigger_data", max_depth=limits.max_depth)
+            codec.dumps_checked(trigger_json, where="trigger_data", max_bytes=limits.max_value_bytes)
         except OutputError as exc:
             raise InputError(str(exc)) from None
-        for what, value in (("trigger_data", trigger_json), ("inputs", values)):
-            try:
-                codec.dumps(value)
-            except ValueError as exc:  # NaN and infinities are not JSON
-                raise InputError(f"{what} is not valid JSON: {exc}") from None
         self._check_local(wf)
+        self._check_secret()
         if wf.digest not in self._stored:
             self._store_definition(wf)
         new = NewRun(
-            id=codec.new_run_id(),
+            id=codec.keyed_run_id(idempotency_key) if idempotency_key else codec.new_run_id(),
+            code=self._ship(wf),
             workflow=wf.name,
             digest=wf.digest,
             inputs=values,
@@ -279,12 +294,16 @@ class Client:
             workflow_id=stored.id if stored else None,
             workflow_version=stored.version if stored else None,
         )
+        new = dataclasses.replace(new, signature=sign_run(self.settings.secret_bytes, new))
         run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
-        if run_id == new.id:
-            self.start()
-            self.backend.dispatcher.nudge(priority)
-            log.info("run %s of %s submitted", run_id, wf.name)
-        run = Run(self, run_id, created=run_id == new.id)
+        self.start()
+        self.backend.dispatcher.nudge(priority)  # also for a run found by its key: it may wait for admission
+        created = True
+        if idempotency_key:  # the key names the run: was it made now, or found?
+            found = self.backend.store.get_run(run_id)
+            created = found is not None and abs(found.created_at.timestamp() - new.created_at) < 1e-5
+        log.info("run %s of %s %s", run_id, wf.name, "submitted" if created else "found by its idempotency key")
+        run = Run(self, run_id, created=created)
         if self.backend.kind == "memory":
             self._drain(run_id)
         if display:
@@ -292,13 +311,48 @@ class Client:
         return run
 
     def _store_definition(self, wf: Workflow) -> None:
-        """Store the definition (and those of its sub-workflows, and shipped code)."""
+        """Store the definition and those of its sub-workflows."""
         for each in (*wf.subworkflows().values(), wf):
-            main = {c.node.key: c.node for c in each.calls.values() if c.node and c.node.module == "__main__"}
-            if self.ship_code and main:
-                self.backend.store.put_blob(blob_key(each.digest), pack(main, self.settings.secret_bytes))
             self.backend.store.put_definition(each.digest, codec.dumps(each.to_dict()))
             self._stored.add(each.digest)
+
+    def _ship(self, wf: Workflow) -> str | None:
+        """With ``ship_code``: store the code of the workflow's ``__main__`` nodes (and its
+        sub-workflows') under the hash of its content, and return that hash for the run."""
+        if not self.ship_code:
+            return None
+        main = {
+            c.node.key: c.node
+            for each in (*wf.subworkflows().values(), wf)
+            for c in each.calls.values()
+            if c.node is not None and c.node.module == "__main__"
+        }
+        if not main:
+            return None
+        nodes = tuple(sorted(main.items(), key=lambda item: item[0]))  # holds the nodes: ids stay theirs
+        code = self._shipped.get(nodes)
+        if code is None:
+            blob = pack(main, self.settings.secret_bytes)
+            code = code_hash(blob)
+            self.backend.store.put_blob(blob_key(code), blob)
+            self._shipped[nodes] = code
+            while len(self._shipped) > 32:  # re-run cells make new nodes; keep the recent ones
+                self._shipped.pop(next(iter(self._shipped)))
+        return code
+
+    def _check_secret(self) -> None:
+        """Once per client: refuse to submit when the workers' AUTOFLOW_SECRET differs from
+        ours (they would drop our messages and refuse our runs)."""
+        if self._secret_checked:
+            return
+        theirs = self.backend.store.get_blob(KEYCHECK_BLOB)
+        if theirs is not None and theirs.decode() != "none" and theirs.decode() != keycheck(self.settings.secret_bytes):
+            mine = "no AUTOFLOW_SECRET" if self.settings.secret is None else "a different AUTOFLOW_SECRET"
+            raise ConfigError(
+                f"this client has {mine} than the workers on {self.url}: they would refuse its runs; "
+                "set the workers' AUTOFLOW_SECRET here"
+            )
+        self._secret_checked = True
 
     def _check_local(self, wf: Workflow) -> None:
         if "__main__" in wf.node_modules and not (self.runs_locally or self.ship_code):
@@ -439,8 +493,12 @@ class Client:
         return status
 
     def logs(self, run_id: str, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
-        """Log lines with ``id > since``, oldest first, at most ``limit`` per call."""
-        return self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
+        """Log lines with ``id > since``, oldest first, at most ``limit`` per call;
+        NotFoundError for an unknown run."""
+        entries = self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
+        if not entries and self.backend.store.run_status(run_id) is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return entries
 
     def graph(self, run: str | RunInfo) -> nx.DiGraph:
         """The DAG of a run (its id, or its status if already fetched), rebuilt from the
@@ -546,6 +604,20 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.url} workers={self.workers}>"
+
+
+def _check_label(label: str, value: object) -> None:
+    """user_id, organization_id and idempotency keys: None or a short printable str."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InputError(f"{label} must be a str, got {type(value).__name__}")
+    if not value or len(value) > 256 or not value.isprintable():
+        raise InputError(f"{label} must be 1 to 256 printable characters, got {value[:40]!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{label} is not valid Unicode (a lone surrogate)") from None
 
 
 def _display(run: Run) -> None:

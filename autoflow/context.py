@@ -9,12 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from autoflow import codec
-from autoflow.errors import NodeCancelled
+from autoflow.errors import NodeCancelled, OutputError
 from autoflow.models import LogLevel
 
 __all__ = ["Context", "Defer", "LogBuffer", "RunLogger"]
 
 _py_logger = logging.getLogger("autoflow.run")
+MAX_MESSAGE_CHARS = 8_000  # of one log message; the rest is cut with a note
+MAX_DATA_CHARS = 64_000  # of one log line's data once JSON
 _PY_LEVELS = {
     LogLevel.DEBUG: logging.DEBUG,
     LogLevel.INFO: logging.INFO,
@@ -59,15 +61,31 @@ def log_record(
 ) -> dict[str, Any]:
     """A log record as stores take it: secrets redacted (unless the engine wrote the
     message itself: ``trusted``), data made JSON."""
+    text = codec.safe_str(message)
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text) - MAX_MESSAGE_CHARS:,} more characters not kept)"
     record: dict[str, Any] = {
         "ts": time.time(),
         "level": level.value,
-        "message": str(message) if trusted else codec.redact_text(str(message)),
+        "message": codec.json_safe(text if trusted else codec.redact_text(text)),
         "node_id": node_id,
     }
     if data:
-        record["data"] = codec.redact(codec.to_json_value(data, where="log data"))
+        record["data"] = _log_data(data)
     return record
+
+
+def _log_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Log data as it can always be stored: JSON, redacted, NaN spelled out, bounded. A log
+    line never fails its node: what cannot be kept is replaced by a note saying why."""
+    try:
+        safe = codec.json_safe(codec.redact(codec.to_json_value(data, where="log data")))
+    except OutputError as exc:
+        return {"not_logged": codec.redact_text(str(exc))}
+    size = len(codec.dumps(safe))
+    if size > MAX_DATA_CHARS:
+        return {"not_logged": f"log data of {size:,} characters is over the limit of {MAX_DATA_CHARS:,}"}
+    return safe  # type: ignore[no-any-return]
 
 
 class RunLogger:

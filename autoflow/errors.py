@@ -11,6 +11,7 @@ Every error autoflow raises on purpose is an :class:`AutoflowError`::
     ├── RunFailed                       ``run.result()`` of a failed run (node id, type, traceback)
     ├── RunCancelled                    ``run.result()`` of a cancelled run
     ├── RunTimeout (TimeoutError)       ``run.wait(timeout=...)`` ran out of time
+    ├── ConfigError (ValueError)        a setting (environment variable) is invalid; names it
     ├── BackendError (ConnectionError)  the store or queue is unreachable (names the URL)
     └── ConflictError                   a stored workflow changed meanwhile (expected version)
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "AutoflowError",
     "BackendError",
+    "ConfigError",
     "ConflictError",
     "InputError",
     "NodeCancelled",
@@ -105,6 +107,10 @@ class RunTimeout(AutoflowError, TimeoutError):
         self.run_id = run_id
         self.timeout = timeout
         super().__init__(f"run {run_id} did not finish within {timeout:g}s (it keeps running)")
+
+
+class ConfigError(AutoflowError, ValueError):
+    """A setting is invalid (``af.Settings`` or the environment); names the variable."""
 
 
 class BackendError(AutoflowError, ConnectionError):

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,17 +37,15 @@ def _need_redis(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server for this test session (one per xdist worker)."""
+def start_redis(workdir: Path, *extra: str) -> tuple[str, Callable[[], None]]:
+    """Start a private redis-server on a free loopback port: its URL and a stop function."""
     binary = shutil.which("redis-server")
     if binary is None:
         _need_redis("redis-server is not installed")
-    workdir = tmp_path_factory.mktemp("redis")
     port = free_port()
     proc = subprocess.Popen(
         [
-            binary,
+            str(binary),
             "--port",
             str(port),
             "--bind",
@@ -60,6 +58,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(workdir),
             "--logfile",
             str(workdir / "redis.log"),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -69,7 +68,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (perhaps with a password)
                     break
         except OSError:
             pass
@@ -77,9 +76,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             _need_redis(f"redis-server did not start on port {port}")
         time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    return f"redis://127.0.0.1:{port}/0", stop
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test session (one per xdist worker)."""
+    url, stop = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,3 +62,58 @@ def test_cancel_interrupts_a_node_that_ignores_it(client: af.Client) -> None:
     assert time.monotonic() - started < 1.5
     # The worker process was interrupted, not abandoned: it takes the next run at once.
     assert client.execute(dags.diamond, x=2).result(timeout=10) == 8
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_process_workers_die_with_a_killed_parent_before_running_any_node(
+    redis_url: str, settings: af.Settings
+) -> None:
+    """Killed before its children ran a node, `autoflow worker --kind process` leaves no
+    orphan behind: each child asks to die with its parent as soon as it starts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
+    env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace, PYTHONPATH=str(ROOT))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "autoflow.cli", "worker", "tests.resources.dags", "--workers", "2", "--kind", "process"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(children) < 2:  # two workers (plus Huey's scheduler process)
+            assert time.monotonic() < deadline, "the worker did not fork its processes"
+            time.sleep(0.05)
+            children = _children(worker.pid)
+        time.sleep(0.3)  # let them reach their idle loop (they have run no node)
+        worker.kill()
+        worker.wait(10)
+        deadline = time.monotonic() + 5
+        while any(_alive(c) for c in children):
+            assert time.monotonic() < deadline, f"orphaned worker processes: {[c for c in children if _alive(c)]}"
+            time.sleep(0.05)
+    finally:
+        for pid in [worker.pid, *children]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

@@ -59,6 +59,39 @@ class Ref:
     def __eq__(self, other: object) -> bool:
         raise self._refuse("compare", "compare inside a node")
 
+    def __ne__(self, other: object) -> bool:
+        raise self._refuse("compare", "compare inside a node")
+
+    def __format__(self, spec: str) -> str:
+        raise self._refuse("format (f-string, str.format, %)", "build the text inside a node that takes the value")
+
+    def __str__(self) -> str:
+        raise self._refuse("turn into text (str)", "build the text inside a node that takes the value")
+
+    def __index__(self) -> int:
+        raise self._refuse("use as an integer (range, slicing, indexing)", "compute it inside a node")
+
+    def __int__(self) -> int:
+        raise self._refuse("convert to int", "convert it inside a node")
+
+    def __float__(self) -> float:
+        raise self._refuse("convert to float", "convert it inside a node")
+
+    def __contains__(self, item: object) -> bool:
+        raise self._refuse("test membership in", "test it inside a node")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._refuse("call", "call a node with it as an argument")
+
+    def _arithmetic(self, *other: Any) -> Any:
+        raise self._refuse("compute with", "do the arithmetic inside a node that takes the value")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arithmetic
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _arithmetic
+    __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __and__ = __rand__ = __or__ = __ror__ = _arithmetic
+    __xor__ = __rxor__ = __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _arithmetic
+    __lt__ = __le__ = __gt__ = __ge__ = __neg__ = __pos__ = __abs__ = __round__ = _arithmetic
+
     def marker(self) -> dict[str, str]:
         raise NotImplementedError
 

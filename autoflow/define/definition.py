@@ -7,16 +7,16 @@ travel as ``edges`` and the rest of each template as the node's ``config``. Pure
 
 from __future__ import annotations
 
-import copy
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
-from autoflow.define.node import NodeOptions
-from autoflow.errors import WorkflowError
+from autoflow.codec import dumps_checked, to_json_value
+from autoflow.config import Limits
+from autoflow.define.node import ID_PATTERN, NodeOptions
+from autoflow.errors import OutputError, WorkflowError
 from autoflow.templates import marker, template_refs
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 #: The node type of a sub-workflow call (its spec names the workflow).
 SUBWORKFLOW_TYPE = "autoflow.workflow"
 
@@ -85,7 +84,10 @@ def _extras(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     mapping = raw.get("map")
     if mapping is not None:
         over, parallel = (mapping.get("over"), mapping.get("max_parallel")) if isinstance(mapping, Mapping) else (0, 0)
-        if not isinstance(over, str) or not (parallel is None or (isinstance(parallel, int) and parallel >= 1)):
+        good_parallel = parallel is None or (
+            isinstance(parallel, int) and not isinstance(parallel, bool) and parallel >= 1
+        )
+        if not isinstance(over, str) or not good_parallel:
             raise WorkflowError(f'{where}: \'map\' must be {{"over": param, "max_parallel": int|null}}')
         out["map_over"], out["max_parallel"] = over, parallel
     sub = raw.get("workflow")
@@ -96,18 +98,28 @@ def _extras(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]:
+def parse_definition(data: Mapping[str, Any], limits: Limits | None = None) -> tuple[dict[str, NodeSpec], Any]:
     """Parse the ``nodes``/``edges``/``output`` of a definition into node specs.
 
     Edges become ``$ref`` markers in the target's argument templates. Raises
-    :class:`WorkflowError` naming the node or edge at fault; does not check cycles.
+    :class:`WorkflowError` naming the node or edge at fault (also for sizes past
+    ``limits``); does not check cycles.
     """
+    limits = limits or Limits()
     if not isinstance(data, Mapping):
         raise WorkflowError(f"a workflow definition must be a JSON object, got {type(data).__name__}")
     name = data.get("name", "?")
     nodes_in = data.get("nodes")
     if not isinstance(nodes_in, list) or not nodes_in:
         raise WorkflowError(f"workflow {name!r}: 'nodes' must be a non-empty list")
+    if len(nodes_in) > limits.max_nodes:
+        raise WorkflowError(
+            f"workflow {name!r} has {len(nodes_in):,} nodes, more than the limit of {limits.max_nodes:,} "
+            "(AUTOFLOW_MAX_NODES)"
+        )
+    edges_in = data.get("edges") or []
+    if not isinstance(edges_in, list):
+        raise WorkflowError(f"workflow {name!r}: 'edges' must be a list")
     specs: dict[str, NodeSpec] = {}
     for i, raw in enumerate(nodes_in):
         where = f"workflow {name!r}, nodes[{i}]"
@@ -123,20 +135,26 @@ def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]
         config = raw.get("config") or {}
         if not isinstance(config, Mapping):
             raise WorkflowError(f"{where} ({node_id}): 'config' must be an object")
-        options = NodeOptions.from_dict(raw.get("options") or {}, where=f"node {node_id!r} options")
-        specs[node_id] = NodeSpec(
-            node_id, node_type, copy.deepcopy(dict(config)), options, **_extras(raw, f"{where} ({node_id})")
-        )
-    for i, edge in enumerate(data.get("edges") or []):
+        try:  # a copy that is plain JSON of bounded depth
+            config = to_json_value(dict(config), where=f"{where} ({node_id}) config", max_depth=limits.max_depth)
+            dumps_checked(config, where=f"{where} ({node_id}) config")
+        except OutputError as exc:
+            raise WorkflowError(str(exc)) from None
+        options_in = raw.get("options") or {}
+        if not isinstance(options_in, Mapping):
+            raise WorkflowError(f"{where} ({node_id}): 'options' must be an object")
+        options = NodeOptions.from_dict(options_in, where=f"node {node_id!r} options")
+        specs[node_id] = NodeSpec(node_id, node_type, config, options, **_extras(raw, f"{where} ({node_id})"))
+    for i, edge in enumerate(edges_in):
         where = f"workflow {name!r}, edges[{i}]"
         if not isinstance(edge, Mapping):
             raise WorkflowError(f"{where}: each edge must be an object")
         source, target, param = edge.get("source"), edge.get("target"), edge.get("input")
         if param == "$when":  # drawn as a branch edge; the node's "when" holds the condition
             continue
-        if source not in specs:
+        if not isinstance(source, str) or source not in specs:
             raise WorkflowError(f"{where}: unknown source node {source!r}")
-        if target not in specs:
+        if not isinstance(target, str) or target not in specs:
             raise WorkflowError(f"{where}: unknown target node {target!r}")
         if not isinstance(param, str) or not param:
             raise WorkflowError(f"{where}: 'input' must name a parameter of {target!r}")
@@ -144,11 +162,13 @@ def parse_definition(data: Mapping[str, Any]) -> tuple[dict[str, NodeSpec], Any]
         ref = {"$ref": source}
         if "index" in edge:
             index = edge["index"]
+            if isinstance(index, bool) or (isinstance(index, int) and not 0 <= index < limits.max_nodes):
+                raise WorkflowError(f"{where}: index {index!r} must be an int from 0 to {limits.max_nodes - 1}")
             container = args.setdefault(param, [] if isinstance(index, int) else {})
-            if isinstance(index, int) and isinstance(container, list) and index >= 0:
+            if isinstance(index, int) and isinstance(container, list):
                 container.extend([None] * (index + 1 - len(container)))
                 container[index] = ref
-            elif isinstance(index, str) and isinstance(container, dict):
+            elif isinstance(index, str) and isinstance(container, dict) and len(index) <= 256:
                 container[index] = ref
             else:
                 raise WorkflowError(f"{where}: index {index!r} does not fit argument {param!r}")

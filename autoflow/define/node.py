@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
+from autoflow import codec
 from autoflow.context import Context
 from autoflow.define.registry import Registry, builtin_registry, default_registry
 from autoflow.errors import InputError, WorkflowError
@@ -33,9 +34,13 @@ if typing.TYPE_CHECKING:
 else:
     P = TypeVar("P")
 
-__all__ = ["Backoff", "Node", "NodeOptions", "Param", "RateLimit", "node", "resolve_node"]
+__all__ = ["ID_PATTERN", "Backoff", "Node", "NodeOptions", "Param", "RateLimit", "node", "resolve_node"]
 
 R = TypeVar("R")
+
+#: Node ids, node names and workflow names (the rule of the JSON definition format too):
+#: a letter or underscore, then letters, digits, ``_``, ``.`` or ``-``; at most 128.
+ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,11 @@ class Backoff:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        delay = min(self.max, self.base * self.factor ** max(0, attempt - 1))
+        try:
+            raw = self.base * self.factor ** max(0, attempt - 1)
+        except OverflowError:  # a huge factor or a late attempt: the cap applies
+            raw = math.inf
+        delay = min(self.max, raw) if self.base > 0 else 0.0
         if self.jitter:
             delay *= 0.5 + rand() / 2
         return delay
@@ -132,10 +141,13 @@ class NodeOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise WorkflowError(f"retries must be an int >= 0, got {self.retries!r}")
-        if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or not self.timeout > 0):
-            raise WorkflowError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
-        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
-            raise WorkflowError(f"priority must be an int, got {self.priority!r}")
+        timeout = self.timeout
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf
+        ):
+            raise WorkflowError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool) or abs(self.priority) > 1_000_000:
+            raise WorkflowError(f"priority must be an int from -1000000 to 1000000, got {self.priority!r}")
         if not isinstance(self.backoff, Backoff):
             raise WorkflowError(f"backoff must be an af.Backoff, got {self.backoff!r}")
         try:
@@ -151,10 +163,15 @@ class NodeOptions:
             not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1
         ):
             raise WorkflowError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
-        for label in ("name", "type"):
-            value = getattr(self, label)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise WorkflowError(f"{label} must be a non-empty str, got {value!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not ID_PATTERN.match(self.name)):
+            raise WorkflowError(
+                f"name {self.name!r} is not a valid node name: use letters, digits, '_', '.' or '-', "
+                "starting with a letter or '_' (at most 128 characters)"
+            )
+        kind = self.type
+        valid_type = isinstance(kind, str) and kind.strip() and len(kind) <= 256 and kind.isprintable()
+        if kind is not None and not valid_type:
+            raise WorkflowError(f"type must be a non-empty printable str of at most 256 characters, got {self.type!r}")
 
     @property
     def max_attempts(self) -> int:
@@ -188,9 +205,12 @@ class NodeOptions:
         if isinstance(values.get("backoff"), Mapping):
             try:
                 values["backoff"] = Backoff(**values["backoff"])
-            except TypeError as exc:
+            except (TypeError, WorkflowError) as exc:
                 raise WorkflowError(f"{where}.backoff: {exc}") from None
-        return cls(**values)
+        try:
+            return cls(**values)
+        except WorkflowError as exc:
+            raise WorkflowError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -358,7 +378,7 @@ class Node(Generic[P, R]):
                 first = exc.errors()[0]
                 raise InputError(
                     f"node {self.name!r}, parameter {name!r}: {first['msg']} "
-                    f"(got {type(value).__name__} {_short(value)})"
+                    f"(got {type(value).__name__} {_short(value, name)})"
                 ) from None
         return out
 
@@ -394,8 +414,13 @@ def resolve_node(registry: Registry[Any, Any], key: str) -> Node[Any, Any]:
     return found
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+def _short(value: Any, name: str, limit: int = 60) -> str:
+    """A short, redacted rendering of a bad value for an error message."""
+    if codec.is_secret_key(name):
+        return codec.REDACTED
+    text = codec.redact_text(
+        codec.safe_str(repr(codec.redact(value)) if isinstance(value, (dict, list)) else repr(value))
+    )
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

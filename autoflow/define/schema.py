@@ -72,8 +72,9 @@ def compatible(source: Any, target: Any) -> bool:
     return any(_class_ok(s, t) for s in sources for t in targets)
 
 
-def check_json_schema(value: Any, schema: Mapping[str, Any]) -> str | None:
-    """A short problem description if ``value`` breaks the schema's ``type``/``enum``, else None."""
+def check_json_schema(value: Any, schema: Mapping[str, Any], *, reveal: bool = True) -> str | None:
+    """A short problem description if ``value`` breaks the schema's ``type``/``enum``, else
+    None. With ``reveal=False`` (a secret input) the value itself is never quoted."""
     kinds = schema.get("type")
     if isinstance(kinds, str):
         kinds = [kinds]
@@ -84,5 +85,5 @@ def check_json_schema(value: Any, schema: Mapping[str, Any]) -> str | None:
             return f"expected {' or '.join(kinds)}, got {type(value).__name__}"
     enum = schema.get("enum")
     if isinstance(enum, list) and value not in enum:
-        return f"expected one of {enum}, got {value!r}"
+        return f"expected one of {enum}, got {value!r}" if reveal else f"expected one of {enum}"
     return None

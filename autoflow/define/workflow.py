@@ -18,6 +18,7 @@ from croniter import croniter
 from pydantic import TypeAdapter, ValidationError
 
 from autoflow import codec
+from autoflow.config import Limits
 from autoflow.define.building import Builder, InputRef, NodeCall, to_template
 from autoflow.define.definition import (
     FORMAT_VERSION,
@@ -83,7 +84,11 @@ class Workflow:
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self.graph = self._build_graph()
         self.validate()
-        self.digest = hashlib.sha256(codec.dumps(sorted_json(self.to_dict())).encode()).hexdigest()[:32]
+        try:
+            text = codec.dumps_checked(sorted_json(self.to_dict()), where=f"workflow {name!r}")
+        except OutputError as exc:  # a NaN or infinite constant argument, say
+            raise WorkflowError(f"{exc}; constant arguments must be valid JSON") from None
+        self.digest = hashlib.sha256(text.encode()).hexdigest()[:32]
 
     # -- graph -----------------------------------------------------------------------------
     def _build_graph(self) -> nx.DiGraph:
@@ -190,12 +195,14 @@ class Workflow:
                         f"workflow {self.name!r}, input {name!r}: {exc.errors()[0]['msg']} "
                         f"(got {type(values[name]).__name__})"
                     ) from None
+                except RecursionError:
+                    raise InputError(f"workflow {self.name!r}, input {name!r} is nested too deeply") from None
             else:
-                problem = check_json_schema(value, schema)
+                problem = check_json_schema(value, schema, reveal=not codec.is_secret_key(name))
                 if problem:
-                    raise InputError(f"workflow {self.name!r}, input {name!r}: {problem}")
+                    raise InputError(f"workflow {self.name!r}, input {name!r}: {codec.redact_text(problem)}")
             try:
-                out[name] = codec.to_json_value(value, where=f"input {name!r}")
+                out[name] = codec.to_json_value(value, where=f"workflow {self.name!r}, input {name!r}")
             except OutputError as exc:
                 raise InputError(str(exc)) from None
         return out
@@ -232,11 +239,27 @@ class Workflow:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], registry: Registry[Any, Any] | None = None) -> Workflow:
+    def from_dict(
+        cls, data: Mapping[str, Any], registry: Registry[Any, Any] | None = None, *, limits: Limits | None = None
+    ) -> Workflow:
         """Build (and validate) a workflow from its JSON definition, resolving node types
-        through ``registry`` (default: the default registry)."""
-        registry = registry or default_registry()
-        specs, output = parse_definition(data)
+        through ``registry`` (default: the default registry). Anything malformed raises
+        :class:`WorkflowError` naming what is wrong, never a bare ``TypeError``."""
+        try:
+            return cls._from_dict(data, registry or default_registry(), limits or Limits(), depth=0)
+        except WorkflowError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+            name = data.get("name") if isinstance(data, Mapping) else None
+            raise WorkflowError(
+                f"workflow {name!r}: malformed definition ({type(exc).__name__}: {codec.safe_str(exc)})"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], registry: Registry[Any, Any], limits: Limits, depth: int) -> Workflow:
+        if depth > 16:
+            raise WorkflowError("sub-workflows are nested more than 16 levels deep")
+        specs, output = parse_definition(data, limits)
         if isinstance(output, str):
             if output not in specs:
                 raise WorkflowError(f"workflow {data.get('name')!r}: output node {output!r} does not exist")
@@ -245,13 +268,21 @@ class Workflow:
         if not isinstance(inputs, Mapping) or not all(isinstance(v, Mapping) for v in inputs.values()):
             raise WorkflowError("'inputs' must map each input name to a JSON schema object")
         children = data.get("workflows") or {}
+        if not isinstance(children, Mapping):
+            raise WorkflowError("'workflows' must map sub-workflow names to their definitions")
+        schedule = data.get("schedule")
+        if schedule is not None:
+            _check_cron(schedule, str(data.get("name", "")))
         calls: dict[str, NodeCall[Workflow]] = {}
         for sid, spec in specs.items():
             if spec.workflow is None:
                 calls[sid] = NodeCall(spec, resolve_node(registry, spec.type))
                 continue
             name, digest = spec.workflow
-            child = cls.from_dict(children[name], registry) if name in children else registry.workflow(name)
+            if name in children:
+                child = cls._from_dict(children[name], registry, limits, depth + 1)
+            else:
+                child = registry.workflow(name)
             if child.digest != digest:
                 raise WorkflowError(
                     f"sub-workflow {sid!r}: workflow {name!r} has changed since this definition was made "
@@ -265,7 +296,7 @@ class Workflow:
             output,
             module=str(data.get("module", "")),
             description=str(data.get("description", "")),
-            schedule=data.get("schedule"),
+            schedule=schedule,
         )
 
     # -- misc ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autoflow import codec
 from autoflow.config import Settings
 from autoflow.engine.dispatch import HueyDispatcher
 from autoflow.engine.inline import InlineDispatcher
@@ -60,6 +61,10 @@ def open_backend(url: str | None, settings: Settings) -> Backend:
     if url is None:
         url = settings.resolved_redis_url or f"sqlite:///{settings.home / 'autoflow.db'}"
     secret = settings.secret_bytes
+    # Secrets this process holds are blanked wherever they would leave it (logs, errors).
+    codec.register_secret(secret)
+    codec.register_secret(settings.redis_password.get_secret_value() if settings.redis_password else None)
+    codec.register_secret(codec.url_password(url))
     if url.startswith(REDIS_SCHEMES):
         store = RedisStore.from_url(url, namespace=settings.namespace, retention=settings.retention_seconds)
         dispatcher = HueyDispatcher.redis(url, namespace=settings.namespace, secret=secret)

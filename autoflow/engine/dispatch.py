@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import signal
 import struct
 import threading
 import time
@@ -22,15 +23,16 @@ from typing import Any
 import redis
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
-from huey.consumer import Consumer, ConsumerStopped, Scheduler, Worker
+from huey.consumer import Consumer, ConsumerStopped, ProcessEnvironment, Scheduler, Worker
 from huey.registry import Message
 from huey.serializer import Serializer
 from huey.storage import PriorityRedisStorage, SqliteStorage
 
 from autoflow import codec
+from autoflow.engine.outage import Outage
 from autoflow.store.base import Ready
 
-__all__ = ["HueyDispatcher", "JsonSerializer", "MessageError"]
+__all__ = ["ChildHooks", "HueyDispatcher", "JsonSerializer", "MessageError"]
 
 log = logging.getLogger("autoflow.dispatch")
 NODE_TASK = "autoflow.run_node"
@@ -93,7 +95,39 @@ class JsonSerializer(Serializer):  # type: ignore[misc]
 class _EngineHuey:
     """Huey used as a pure transport: autoflow keeps state, retries, cancellation and
     results in its store, so execution skips Huey's revocation checks, result storage
-    and signals (each would cost a round trip per node)."""
+    and signals (each would cost a round trip per node). Reading the queue or the schedule
+    while the backend is down is paced and quiet (``outage``); a message that is not a
+    valid autoflow message is dropped with one warning."""
+
+    outage: Outage | None = None
+
+    def _unreachable(self, exc: Exception, where: str) -> None:
+        if self.outage is None:
+            raise exc
+        time.sleep(min(1.0, self.outage.failed(exc, where)))
+
+    def dequeue(self) -> Any:
+        try:
+            data = self.storage.dequeue()  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._unreachable(exc, f"reading queue {self.name}")  # type: ignore[attr-defined]
+            return None
+        if self.outage is not None:
+            self.outage.ok()
+        if data is None:
+            return None
+        try:
+            return self.deserialize_task(data)  # type: ignore[attr-defined]
+        except MessageError as exc:
+            log.warning("dropped a message from queue %s: %s", self.name, exc)  # type: ignore[attr-defined]
+            return None
+
+    def read_schedule(self, timestamp: dt.datetime | None = None) -> list[Any]:
+        try:
+            return super().read_schedule(timestamp)  # type: ignore[misc,no-any-return]
+        except Exception as exc:
+            self._unreachable(exc, f"reading the schedule of {self.name}")  # type: ignore[attr-defined]
+            return []
 
     def execute(self, task: Any, timestamp: dt.datetime | None = None) -> Any:
         if not self.ready_to_run(task, timestamp):  # type: ignore[attr-defined]
@@ -173,14 +207,57 @@ class _FastScheduler(Scheduler):  # type: ignore[misc]
         self.interval = interval
 
 
+class _ProcessEnvironment(ProcessEnvironment):  # type: ignore[misc]
+    """Huey's process environment, with hooks run in each forked child as it starts (before
+    it takes any message) and when the parent tells it to stop at once."""
+
+    def __init__(self, graceful: int, interrupt: int, hooks: ChildHooks) -> None:
+        super().__init__(graceful, interrupt)
+        self._hooks = hooks
+
+    def init_child(self, process: Any) -> None:
+        super().init_child(process)
+        self._hooks.started()
+        previous = signal.getsignal(self.interrupt)
+
+        def interrupted(signum: int, frame: Any) -> None:
+            self._hooks.interrupted()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(self.interrupt, interrupted)
+
+
+class ChildHooks:
+    """Callbacks for forked process workers (see ``_ProcessEnvironment``)."""
+
+    def __init__(self, started: Callable[[], None], interrupted: Callable[[], None]) -> None:
+        self.started = started
+        self.interrupted = interrupted
+
+
 class _Consumer(Consumer):  # type: ignore[misc]
     worker_class = _WakeableWorker
     scheduler_class = _FastScheduler
 
-    def __init__(self, huey: Huey, *, embedded: bool, wake: threading.Condition | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        huey: Huey,
+        *,
+        embedded: bool,
+        wake: threading.Condition | None,
+        hooks: ChildHooks | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._embedded = embedded
         self._wake = wake
+        self._hooks = hooks
         super().__init__(huey, **kwargs)
+
+    def get_environment(self, worker_type: str) -> Any:
+        if worker_type == "process" and self._hooks is not None:
+            return _ProcessEnvironment(self._graceful_sig, self._interrupt_sig, self._hooks)
+        return super().get_environment(worker_type)
 
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
@@ -208,6 +285,8 @@ class HueyDispatcher:
         self.url = url
         self.nodes = nodes
         self.workflows = workflows
+        self.outage = Outage(url)
+        nodes.outage = workflows.outage = self.outage
         self.node_handler: Callable[[str, str, int], None] | None = None
         self.admit_handler: Callable[[], None] | None = None
         self._wake = threading.Condition() if not nodes.storage.blocking else None
@@ -231,7 +310,9 @@ class HueyDispatcher:
     @classmethod
     def redis(cls, url: str, *, namespace: str = "autoflow", secret: bytes | None = None) -> HueyDispatcher:
         # Huey reads raw bytes, so it gets its own connection pool (the store decodes).
-        pool = redis.ConnectionPool.from_url(url, socket_connect_timeout=3, health_check_interval=30)
+        pool = redis.ConnectionPool.from_url(
+            codec.quote_url_password(url), socket_connect_timeout=3, health_check_interval=30
+        )
 
         def make(queue: str) -> Huey:
             return _RedisHuey(
@@ -310,6 +391,7 @@ class HueyDispatcher:
         embedded: bool = True,
         shutdown_timeout: float | None = None,
         max_delay: float = 0.25,
+        hooks: ChildHooks | None = None,
     ) -> Consumer:
         """A Huey consumer of ``queue`` ("nodes" or "workflows") with low-latency polling.
 
@@ -322,6 +404,7 @@ class HueyDispatcher:
             huey,
             embedded=embedded,
             wake=self._wake if kind == "thread" else None,
+            hooks=hooks,
             workers=workers,
             worker_type=kind,
             periodic=False,

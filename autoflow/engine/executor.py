@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from autoflow import codec
+from autoflow.config import Limits
 from autoflow.context import Context, Defer, LogBuffer, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
@@ -25,10 +26,12 @@ from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.observe import OUTCOMES, Observer
+from autoflow.engine.outage import Outage
 from autoflow.engine.planner import retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
+from autoflow.engine.signing import verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
-from autoflow.errors import InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
+from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Claim, Progress, Ready, Store
 from autoflow.templates import resolve_template
@@ -39,6 +42,9 @@ log = logging.getLogger("autoflow.executor")
 
 #: A store transition that records a node's outcome, run once the node let go of its lease.
 Settle = Callable[[], Progress]
+
+#: Results of map items read per store call when a map gathers them.
+_GATHER_PAGE = 1000
 
 #: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
 _PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError, NodeCancelled)
@@ -68,18 +74,25 @@ class Executor:
         lease: float,
         on_finished: Callable[[str, RunStatus], None] | None = None,
         invoker: Invoker | None = None,
+        secret: bytes | None = None,
         code_secret: bytes | None = None,
+        limits: Limits | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+        outage: Outage | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.secret = secret
+        self.limits = limits or Limits()
+        self.stopping = stopping
         self.observer = observer
         self.registry = registry
         self.send = send
         self.lease = lease
         self.on_finished = on_finished
         self.invoker: Invoker = invoker or ThreadInvoker()
-        self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon)
-        self.subflows = SubFlows(store)
+        self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon, outage=outage)
+        self.subflows = SubFlows(store, secret)
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
         self._lock = threading.Lock()
         self.accepts_code = code_secret is not None
@@ -96,22 +109,28 @@ class Executor:
         body = self.store.get_definition(claim.digest)
         if body is None:
             raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
-        plan = _Plan(parse_definition(codec.loads(body))[0])
+        definition = codec.loads(body)
+        verify_definition(definition, claim.digest)
+        plan = _Plan(parse_definition(definition)[0])
         with self._lock:
             self._plans[claim.digest] = plan
             while len(self._plans) > 256:
                 self._plans.popitem(last=False)
         return plan
 
-    def _node(self, node_type: str, digest: str) -> Node[Any, Any]:
-        """The function of ``node_type``: built-in, registered, else shipped with the definition."""
+    def _node(self, node_type: str, code: str | None) -> Node[Any, Any]:
+        """The function of ``node_type``: built-in, registered, else shipped with the run
+        (found by the hash of the code's content, so edited code is never confused with
+        an earlier version, nor one user's code with another's)."""
         try:
             return resolve_node(self.registry, node_type)
         except NotFoundError as missing:
+            if code is None:
+                raise
             with self._lock:
-                shipped = self._shipped.get(digest)
+                shipped = self._shipped.get(code)
             if shipped is None:
-                blob = self.store.get_blob(blob_key(digest))
+                blob = self.store.get_blob(blob_key(code))
                 if blob is None:
                     raise
                 if not self.accepts_code:
@@ -119,9 +138,9 @@ class Executor:
                         f"{missing}. It was shipped by value, but this worker does not accept code: "
                         "start it with `autoflow worker ... --accept-code` and the sender's AUTOFLOW_SECRET"
                     ) from None
-                shipped = unpack(blob, self._code_secret)
+                shipped = unpack(blob, self._code_secret, code)
                 with self._lock:
-                    self._shipped[digest] = shipped
+                    self._shipped[code] = shipped
                     while len(self._shipped) > 64:
                         self._shipped.popitem(last=False)
             if node_type not in shipped:
@@ -146,7 +165,7 @@ class Executor:
             # Stop the heartbeat before recording the outcome: after the transition the
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
-        progress = settle()
+        progress = self._record(settle, run_id, node_id, token)
         if self.observer is not None and progress.accepted:
             self._observe(claim, settle, time.monotonic() - started)
         if not progress.accepted and not lost:
@@ -168,6 +187,22 @@ class Executor:
                 self.observer.node_done(spec.type if spec else "unknown", outcome, seconds)
         except Exception:  # metrics must never break the engine
             log.exception("the observer failed")
+
+    def _record(self, settle: Settle, run_id: str, node_id: str, token: str) -> Progress:
+        """Run the transition that records the outcome. If the store refuses what the node
+        produced (a value it cannot encode), record that as the node's failure instead, so a
+        node never loops through retries and lost leases; an unreachable store is not such a
+        failure (the lease lapses and the node runs again once it is back)."""
+        try:
+            return settle()
+        except BackendError:
+            raise
+        except Exception as exc:
+            problem = OutputError(
+                f"the outcome of node {node_id!r} could not be recorded: {type(exc).__name__}: {codec.safe_str(exc)}"
+            )
+            note = log_record(LogLevel.ERROR, f"failed: {problem}", node_id)
+            return self.store.fail(run_id, node_id, token, codec.error_info(problem, node_id), None, [note])
 
     def _abandon(self, run_id: str, node_id: str, token: str) -> None:
         """The watchdog's verdict on a node that ignores its run's cancellation."""
@@ -197,7 +232,9 @@ class Executor:
         started = time.monotonic()
         spec: NodeSpec | None = None
         slot: str | None = None
+        still_running: threading.Event | None = None  # set when an abandoned call stops
         try:
+            verify_claim(self.secret, claim)
             plan = self._plan(claim)
             spec = plan.specs[claim.map_of or node_id]
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
@@ -205,10 +242,12 @@ class Executor:
                 child = self.subflows.prepare_child(claim, spec, values)
                 return partial(self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
+                if claim.gather is not None:
+                    return self._gather(claim, token, claim.gather, logs)
                 return self._expand(claim, spec, token, values[spec.map_over], logs)
             if claim.map_of is not None:
                 values[spec.map_over or ""] = claim.item
-            node = self._node(spec.type, claim.digest)
+            node = self._node(spec.type, claim.code)
             values = node.validate_inputs(values)
             paused = self._limits(claim, node, spec, token, logs)
             if paused is not None:
@@ -234,14 +273,22 @@ class Executor:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
             return partial(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
         except NodeCancelled as exc:
+            still_running = getattr(exc, "still_running", None)
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
                 return self._failed(claim, token, spec, exc, logs, cancel)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
             return partial(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
+            still_running = getattr(exc, "still_running", None)
+            return self._failed(claim, token, spec, exc, logs, cancel)
+        except (KeyboardInterrupt, SystemExit) as exc:  # raised by the node's own code
+            if isinstance(exc, KeyboardInterrupt) and self.stopping():
+                raise  # the worker is being stopped at once: the node runs again elsewhere
             return self._failed(claim, token, spec, exc, logs, cancel)
         finally:
-            if slot is not None:
+            if slot is not None and still_running is not None and not still_running.is_set():
+                self.tracker.hold_until(slot, token, still_running)  # freed when the function stops
+            elif slot is not None:
                 self.store.release_slot(slot, token)
         elapsed = (time.monotonic() - started) * 1000
         # The closing line goes with the transition, not through the buffer: the heartbeat
@@ -249,29 +296,53 @@ class Executor:
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
         return partial(self.store.complete, run_id, node_id, token, output, [*logs.drain(), done])
 
-    @staticmethod
-    def _output(value: Any, node_id: str, is_condition: bool) -> Any:
+    def _output(self, value: Any, node_id: str, is_condition: bool) -> str:
+        """The node's output as JSON text, or OutputError naming the node and the problem."""
         if is_condition and not isinstance(value, bool):
             raise OutputError(
                 f"node {node_id!r} decides a when= branch and must return a bool, got {type(value).__name__}"
             )
-        output = codec.to_json_value(value, where=f"the output of node {node_id!r}")
-        try:
-            codec.dumps(output)
-        except ValueError as exc:  # NaN and infinities are not JSON
-            raise OutputError(f"the output of node {node_id!r} is not valid JSON: {exc}") from None
-        return output
+        where = f"the output of node {node_id!r}"
+        output = codec.to_json_value(value, where=where, max_depth=self.limits.max_depth)
+        return codec.dumps_checked(output, where=where, max_bytes=self.limits.max_value_bytes)
 
     def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Settle:
         if not isinstance(items, list):
             raise InputError(
                 f"node {spec.id!r}: .map needs a list for parameter {spec.map_over!r}, got {type(items).__name__}"
             )
+        if len(items) > self.limits.max_map_items:
+            raise InputError(
+                f"node {spec.id!r}: .map over {len(items):,} items, more than the limit of "
+                f"{self.limits.max_map_items:,} (AUTOFLOW_MAX_MAP_ITEMS)"
+            )
         note = log_record(LogLevel.INFO, f"mapping over {len(items)} item(s)", spec.id)
         texts = [
-            codec.dumps(codec.to_json_value(item, where=f"item {i} of {spec.id!r}")) for i, item in enumerate(items)
+            codec.dumps_checked(
+                codec.to_json_value(item, where=f"item {i} of {spec.id!r}"),
+                where=f"item {i} of {spec.id!r}",
+                max_bytes=self.limits.max_value_bytes,
+            )
+            for i, item in enumerate(items)
         ]
         return partial(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
+
+    def _gather(self, claim: Claim, token: str, count: int, logs: LogBuffer) -> Settle:
+        """Every item of a map is done: its output is their results, read in pages."""
+        parts: list[str] = []
+        size = 2
+        for first in range(0, count, _GATHER_PAGE):
+            page = self.store.map_results(claim.run_id, claim.node_id, first, min(_GATHER_PAGE, count - first))
+            size += sum(len(p) + 1 for p in page)
+            if size > self.limits.max_value_bytes:
+                raise OutputError(
+                    f"the results of the {count:,} items of node {claim.node_id!r} are more than the limit of "
+                    f"{self.limits.max_value_bytes:,} bytes (AUTOFLOW_MAX_VALUE_BYTES)"
+                )
+            parts += page
+        done = log_record(LogLevel.INFO, f"gathered the results of {count} item(s)", claim.node_id, trusted=True)
+        output = "[" + ",".join(parts) + "]"
+        return partial(self.store.complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
 
     def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
         """Rate limit and concurrency: a node over its limit goes back to the queue with a
@@ -298,21 +369,24 @@ class Executor:
         claim: Claim,
         token: str,
         spec: NodeSpec | None,
-        exc: Exception,
+        exc: BaseException,
         logs: LogBuffer,
         cancel: threading.Event,
     ) -> Settle:
         node_id, attempt = claim.node_id, claim.attempt
         error = codec.error_info(exc, node_id)
+        if isinstance(exc, SystemExit):
+            error = error.model_copy(update={"message": f"the node called sys.exit({codec.safe_str(exc.code)})"})
+        elif isinstance(exc, KeyboardInterrupt):
+            error = error.model_copy(update={"message": "the node raised KeyboardInterrupt"})
         delay = None
-        if spec is not None and not isinstance(exc, _PERMANENT) and not cancel.is_set():
+        retryable = isinstance(exc, Exception) and not isinstance(exc, _PERMANENT)
+        if spec is not None and retryable and not cancel.is_set():
             delay = retry_delay(spec.options, attempt)
         total = spec.options.max_attempts if spec else attempt
         if delay is not None:
             message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
             closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
-            retry_at: float | None = time.time() + delay
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
-            retry_at = None
-        return partial(self.store.fail, claim.run_id, node_id, token, error, retry_at, [*logs.drain(), closing])
+        return partial(self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])

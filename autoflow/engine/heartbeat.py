@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from autoflow.context import LogBuffer
+from autoflow.engine.outage import Outage
+from autoflow.errors import BackendError
 from autoflow.store.base import Store
 
 __all__ = ["LeaseTracker"]
@@ -51,7 +53,9 @@ class LeaseTracker:
         *,
         on_stuck: Callable[[str, str, str], None] | None = None,
         grace: float = 0.4,
+        outage: Outage | None = None,
     ) -> None:
+        self.outage = outage
         self._store = store
         self._lease = lease
         self._on_stuck = on_stuck
@@ -59,6 +63,7 @@ class LeaseTracker:
         self._interval = min(interval, lease / 3)
         self._lock = threading.Lock()
         self._claims: dict[tuple[str, str], _Tracked] = {}
+        self._orphans: list[tuple[str, str, threading.Event]] = []  # slots of abandoned calls
         self._pid: int | None = None
         self._stop = threading.Event()
 
@@ -73,10 +78,7 @@ class LeaseTracker:
     ) -> None:
         with self._lock:
             self._claims[(run_id, node_id)] = _Tracked(token, cancel, logs, interrupt)
-            if self._pid != os.getpid():  # first use in this process (or after a fork)
-                self._pid = os.getpid()
-                self._stop = threading.Event()
-                threading.Thread(target=self._loop, name="autoflow-heartbeat", daemon=True).start()
+        self._ensure_thread()
 
     def hold_slot(self, run_id: str, node_id: str, key: str) -> None:
         """Renew the concurrency slot ``key`` with this claim's lease."""
@@ -84,6 +86,21 @@ class LeaseTracker:
             tracked = self._claims.get((run_id, node_id))
             if tracked is not None:
                 tracked.slot = key
+
+    def hold_until(self, key: str, holder: str, done: threading.Event) -> None:
+        """Keep the concurrency slot ``(key, holder)`` of a call that outlived its claim (a
+        thread worker cannot stop a timed-out function) until ``done`` is set, then free it:
+        a slot is never given to another node while its function still runs."""
+        with self._lock:
+            self._orphans.append((key, holder, done))
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process (or after a fork)
+                self._pid = os.getpid()
+                self._stop = threading.Event()
+                threading.Thread(target=self._loop, name="autoflow-heartbeat", daemon=True).start()
 
     def untrack(self, run_id: str, node_id: str) -> bool:
         """Stop tracking; True if the claim was lost or settled by the watchdog meanwhile."""
@@ -94,14 +111,34 @@ class LeaseTracker:
     def stop(self) -> None:
         self._stop.set()
 
+    def _beat_orphans(self) -> None:
+        with self._lock:
+            orphans, self._orphans = self._orphans, []
+        if not orphans:
+            return
+        running = [(key, holder, done) for key, holder, done in orphans if not done.is_set()]
+        for key, holder, done in orphans:
+            if done.is_set():
+                self._store.release_slot(key, holder)
+        if running:
+            self._store.renew_slots([(key, holder) for key, holder, _ in running], self._lease)
+        with self._lock:
+            self._orphans.extend(running)
+
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self.beat()
-            except Exception:  # a store hiccup must not kill the thread; the lease may lapse
-                log.warning("heartbeat failed; retrying in %.1fs", self._interval, exc_info=True)
+            except BackendError as exc:  # unreachable: leases may lapse (the reaper re-runs those nodes)
+                if self.outage is None:
+                    log.warning("heartbeat failed: %s", exc)
+                else:
+                    self.outage.failed(exc, "the heartbeat")
+            except Exception:  # a bug must not kill the thread
+                log.exception("heartbeat failed")
 
     def beat(self) -> None:
+        self._beat_orphans()
         with self._lock:
             claims = dict(self._claims)
         if not claims:

@@ -30,7 +30,17 @@ _CANCEL_GRACE = 0.2  # seconds a cooperative node gets to stop by itself
 
 
 class NodeTimeout(TimeoutError):
-    """A node attempt ran past its ``timeout``."""
+    """A node attempt ran past its ``timeout``. ``still_running`` is set (an Event not yet
+    set) when the function could not be stopped and goes on in the background."""
+
+    still_running: threading.Event | None = None
+
+
+def _abandoned(exc: BaseException, call: _Call) -> BaseException:
+    """Mark ``exc`` as leaving ``call`` running: whoever holds a resource for it (a
+    concurrency slot) keeps it until ``call.done`` is set."""
+    exc.still_running = call.done  # type: ignore[attr-defined]
+    return exc
 
 
 class Invoker(Protocol):
@@ -135,13 +145,17 @@ class ThreadInvoker:
             if remaining <= 0:
                 if call.done.is_set():
                     break
-                raise NodeTimeout(f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)")
+                raise _abandoned(
+                    NodeTimeout(f"timed out after {timeout:g}s (thread workers cannot stop it; result discarded)"), call
+                )
             if call.done.wait(min(0.1, remaining)):
                 break
             if cancel.is_set():
                 if call.done.wait(_CANCEL_GRACE):
                     break
-                raise NodeCancelled("the run was cancelled (node abandoned; thread workers cannot stop it)")
+                raise _abandoned(
+                    NodeCancelled("the run was cancelled (node abandoned; thread workers cannot stop it)"), call
+                )
         if call.error is not None:
             raise call.error
         return call.value

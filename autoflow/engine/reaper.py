@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from autoflow.engine.outage import Outage
+from autoflow.errors import BackendError
 from autoflow.store.base import Ready, Store
 
 __all__ = ["REAPER_SLOT", "Reaper"]
@@ -38,7 +40,9 @@ class Reaper:
         max_stalls: int,
         retention: float,
         purge_every: float = 300.0,
+        outage: Outage | None = None,
     ) -> None:
+        self.outage = outage
         self.store = store
         self.send = send
         self.admit = admit
@@ -92,8 +96,18 @@ class Reaper:
             log.debug("could not release the reaper slot", exc_info=True)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
+            wait = self.interval
             try:
                 self.tick()
-            except Exception:  # the store may be briefly unreachable; try again next tick
-                log.warning("reaper pass failed", exc_info=True)
+            except BackendError as exc:  # unreachable: pace the retries, say it once per step
+                if self.outage is None:
+                    log.warning("reaper pass failed: %s", exc)
+                else:
+                    wait = max(wait, self.outage.failed(exc, "the reaper"))
+            except Exception:  # a bug must not kill the thread; try again next tick
+                log.exception("reaper pass failed")
+            else:
+                if self.outage is not None:
+                    self.outage.ok()

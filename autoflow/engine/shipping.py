@@ -3,8 +3,10 @@
 Trust model — read this before turning it on:
 
 * ``af.Client(url, ship_code=True)`` pickles (with cloudpickle) the functions of the
-  workflow's nodes that live in ``__main__`` (a notebook or script) and stores them
-  beside the definition, signed with HMAC-SHA256 under ``AUTOFLOW_SECRET``.
+  workflow's nodes that live in ``__main__`` (a notebook or script), signs them with
+  HMAC-SHA256 under ``AUTOFLOW_SECRET`` and stores them under the hash of their content;
+  each run records that hash (in its signed record), so a run executes exactly the code
+  it was submitted with: an edited cell ships new code under a new hash.
 * A worker unpickles shipped code only when started with ``--accept-code`` **and** the
   signature verifies with its own ``AUTOFLOW_SECRET``. Unpickling runs arbitrary code:
   whoever holds the secret can run code on every worker that accepts code. Treat the
@@ -29,7 +31,7 @@ try:  # optional: pip install 'autoflow[notebook]'
 except ImportError:  # pragma: no cover - exercised only without the extra
     cloudpickle = None
 
-__all__ = ["CodeRefused", "blob_key", "pack", "unpack"]
+__all__ = ["CodeRefused", "blob_key", "code_hash", "pack", "unpack"]
 
 _CONTEXT = b"autoflow-code:"
 
@@ -38,9 +40,14 @@ class CodeRefused(WorkflowError):
     """Shipped code that this worker will not run (not accepted, or bad signature)."""
 
 
-def blob_key(digest: str) -> str:
-    """Where the shipped code of definition ``digest`` is stored."""
-    return f"code:{digest}"
+def blob_key(code: str) -> str:
+    """Where shipped code whose content hash is ``code`` is stored."""
+    return f"code:{code}"
+
+
+def code_hash(blob: bytes) -> str:
+    """The content hash of a packed blob: the name runs refer to it by."""
+    return hashlib.sha256(blob).hexdigest()[:32]
 
 
 def _mac(secret: bytes, payload: bytes) -> bytes:
@@ -60,8 +67,11 @@ def pack(nodes: Mapping[str, Node[Any, Any]], secret: bytes | None) -> bytes:
     return _mac(secret, payload) + b"." + payload
 
 
-def unpack(blob: bytes, secret: bytes | None) -> dict[str, Node[Any, Any]]:
-    """Verify and unpickle shipped code; CodeRefused if the signature does not match."""
+def unpack(blob: bytes, secret: bytes | None, code: str | None = None) -> dict[str, Node[Any, Any]]:
+    """Verify and unpickle shipped code; CodeRefused if the signature (or, given ``code``,
+    the content hash) does not match."""
+    if code is not None and not hmac.compare_digest(code_hash(blob), code):
+        raise CodeRefused(f"shipped code {code} does not match its content hash (it was changed)")
     if cloudpickle is None:
         raise CodeRefused("this worker cannot load shipped code: cloudpickle is not installed")
     if not secret:

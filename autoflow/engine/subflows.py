@@ -7,6 +7,7 @@ it settles the parent node (the reaper does it if that worker died first).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -16,6 +17,7 @@ from autoflow.context import log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.schema import check_json_schema
 from autoflow.engine.planner import node_seeds
+from autoflow.engine.signing import sign_run, verify_definition
 from autoflow.errors import InputError, NotFoundError
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
 from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, Store, child_token
@@ -33,8 +35,9 @@ class ChildRun(NamedTuple):
 class SubFlows:
     """Starts child runs and settles their parents."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, secret: bytes | None = None) -> None:
         self.store = store
+        self.secret = secret
 
     def prepare_child(self, claim: Claim, spec: NodeSpec, values: dict[str, Any]) -> ChildRun:
         """The child run a sub-workflow node starts; NotFoundError or InputError (naming
@@ -44,10 +47,12 @@ class SubFlows:
         if body is None:
             raise NotFoundError(f"sub-workflow {name!r} (definition {digest}) is missing from the store")
         definition = codec.loads(body)
+        verify_definition(definition, digest)
         specs, output = parse_definition(definition)
         inputs = _child_inputs(name, definition.get("inputs") or {}, values)
+        key = f"sub:{claim.run_id}:{claim.node_id}"  # a re-run node finds its child
         run = NewRun(
-            id=codec.new_run_id(),
+            id=codec.keyed_run_id(key),
             workflow=name,
             digest=digest,
             inputs=inputs,
@@ -55,10 +60,12 @@ class SubFlows:
             created_at=time.time(),
             priority=claim.run_priority,
             trigger="subworkflow",
-            idempotency_key=f"sub:{claim.run_id}:{claim.node_id}",  # a re-run node finds its child
+            idempotency_key=key,
             parent_run_id=claim.run_id,
             parent_node_id=claim.node_id,
+            code=claim.code,  # the parent's shipped code serves its sub-workflows too
         )
+        run = dataclasses.replace(run, signature=sign_run(self.secret, run))
         return ChildRun(run, node_seeds(specs))
 
     def start_child(
@@ -84,7 +91,7 @@ class SubFlows:
         token = child_token(child.id)
         if child.status is RunStatus.COMPLETED:
             done = log_record(LogLevel.INFO, f"sub-workflow run {child.id} completed", node)
-            return self.store.complete(parent, node, token, child.output, [done]), parent
+            return self.store.complete(parent, node, token, codec.dumps(child.output), [done]), parent
         cause = child.error
         error = ErrorInfo(
             type=cause.type if cause else "SubWorkflowCancelled",

@@ -18,13 +18,14 @@ from typing import Any
 from autoflow.config import Settings
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.backend import Backend
-from autoflow.engine.dispatch import HueyDispatcher
+from autoflow.engine.dispatch import ChildHooks, HueyDispatcher
 from autoflow.engine.executor import Executor
 from autoflow.engine.inline import InlineDispatcher
 from autoflow.engine.invoke import SignalInvoker, ThreadInvoker
 from autoflow.engine.observe import Observer
 from autoflow.engine.reaper import Reaper
 from autoflow.engine.shipping import CodeRefused
+from autoflow.engine.signing import KEYCHECK_BLOB, keycheck
 from autoflow.models import RunStatus
 
 __all__ = ["Worker"]
@@ -74,6 +75,7 @@ class Worker:
         self.kind = kind
         self.shutdown_timeout = shutdown_timeout
         self._parent_pid = os.getpid()
+        self._stopping = threading.Event()  # set in a process worker told to stop at once
         store, dispatcher = backend.store, backend.dispatcher
         self.executor = Executor(
             store,
@@ -82,7 +84,11 @@ class Worker:
             lease=settings.lease_seconds,
             on_finished=self._on_finished,
             invoker=SignalInvoker() if kind == "process" else ThreadInvoker(),
+            secret=settings.secret_bytes,
             code_secret=self._code_secret(settings) if accept_code else None,
+            limits=settings.limits,
+            stopping=self._stopping.is_set,
+            outage=getattr(dispatcher, "outage", None),
             observer=observer,
         )
         self.observer = observer
@@ -98,9 +104,9 @@ class Worker:
             requeue_after=settings.requeue_seconds,
             max_stalls=settings.max_stalls,
             retention=settings.retention_seconds,
+            outage=getattr(dispatcher, "outage", None),
         )
         self._consumers: list[Any] = []
-        self._child_ready = False
 
     @staticmethod
     def _code_secret(settings: Settings) -> bytes:
@@ -111,10 +117,22 @@ class Worker:
 
     # -- handlers --------------------------------------------------------------------------
     def _handle_node(self, run_id: str, node_id: str, attempt: int) -> None:
-        if not self._child_ready and os.getpid() != self._parent_pid:
-            _die_with_parent()
-            self._child_ready = True
         self.executor.run_node(run_id, node_id, attempt)
+
+    def _child_started(self) -> None:
+        """In each forked process worker, as soon as it starts (before any node runs): die
+        with the parent, and note when the parent tells it to stop at once."""
+        _die_with_parent()
+        if os.getppid() != self._parent_pid:  # the parent died before we could ask
+            os._exit(1)
+
+    def _interrupted(self) -> None:
+        self._stopping.set()
+
+    def announce(self) -> None:
+        """Publish a fingerprint of this worker's AUTOFLOW_SECRET, so that a client with
+        another secret is told so at once instead of seeing its runs fail."""
+        self.backend.store.put_blob(KEYCHECK_BLOB, keycheck(self.settings.secret_bytes).encode())
 
     def admit(self) -> None:
         """Start pending runs while slots are free (WORKFLOW_CONCURRENCY)."""
@@ -148,6 +166,7 @@ class Worker:
         nodes = dispatcher.consumer("nodes", workers=self.workers, kind="thread", embedded=True)
         flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True)
         self._consumers = [nodes, flows]
+        self.announce()
         for consumer in self._consumers:
             threading.Thread(target=consumer.run, name="autoflow-consumer", daemon=True).start()
         self.reaper.start()
@@ -164,11 +183,13 @@ class Worker:
             kind=self.kind,
             embedded=False,
             shutdown_timeout=self.shutdown_timeout,
+            hooks=ChildHooks(self._child_started, self._interrupted),
         )
         # A dedicated worker polls admission often: a run submitted by another process
         # then starts within ~20 ms (an embedded client's own enqueues wake it at once).
         flows = dispatcher.consumer("workflows", workers=1, kind="thread", embedded=True, max_delay=0.02)
         self._consumers = [nodes, flows]
+        self.announce()
 
         def started() -> None:  # process workers are forked by now; threads may start
             threading.Thread(target=flows.run, name="autoflow-admission", daemon=True).start()

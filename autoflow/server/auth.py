@@ -26,6 +26,7 @@ from typing import Any
 
 import jwt
 
+from autoflow import codec
 from autoflow.config import Settings
 from autoflow.errors import AutoflowError
 
@@ -83,6 +84,7 @@ class Authenticator:
                 "the API needs a JWT key: set AUTOFLOW_JWT_SECRET (HS256) or AUTOFLOW_JWT_PUBLIC_KEY_FILE "
                 "(RS256/ES256 PEM)"
             )
+        codec.register_secret(secret)  # never shown in logs or errors
         if secret is not None and len(secret) < 32:
             raise AuthError("AUTOFLOW_JWT_SECRET must be at least 32 bytes (HS256 needs a 256-bit key)")
         if algorithms is None:
@@ -131,10 +133,10 @@ class Authenticator:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise AuthError("the bearer token is not a JWT") from None
+            raise AuthError("the Authorization header does not hold a JWT") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._keys:
-            raise AuthError(f"token algorithm {alg!r} is not accepted (accepted: {', '.join(self.algorithms)})")
+            raise AuthError(f"JWT algorithm {alg!r} is not accepted (accepted: {', '.join(self.algorithms)})")
         options: Any = {"require": ["exp", "sub"], "verify_aud": self.audience is not None}
         try:
             claims = jwt.decode(
@@ -195,5 +197,5 @@ def mint_token(
     if private_key is not None:
         return jwt.encode(claims, private_key, algorithm=algorithm or "RS256")
     if settings.jwt_secret is None:
-        raise AuthError("minting a token needs AUTOFLOW_JWT_SECRET (or a private key)", status=400)
+        raise AuthError("minting a JWT needs AUTOFLOW_JWT_SECRET (or a private key)", status=400)
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=algorithm or "HS256")

@@ -123,7 +123,7 @@ async def login(request: Request) -> Response:
     except AuthError as exc:
         return RedirectResponse(f"/ui/login?error={quote(str(exc)[:150])}", status_code=303)
     if not principal.can("read"):
-        return RedirectResponse(f"/ui/login?error={quote('the token lacks the read scope')}", status_code=303)
+        return RedirectResponse(f"/ui/login?error={quote('the read scope is missing from this JWT')}", status_code=303)
     response = RedirectResponse("/ui/", status_code=303)
     secure = request.url.scheme == "https"
     response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", path="/ui", secure=secure)

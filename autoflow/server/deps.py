@@ -60,7 +60,7 @@ def _token(request: Request, *, cookie: bool) -> str:
         return value.strip()
     if cookie and request.cookies.get(COOKIE):
         return request.cookies[COOKIE]
-    raise AuthError("missing bearer token: send 'Authorization: Bearer <JWT>'")
+    raise AuthError("no bearer JWT in the Authorization header")
 
 
 def caller(request: Request, scope: str, *, cookie: bool = False) -> Principal:
@@ -82,8 +82,7 @@ async def _limit(request: Request, principal: Principal, scope: str) -> None:
     if wait > 0:
         raise ApiError(
             429,
-            f"rate limit of this token exceeded ({limit.count} per {limit.per:g}s for {scope}); "
-            f"retry after {wait:.2f}s",
+            f"rate limit exceeded for this JWT ({limit.count} per {limit.per:g}s for {scope}); retry after {wait:.2f}s",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
 

@@ -20,6 +20,7 @@ from autoflow.store.catalog import Catalog
 
 __all__ = [
     "CRASH_MESSAGE",
+    "MAP_WINDOW",
     "Claim",
     "HeartbeatResult",
     "NewRun",
@@ -29,6 +30,7 @@ __all__ = [
     "Store",
     "child_token",
     "crash_error",
+    "map_window",
 ]
 
 
@@ -50,6 +52,8 @@ class NewRun:
     idempotency_key: str | None = None
     parent_run_id: str | None = None
     parent_node_id: str | None = None
+    code: str | None = None  # content hash of the code shipped with the run (ship_code)
+    signature: str | None = None  # HMAC of what the run may do (see engine/signing.py)
     workflow_id: str | None = None  # the stored workflow (catalog) this run executes, if any
     workflow_version: int | None = None
 
@@ -99,6 +103,9 @@ class Claim:
     item: Any = None
     wake_at: float | None = None
     run_priority: int = 0
+    code: str | None = None  # content hash of the run's shipped code, if any
+    signature: str | None = None  # the run's signature, checked by workers with a secret
+    gather: int | None = None  # a map node whose items are all done: how many to gather
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,17 @@ class HeartbeatResult:
 
     cancelled: frozenset[str] = frozenset()
     lost: frozenset[tuple[str, str]] = frozenset()
+
+
+#: At most this many items of one ``.map`` are queued at once (``max_parallel=None`` means
+#: "as many as workers can take", not "all 100,000 in one transition"): each finished item
+#: queues the next, so a map never holds the store for long.
+MAP_WINDOW = 1000
+
+
+def map_window(items: int, max_parallel: int | None) -> int:
+    """How many items of a map of ``items`` are queued when it expands."""
+    return min(items, MAP_WINDOW if max_parallel is None else min(max_parallel, MAP_WINDOW))
 
 
 def child_token(child_run_id: str) -> str:
@@ -155,9 +173,10 @@ class Store(Catalog, Protocol):
         """The bytes stored under ``key``, or None."""
 
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
-        """Create a pending run and its pending nodes atomically. With an
-        ``idempotency_key`` already used by a retained run, create nothing and return
-        that run's id."""
+        """Create a pending run and its pending nodes atomically; returns its id. A run
+        with an ``idempotency_key`` gets the id ``codec.keyed_run_id(key)``; if that run
+        exists (retained), nothing is created and its id is returned: one key, one run,
+        even when several clients create it at once."""
 
     def admit(self, limit: int) -> list[Ready]:
         """Start pending runs, highest priority first, while fewer than ``limit`` runs are
@@ -171,9 +190,12 @@ class Store(Catalog, Protocol):
         seconds. None if the message is stale, the run is not running (paused,
         cancelled) or the node is not waiting for this attempt."""
 
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
-        """Running → completed (fenced by ``token``): store the output, settle the
-        children and return those that became ready; end the run if nothing is left."""
+    def complete(
+        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        """Running → completed (fenced by ``token``): store the output (JSON text, already
+        checked by the caller), settle the children and return those that became ready;
+        end the run if nothing is left."""
 
     def fail(
         self,
@@ -181,11 +203,12 @@ class Store(Catalog, Protocol):
         node_id: str,
         token: str,
         error: ErrorInfo,
-        retry_at: float | None,
+        retry_in: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        """Running → retrying (``retry_at`` given: the next attempt is returned with
-        that eta) or → failed (children settled as failed parents). Fenced by token."""
+        """Running → retrying (``retry_in`` seconds given: the next attempt is returned
+        with that eta, measured on the store's clock) or → failed (children settled as
+        failed parents). Fenced by token."""
 
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
         """Running → cancelled, after the node stopped because its run was cancelled."""
@@ -213,8 +236,14 @@ class Store(Catalog, Protocol):
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
         """A map node got its items (JSON texts): they become ``node[i]``, the first
-        ``max_parallel`` queued; the node completes with their results in item order once
-        all are done (failing at the first failed item unless its rule is all_done)."""
+        ``map_window(len(items), max_parallel)`` queued, each finished item queuing the
+        next. Once all are done the map node is queued again and its claim says how many
+        results to gather (``Claim.gather``): the worker reads them with :meth:`map_results`
+        and completes it. The first failed item fails the map unless its rule is all_done."""
+
+    def map_results(self, run_id: str, node_id: str, first: int, count: int) -> list[str]:
+        """The results (JSON texts) of items ``first`` to ``first + count - 1`` of map node
+        ``node_id``, in item order: an item's output, or its error if it failed."""
 
     def heartbeat(self, claims: Sequence[tuple[str, str, str]], lease: float) -> HeartbeatResult:
         """Extend the leases of ``(run_id, node_id, token)`` claims still held; report

@@ -7,6 +7,7 @@ repaired by the reaper if a worker dies in between.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -22,16 +23,32 @@ from autoflow.models import (
     ErrorInfo,
     RunStatus,
 )
-from autoflow.store.base import CRASH_MESSAGE, Claim, HeartbeatResult, NewRun, NodeSeed, Progress, Ready, child_token
+from autoflow.store.base import (
+    CRASH_MESSAGE,
+    Claim,
+    HeartbeatResult,
+    NewRun,
+    NodeSeed,
+    Progress,
+    Ready,
+    child_token,
+    map_window,
+)
 from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_reads import _FINISHED, RUN_KEYS, RedisReads, _guard, _s
 
 __all__ = ["RedisStore"]
 
 _SCRIPTS = (
-    *("start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "resume", "reap"),
-    *("defer", "await_child", "expand"),
+    *("create", "start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "pause", "resume"),
+    *("reap", "defer", "await_child", "expand", "expand_items"),
 )
+#: Map items are uploaded this many at a time (one short script each), at most ~4 MB.
+_ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
+#: Seconds after which an entry of the creation journal is repaired by the reaper.
+_CREATING_GRACE = 10.0
+#: maxmemory policies that never evict keys; anything else could drop a run's state.
+_SAFE_POLICIES = ("noeviction",)
 
 
 class RedisStore(RedisReads, RedisCatalog):
@@ -68,14 +85,25 @@ class RedisStore(RedisReads, RedisCatalog):
         shown = codec.redact_text(url)
         try:
             client = redis.Redis.from_url(
-                url, decode_responses=True, socket_connect_timeout=timeout, health_check_interval=30
+                codec.quote_url_password(url),
+                decode_responses=True,
+                socket_connect_timeout=timeout,
+                health_check_interval=30,
             )
             client.ping()
             version = client.info("server").get("redis_version", "0")
         except (RedisError, ValueError, OSError) as exc:
-            raise BackendError(shown, f"{type(exc).__name__}: {exc}") from None
+            codec.register_secret(codec.url_password(url))
+            raise BackendError(shown, codec.redact_text(f"{type(exc).__name__}: {codec.safe_str(exc)}")) from None
         if tuple(int(x) for x in str(version).split(".")[:2]) < (6, 2):
             raise BackendError(shown, f"Redis {version} is too old; autoflow needs Redis >= 6.2")
+        policy = _eviction_policy(client)
+        if policy is not None and policy not in _SAFE_POLICIES:
+            raise BackendError(
+                shown,
+                f"maxmemory-policy is {policy!r}: Redis may evict autoflow's keys and lose runs; "
+                "set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction)",
+            )
         return cls(client, url, namespace=namespace, retention=retention)
 
     # -- keys ------------------------------------------------------------------------------
@@ -127,70 +155,99 @@ class RedisStore(RedisReads, RedisCatalog):
 
     @_guard
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
-        if run.idempotency_key:
-            key = f"{self.ns}:idem:{run.idempotency_key}"
-            if not self.r.set(key, run.id, nx=True, px=self._retention_ms):
-                existing = self.r.get(key)
-                if existing and self.r.exists(self._keys(_s(existing))[0]):
-                    return _s(existing)
-                self.r.set(key, run.id, px=self._retention_ms)
-        keys = dict(zip(RUN_KEYS, self._keys(run.id), strict=True))
-        topo: dict[Any, Any] = {}  # redis-py wants a Mapping of its own key type
-        for n in nodes:
-            topo[f"{n.id}|c"] = ",".join(n.children)
-            topo[f"{n.id}|p"] = ",".join(n.parents)
-            topo[f"{n.id}|t"] = n.type
-            if n.rule != "all_success":
-                topo[f"{n.id}|r"] = n.rule
-            if n.priority:
-                topo[f"{n.id}|pr"] = n.priority
-            if n.when:
-                topo[f"{n.id}|w"] = f"{n.when[0]}:{int(n.when[1])}"
-            if n.item_parents is not None:
-                topo[f"{n.id}|ip"] = ",".join(n.item_parents)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            keys["run"],
-            mapping={
-                "id": run.id,
-                "workflow": run.workflow,
-                "digest": run.digest,
-                "status": "pending",
-                "priority": run.priority,
-                "inputs": codec.dumps(run.inputs),
-                "output_tpl": codec.dumps(run.output),
-                "user_id": run.user_id or "",
-                "organization_id": run.organization_id or "",
-                "trigger": run.trigger,
-                "trigger_data": codec.dumps(run.trigger_data),
-                "created_at": repr(run.created_at),
-                "remaining": len(nodes),
-                "running": 0,
-                "queued": 0,
-                "failed": 0,
-                "n_ok": 0,
-                "roots": ",".join(n.id for n in nodes if not n.parents),
-                "parent_run": run.parent_run_id or "",
-                "parent_node": run.parent_node_id or "",
-                "workflow_id": run.workflow_id or "",
-                "workflow_version": run.workflow_version or "",
-            },
-        )
-        pipe.hset(keys["st"], mapping={n.id: "pending" for n in nodes})
-        pipe.hset(keys["att"], mapping={n.id: 1 for n in nodes})
-        pipe.hset(keys["cnt"], mapping={f"{n.id}|np": len(n.parents) for n in nodes})
-        pipe.hset(keys["topo"], mapping=topo)
-        pipe.rpush(keys["order"], *[n.id for n in nodes])
-        pipe.execute()
-        score = run.created_at
-        glob = self.r.pipeline(transaction=False)
-        glob.zadd(self._g("pending"), {run.id: -run.priority})
-        glob.zadd(self._g("runs"), {run.id: score})
-        glob.zadd(self._g(f"wf:{run.workflow}"), {run.id: score})
-        if run.organization_id:
-            glob.zadd(self._g(f"org:{run.organization_id}"), {run.id: score})
-        glob.execute()
+        """One round trip: journal the creation, create the run atomically (unless its id,
+        derived from an idempotency key, exists), then index it. A client dying half-way
+        leaves a journal entry the reaper repairs, never an invisible pending run."""
+        if run.idempotency_key:  # one key names one run: its id comes from the key
+            run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
+        fields = {
+            "id": run.id,
+            "workflow": run.workflow,
+            "digest": run.digest,
+            "status": "pending",
+            "priority": run.priority,
+            "inputs": codec.dumps(run.inputs),
+            "output_tpl": codec.dumps(run.output),
+            "user_id": run.user_id or "",
+            "organization_id": run.organization_id or "",
+            "trigger": run.trigger,
+            "trigger_data": codec.dumps(run.trigger_data),
+            "idempotency_key": run.idempotency_key or "",
+            "signature": run.signature or "",
+            "code": run.code or "",
+            "created_at": repr(run.created_at),
+            "remaining": len(nodes),
+            "running": 0,
+            "queued": 0,
+            "failed": 0,
+            "n_ok": 0,
+            "roots": ",".join(n.id for n in nodes if not n.parents),
+            "parent_run": run.parent_run_id or "",
+            "parent_node": run.parent_node_id or "",
+            "workflow_id": run.workflow_id or "",
+            "workflow_version": run.workflow_version or "",
+        }
+        seeds = [
+            [
+                n.id,
+                n.type,
+                ",".join(n.parents),
+                ",".join(n.children),
+                n.rule,
+                n.priority,
+                f"{n.when[0]}:{int(n.when[1])}" if n.when else False,
+                ",".join(n.item_parents) if n.item_parents is not None else False,
+            ]
+            for n in nodes
+        ]
+        script = self._scripts["create"]
+        keys = self._keys(run.id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self._g("creating"), {run.id: run.created_at})
+        pipe.evalsha(script.sha, len(keys), *keys, codec.dumps(fields), codec.dumps(seeds))
+        child = run.parent_run_id is not None
+        self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
+        self._index_org(pipe, run)
+        try:
+            pipe.execute()
+        except NoScriptError:  # e.g. the server restarted: load the scripts and go again
+            script(keys=keys, args=[codec.dumps(fields), codec.dumps(seeds)])
+            pipe = self.r.pipeline(transaction=False)
+            self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
+            self._index_org(pipe, run)
+            pipe.execute()
         return run.id
+
+    def _index_org(self, pipe: Any, run: NewRun) -> None:
+        """The organization's history index (run queries by tenant, see catalog_redis.py)."""
+        if run.organization_id:
+            pipe.zadd(self._g(f"org:{run.organization_id}"), {run.id: run.created_at}, nx=True)
+
+    def _pending(self, child: bool) -> str:
+        """The admission queue: sub-workflow runs wait apart, admitted whatever the limit
+        (their parent already holds a slot; waiting for another would deadlock)."""
+        return self._g("pending_sub" if child else "pending")
+
+    def _index(self, pipe: Any, run_id: str, workflow: str, priority: int, created_at: float, child: bool) -> None:
+        """Queue the global index updates of a created run on ``pipe`` (all idempotent: a
+        run found again by its key keeps its place), then clear its journal entry."""
+        pipe.zadd(self._pending(child), {run_id: -priority}, nx=True)
+        pipe.zadd(self._g("runs"), {run_id: created_at}, nx=True)
+        pipe.zadd(self._g(f"wf:{workflow}"), {run_id: created_at}, nx=True)
+        pipe.zrem(self._g("creating"), run_id)
+
+    def _repair_creations(self, now: float) -> None:
+        """Index runs whose creator died between creating and indexing them."""
+        stale = [_s(i) for i in self.r.zrangebyscore(self._g("creating"), "-inf", now - _CREATING_GRACE)]
+        for run_id in stale:
+            found = self.r.hmget(self._keys(run_id)[0], "workflow", "priority", "created_at", "parent_run")
+            pipe = self.r.pipeline(transaction=False)
+            if found[0] is None:  # never created: nothing to index
+                pipe.zrem(self._g("creating"), run_id)
+            else:
+                workflow, priority, created, parent = found
+                self._index(pipe, run_id, _s(workflow), int(priority or 0), float(created or now), bool(parent))
+            pipe.execute()
 
     def _ready(self, run_id: str, flat: Sequence[Any]) -> list[Ready]:
         out = []
@@ -201,9 +258,11 @@ class RedisStore(RedisReads, RedisCatalog):
 
     @_guard
     def admit(self, limit: int) -> list[Ready]:
-        picked = self._admit(keys=[self._g("pending"), self._g("active")], args=[limit])
         ready: list[Ready] = []
-        for run_id in picked:
+        for child in [_s(i) for i in self.r.zrange(self._pending(True), 0, 99)]:
+            ready += self.start_run(child)
+        keys = [self._g("pending"), self._g("active"), self._g("active_sub")]
+        for run_id in self._admit(keys=keys, args=[limit]):
             ready += self._start(_s(run_id))
         return ready
 
@@ -211,26 +270,35 @@ class RedisStore(RedisReads, RedisCatalog):
     def start_run(self, run_id: str) -> list[Ready]:
         """Start one pending run now, whatever the concurrency (sub-workflow runs: their
         parent already holds a slot)."""
-        self.r.zrem(self._g("pending"), run_id)
-        self.r.sadd(self._g("active"), run_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self._pending(True), run_id)
+        pipe.zrem(self._pending(False), run_id)
+        pipe.sadd(self._g("active"), run_id)
+        pipe.sadd(self._g("active_sub"), run_id)
+        pipe.execute()
         return self._start(run_id)
 
     def _start(self, run_id: str) -> list[Ready]:
         res = self._call("start", run_id, repr(time.time()))
-        if _s(res[0]) != "running":  # paused, cancelled or expired meanwhile
+        status = _s(res[0])
+        if status == "started":
+            return self._ready(run_id, res[1:])
+        # Not pending any more: a run started earlier stays active (it was picked again
+        # from a stray index entry); one that ended, vanished or never started leaves.
+        if status not in ("running", "paused") or len(res) < 2 or _s(res[1]) != "1":
             self.r.srem(self._g("active"), run_id)
-            return []
-        return self._ready(run_id, res[1:])
+            self.r.srem(self._g("active_sub"), run_id)
+        return []
 
     # -- node transitions ------------------------------------------------------------------
     @_guard
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         now = time.time()
         entry = codec.dumps({"ts": now, "level": "info", "message": f"started (attempt {attempt})", "node_id": node_id})
-        res = self._call("claim", run_id, node_id, attempt, token, repr(now + lease), repr(now), entry)
+        res = self._call("claim", run_id, node_id, attempt, token, repr(float(lease)), "", entry)
         if not res:
             return None
-        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(7, len(res), 2)}
+        outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(10, len(res), 2)}
         return Claim(
             run_id,
             node_id,
@@ -243,7 +311,23 @@ class RedisStore(RedisReads, RedisCatalog):
             item=codec.loads(res[4]),
             wake_at=float(res[5]) if res[5] else None,
             run_priority=int(res[6] or 0),
+            code=_s(res[7]) or None,
+            signature=_s(res[8]) or None,
+            gather=int(res[9]) if res[9] else None,
         )
+
+    @_guard
+    def map_results(self, run_id: str, node_id: str, first: int, count: int) -> list[str]:
+        fields = [f"{node_id}[{i}]" for i in range(first, first + count)]
+        keys = self._keys(run_id)
+        pipe = self.r.pipeline(transaction=False)
+        for key in (keys[1], keys[9], keys[10]):  # st, out, err
+            pipe.hmget(key, fields)
+        sts, outs, errs = pipe.execute()
+        return [
+            _s(out if st == "completed" else err) if (out if st == "completed" else err) is not None else "null"
+            for st, out, err in zip(sts, outs, errs, strict=True)
+        ]
 
     def _progress(self, run_id: str, res: Sequence[Any]) -> Progress:
         if not res or int(res[0]) == 0:
@@ -273,8 +357,10 @@ class RedisStore(RedisReads, RedisCatalog):
         return self._call(name, run_id, node_id, token, *args, len(entries), *entries, *tail)
 
     @_guard
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
-        args = (codec.dumps(output), repr(time.time()), self._retention_ms)
+    def complete(
+        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
+        args = (output_json, repr(time.time()), self._retention_ms)
         return self._progress(run_id, self._transition("complete", run_id, node_id, token, args, logs))
 
     @_guard
@@ -284,11 +370,11 @@ class RedisStore(RedisReads, RedisCatalog):
         node_id: str,
         token: str,
         error: ErrorInfo,
-        retry_at: float | None,
+        retry_in: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        retry = "" if retry_at is None else repr(retry_at)
-        args = (error.model_dump_json(), retry, repr(time.time()), self._retention_ms)
+        retry = "" if retry_in is None else repr(float(retry_in))
+        args = (error.model_dump_json(), retry, "", self._retention_ms)
         return self._progress(run_id, self._transition("fail", run_id, node_id, token, args, logs))
 
     @_guard
@@ -315,8 +401,19 @@ class RedisStore(RedisReads, RedisCatalog):
         max_parallel: int | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
-        args = (repr(time.time()), self._retention_ms, -1 if max_parallel is None else max_parallel)
-        return self._progress(run_id, self._transition("expand", run_id, node_id, token, args, logs, tail=items))
+        # Items go up in short chunks (each fenced by the claim), then one step starts the map.
+        chunk: list[str] = []
+        size, first = 0, 0
+        for i, item in enumerate(items):
+            chunk.append(item)
+            size += len(item)
+            if len(chunk) >= _ITEM_CHUNK or size >= _ITEM_CHUNK_BYTES or i == len(items) - 1:
+                if not int(self._call("expand_items", run_id, node_id, token, first, *chunk)):
+                    return Progress(False)
+                first, chunk, size = i + 1, [], 0
+        window = map_window(len(items), max_parallel)
+        args = (repr(time.time()), self._retention_ms, window, len(items))
+        return self._progress(run_id, self._transition("expand", run_id, node_id, token, args, logs))
 
     @_guard
     def cancel_node(self, run_id: str, node_id: str, token: str, logs: Sequence[dict[str, Any]]) -> Progress:
@@ -337,7 +434,9 @@ class RedisStore(RedisReads, RedisCatalog):
         bucket = self._g(f"nstat:{int(now // 3600)}")
         pipe = self.r.pipeline(transaction=False)
         pipe.srem(self._g("active"), run_id)
-        pipe.zrem(self._g("pending"), run_id)
+        pipe.srem(self._g("active_sub"), run_id)
+        pipe.zrem(self._pending(False), run_id)
+        pipe.zrem(self._pending(True), run_id)
         pipe.zadd(self._g(f"done:{status.value}"), {run_id: now})
         pipe.hincrby(bucket, "completed", int(ok or 0))
         pipe.hincrby(bucket, "failed", int(failed or 0))
@@ -350,10 +449,9 @@ class RedisStore(RedisReads, RedisCatalog):
         by_run: dict[str, list[str]] = {}
         for run_id, node_id, token in claims:
             by_run.setdefault(run_id, []).extend([node_id, token])
-        until = repr(time.time() + lease)
         pipe = self.r.pipeline(transaction=False)
         for run_id, args in by_run.items():
-            self._scripts["heartbeat"](keys=self._keys(run_id), args=[until, *args], client=pipe)
+            self._scripts["heartbeat"](keys=self._keys(run_id), args=[repr(float(lease)), *args], client=pipe)
         cancelled: set[str] = set()
         lost: set[tuple[str, str]] = set()
         for run_id, res in zip(by_run, pipe.execute(), strict=True):
@@ -373,7 +471,8 @@ class RedisStore(RedisReads, RedisCatalog):
         status = _s(res[0])  # res[1:] are child runs; the caller cancels them (other slots)
         if status == "gone":
             return None
-        self.r.zrem(self._g("pending"), run_id)
+        self.r.zrem(self._pending(False), run_id)
+        self.r.zrem(self._pending(True), run_id)
         result = RunStatus(status)
         if result.finished:
             self._finished(run_id, result)
@@ -381,20 +480,12 @@ class RedisStore(RedisReads, RedisCatalog):
 
     @_guard
     def pause_run(self, run_id: str) -> RunStatus | None:
-        key = self._keys(run_id)[0]
-        status = self.r.hget(key, "status")
-        if status is None:
+        status = _s(self._call("pause", run_id)[0])
+        if status == "gone":
             return None
-        if status in ("pending", "running"):
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hset(key, "status", "paused")
-            pipe.rpush(
-                self._keys(run_id)[11],
-                codec.dumps({"ts": time.time(), "level": "info", "message": "run paused", "node_id": None}),
-            )
-            pipe.execute()
-            self.r.zrem(self._g("pending"), run_id)
-            return RunStatus.PAUSED
+        if status == "paused":  # resume puts a never-started run back
+            self.r.zrem(self._pending(False), run_id)
+            self.r.zrem(self._pending(True), run_id)
         return RunStatus(status)
 
     @_guard
@@ -402,8 +493,8 @@ class RedisStore(RedisReads, RedisCatalog):
         res = self._call("resume", run_id, repr(time.time()))
         status = _s(res[0])
         if status == "pending":
-            priority = int(self.r.hget(self._keys(run_id)[0], "priority") or 0)
-            self.r.zadd(self._g("pending"), {run_id: -priority})
+            priority, parent = self.r.hmget(self._keys(run_id)[0], "priority", "parent_run")
+            self.r.zadd(self._pending(bool(parent)), {run_id: -int(priority or 0)})
         return self._ready(run_id, res[1:]) if status == "running" else []
 
     # -- recovery --------------------------------------------------------------------------
@@ -411,6 +502,12 @@ class RedisStore(RedisReads, RedisCatalog):
     def reap(self, now: float, requeue_after: float, max_stalls: int, resend_limit: int | None = None) -> list[Ready]:
         ready: list[Ready] = []
         budget = -1 if resend_limit is None else resend_limit
+        # Leases are measured on the server's clock; ``now`` only says how far ahead of the
+        # local clock to look (0 for the reaper; tests look into the future).
+        ahead = now - time.time()
+        seconds, micros = self.r.time()
+        server_now = seconds + micros / 1e6 + ahead
+        self._repair_creations(server_now)
         active = [_s(i) for i in self.r.smembers(self._g("active"))]
         pipe = self.r.pipeline(transaction=False)
         for run_id in active:
@@ -423,16 +520,16 @@ class RedisStore(RedisReads, RedisCatalog):
         for i, run_id in enumerate(active):
             status, lease, due = found[3 * i : 3 * i + 3]
             waited = due[0][1] if due else math.inf
-            expired = bool(lease) and lease[0][1] < now
-            stale = waited < now - requeue_after and budget != 0
+            expired = bool(lease) and lease[0][1] < server_now
+            stale = waited < server_now - requeue_after and budget != 0
             if status != "running" or expired or stale:  # only runs with something to do
                 oldest[run_id] = waited
         for run_id in sorted(oldest, key=oldest.__getitem__):  # runs waiting longest first
             res = self._call(
                 "reap",
                 run_id,
-                repr(now),
-                repr(now - requeue_after),
+                repr(ahead),
+                repr(float(requeue_after)),
                 max_stalls,
                 self._retention_ms,
                 CRASH_MESSAGE,
@@ -522,5 +619,17 @@ class RedisStore(RedisReads, RedisCatalog):
     @_guard
     def wait_finished(self, run_id: str, timeout: float) -> None:
         key = self._keys(run_id)[12]
-        # A circular BLMOVE on the same list wakes every waiter and leaves the list intact.
-        self.r.blmove(key, key, max(0.01, min(timeout, 1.0)), "RIGHT", "LEFT")  # type: ignore[arg-type]
+        # The run's "done" stream gets one entry when it ends; XREAD blocks until then and
+        # is a read command, so clients with read-only access can wait too.
+        self.r.xread({key: "0-0"}, count=1, block=max(1, int(min(timeout, 1.0) * 1000)))
+
+
+def _eviction_policy(client: redis.Redis) -> str | None:
+    """The server's maxmemory-policy (CONFIG GET, else INFO when CONFIG is not allowed)."""
+    try:
+        found = client.config_get("maxmemory-policy")
+        return str(found.get("maxmemory-policy")) if found else None
+    except RedisError:  # managed Redis often disables CONFIG
+        info = client.info("memory")
+        policy = info.get("maxmemory_policy")
+        return None if policy is None else str(policy)

@@ -44,7 +44,7 @@ def _guard(method: F) -> F:
         try:
             return method(self, *args, **kwargs)
         except RedisError as exc:
-            raise BackendError(self.url, f"{type(exc).__name__}: {exc}") from None
+            raise BackendError(self.url, codec.redact_text(f"{type(exc).__name__}: {codec.safe_str(exc)}")) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -204,6 +204,7 @@ class RedisReads:
         active = [_s(i) for i in self.r.smembers(self._g("active"))]
         pipe = self.r.pipeline(transaction=False)
         pipe.zcard(self._g("pending"))
+        pipe.zcard(self._g("pending_sub"))
         for status in ("completed", "failed"):
             pipe.zcount(self._g(f"done:{status}"), now - self.retention, "+inf")
         for run_id in active:
@@ -212,9 +213,9 @@ class RedisReads:
         for h in range(hours + 1):
             pipe.hmget(self._g(f"nstat:{int(now // 3600) - h}"), "completed", "failed")
         res = pipe.execute()
-        waiting, completed, failed = res[0], res[1], res[2]
-        live = res[3 : 3 + len(active)]
-        buckets = res[3 + len(active) :]
+        waiting, completed, failed = res[0] + res[1], res[2], res[3]
+        live = res[4 : 4 + len(active)]
+        buckets = res[4 + len(active) :]
         node = QueueCounts()
         running_runs = 0
         for queued, running, ok, bad, status in live:

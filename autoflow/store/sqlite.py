@@ -7,6 +7,8 @@ their own connection and wait on the busy timeout.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -91,10 +93,15 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
                 raise BackendError(self.url, str(exc)) from None
             try:
                 yield conn
+                conn.commit()
+            except sqlite3.Error as exc:  # disk full, I/O error, locked too long: the store's fault
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
+                raise BackendError(self.url, f"{type(exc).__name__}: {exc}") from None
             except BaseException:
-                conn.rollback()
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
                 raise
-            conn.commit()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -125,6 +132,8 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
         return bytes(rows[0]["data"]) if rows else None
 
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
+        if run.idempotency_key:  # one key names one run: its id comes from the key
+            run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
         with self._tx() as db:
             if run.idempotency_key:
                 row = db.execute("SELECT id FROM runs WHERE idempotency_key = ?", (run.idempotency_key,)).fetchone()
@@ -133,8 +142,8 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
             db.execute(
                 "INSERT INTO runs (id, workflow, digest, status, priority, inputs, output_tpl, user_id,"
                 " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining,"
-                " parent_run, parent_node, workflow_id, workflow_version)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " parent_run, parent_node, code, signature, workflow_id, workflow_version)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.workflow,
@@ -151,6 +160,8 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
                     len(nodes),
                     run.parent_run_id,
                     run.parent_node_id,
+                    run.code,
+                    run.signature,
                     run.workflow_id,
                     run.workflow_version,
                 ),
@@ -183,14 +194,22 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
         now = time.time()
         ready: list[Ready] = []
         with self._tx() as db:
+            # Sub-workflow runs ride on their parent's slot: started whatever the limit (a
+            # parent waiting for a child that waits for the parent's slot would deadlock).
+            for child in db.execute(
+                "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NOT NULL LIMIT 100"
+            ).fetchall():
+                ready += self._start(db, child["id"], child["priority"], now)
             active = db.execute(
-                "SELECT COUNT(*) FROM runs WHERE status = 'running' OR (status = 'paused' AND started_at IS NOT NULL)"
+                "SELECT COUNT(*) FROM runs WHERE (status = 'running' OR (status = 'paused' AND started_at IS NOT NULL))"
+                " AND parent_run IS NULL"
             ).fetchone()[0]
             free = limit - active
             if free <= 0:
-                return []
+                return ready
             rows = db.execute(
-                "SELECT id, priority FROM runs WHERE status = 'pending' ORDER BY priority DESC, id LIMIT ?",
+                "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NULL"
+                " ORDER BY priority DESC, created_at, id LIMIT ?",
                 (free,),
             ).fetchall()
             for row in rows:

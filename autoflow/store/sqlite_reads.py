@@ -33,10 +33,11 @@ CREATE TABLE IF NOT EXISTS runs (
     idempotency_key TEXT UNIQUE, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     remaining INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
-    first_error TEXT, parent_run TEXT, parent_node TEXT
+    first_error TEXT, parent_run TEXT, parent_node TEXT, code TEXT, signature TEXT
 );
-CREATE INDEX IF NOT EXISTS runs_queue ON runs (status, priority DESC, id);
-CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, id);
+CREATE INDEX IF NOT EXISTS runs_admission ON runs (status, priority DESC, created_at);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
+CREATE INDEX IF NOT EXISTS runs_workflow_created ON runs (workflow, created_at);
 CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at);
 CREATE TABLE IF NOT EXISTS nodes (
     run_id TEXT NOT NULL, node_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
@@ -66,7 +67,14 @@ CREATE TABLE IF NOT EXISTS slots (
 
 #: Columns added after the first release: (name, declaration) per table.
 MIGRATIONS: dict[str, list[tuple[str, str]]] = {
-    "runs": [("parent_run", "TEXT"), ("parent_node", "TEXT"), ("workflow_id", "TEXT"), ("workflow_version", "INTEGER")],
+    "runs": [
+        ("parent_run", "TEXT"),
+        ("parent_node", "TEXT"),
+        ("code", "TEXT"),
+        ("signature", "TEXT"),
+        ("workflow_id", "TEXT"),
+        ("workflow_version", "INTEGER"),
+    ],
     "nodes": [
         ("when_node", "TEXT"),
         ("when_value", "INTEGER"),
@@ -137,7 +145,7 @@ class SQLiteReads:
             where.append("status = ?")
             args.append(RunStatus(status).value)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._read(f"SELECT * FROM runs {clause} ORDER BY id DESC LIMIT ?", (*args, limit))
+        rows = self._read(f"SELECT * FROM runs {clause} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit))
         return [_run_info(r, {}, []) for r in rows]
 
     def get_logs(self, run_id: str, since: int = 0, node_id: str | None = None, limit: int = 10_000) -> list[LogEntry]:

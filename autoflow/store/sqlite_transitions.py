@@ -17,7 +17,7 @@ from typing import Any
 
 from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, child_token
+from autoflow.store.base import Claim, Progress, Ready, child_token, map_window
 from autoflow.store.rules import (
     HANDLER_RULES,
     Decision,
@@ -55,6 +55,9 @@ class SQLiteTransitions:
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
     @staticmethod
     def _log(db: sqlite3.Connection, run_id: str, logs: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -64,8 +67,8 @@ class SQLiteTransitions:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
             row = db.execute(
-                "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, r.priority,"
-                " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs"
+                "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, n.n_items, r.priority,"
+                " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs, r.code, r.signature"
                 " FROM nodes n JOIN runs r ON r.id = n.run_id"
                 " WHERE n.run_id = ? AND n.node_id = ?",
                 (run_id, node_id),
@@ -84,7 +87,8 @@ class SQLiteTransitions:
                 (token, now + lease, now, run_id, node_id),
             )
             db.execute("UPDATE runs SET running = running + 1 WHERE id = ?", (run_id,))
-            parents = json.loads(row["parents"])
+            gather = row["n_items"] if row["map_of"] is None else None
+            parents = [] if gather is not None else json.loads(row["parents"])
             values = {}
             if parents:
                 marks = ",".join("?" * len(parents))
@@ -106,6 +110,9 @@ class SQLiteTransitions:
             item=codec.loads(row["item"]),
             wake_at=row["wake_at"],
             run_priority=row["priority"],
+            code=row["code"],
+            signature=row["signature"],
+            gather=gather,
         )
 
     def _held(
@@ -125,7 +132,9 @@ class SQLiteTransitions:
         return row  # type: ignore[no-any-return]
 
     # -- outcomes --------------------------------------------------------------------------
-    def complete(self, run_id: str, node_id: str, token: str, output: Any, logs: Sequence[dict[str, Any]]) -> Progress:
+    def complete(
+        self, run_id: str, node_id: str, token: str, output_json: str, logs: Sequence[dict[str, Any]]
+    ) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
             row = self._held(db, run_id, node_id, token, logs)
@@ -134,7 +143,7 @@ class SQLiteTransitions:
             db.execute(
                 "UPDATE nodes SET status = 'completed', output = ?, error = NULL, finished_at = ?,"
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
-                (codec.dumps(output), now, run_id, node_id),
+                (output_json, now, run_id, node_id),
             )
             if row["map_of"]:
                 db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
@@ -174,7 +183,7 @@ class SQLiteTransitions:
         node_id: str,
         token: str,
         error: ErrorInfo,
-        retry_at: float | None,
+        retry_in: float | None,
         logs: Sequence[dict[str, Any]],
     ) -> Progress:
         with self._tx() as db:
@@ -183,7 +192,8 @@ class SQLiteTransitions:
             if row is None:
                 return Progress(False)
             ready: list[Ready] = []
-            if retry_at is not None and not row["cancel_requested"]:
+            if retry_in is not None and not row["cancel_requested"]:
+                retry_at = now + retry_in
                 attempt = row["attempt"] + 1
                 db.execute(
                     "UPDATE nodes SET status = 'retrying', attempt = ?, error = ?, due_at = ?,"
@@ -270,7 +280,7 @@ class SQLiteTransitions:
                 )
                 ready = self._completed(db, run_id, row["priority"], node_id, row["rule"], row["parents"], now)
                 return self._done(Progress(True, ready, self._maybe_finish(db, run_id, now)))
-            window = len(items) if max_parallel is None else min(max_parallel, len(items))
+            window = map_window(len(items), max_parallel)
             db.execute(
                 "UPDATE nodes SET owner = '@map', lease_until = NULL, n_items = ?, next_item = ?,"
                 " done_items = 0, max_parallel = ? WHERE run_id = ? AND node_id = ?",
@@ -295,7 +305,7 @@ class SQLiteTransitions:
         """One item finished (completed, or failed under all_done): O(1) unless it was the last."""
         m = db.execute(
             "UPDATE nodes SET done_items = done_items + 1 WHERE run_id = ? AND node_id = ? AND status = 'running'"
-            " RETURNING done_items, n_items, next_item, priority, rule, parents",
+            " RETURNING done_items, n_items, next_item, priority, attempt",
             (run_id, map_id),
         ).fetchone()
         if m is None:  # the map already ended (failed or cancelled)
@@ -314,19 +324,23 @@ class SQLiteTransitions:
             ready.append(Ready(run_id, item_id, 1, message_priority(run_priority, m["priority"])))
         if m["done_items"] < m["n_items"]:
             return ready
-        outputs = [
-            codec.loads(r["output"]) if r["status"] == "completed" else codec.loads(r["error"])
-            for r in db.execute(
-                "SELECT status, output, error FROM nodes WHERE run_id = ? AND map_of = ? ORDER BY seq",
-                (run_id, map_id),
-            )
-        ]
+        # Every item is done: queue the map node again; its worker gathers the results in
+        # pages (map_results) and completes it, so no transaction walks every item.
         db.execute(
-            "UPDATE nodes SET status = 'completed', output = ?, finished_at = ?, owner = NULL"
-            " WHERE run_id = ? AND node_id = ?",
-            (codec.dumps(outputs), now, run_id, map_id),
+            "UPDATE nodes SET status = 'queued', owner = NULL, due_at = ? WHERE run_id = ? AND node_id = ?",
+            (now, run_id, map_id),
         )
-        return self._completed(db, run_id, run_priority, map_id, m["rule"], m["parents"], now)
+        db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
+        ready.append(Ready(run_id, map_id, m["attempt"], message_priority(run_priority, m["priority"])))
+        return ready
+
+    def map_results(self, run_id: str, node_id: str, first: int, count: int) -> list[str]:
+        rows = self._read(
+            "SELECT status, output, error FROM nodes WHERE run_id = ? AND map_of = ? AND seq >= ? AND seq < ?"
+            " ORDER BY seq",
+            (run_id, node_id, first, first + count),
+        )
+        return [(r["output"] if r["status"] == "completed" else r["error"]) or "null" for r in rows]
 
     def _item_failed(
         self,

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from autoflow import codec
 from autoflow.errors import AutoflowError
 
 __all__ = ["TOLERANCE_SECONDS", "Delivery", "Verifier", "WebhookRejected", "delivery_key", "sign"]
@@ -91,6 +92,9 @@ class Verifier:
         if not secrets:
             raise ValueError("a webhook verifier needs at least one secret")
         self._keys = [_key(s) for s in secrets]
+        for secret in secrets:  # never shown in logs or errors, whatever the context
+            codec.register_secret(secret)
+            codec.register_secret(secret.removeprefix("whsec_"))
         self.tolerance = tolerance
 
     def __repr__(self) -> str:  # never the secrets

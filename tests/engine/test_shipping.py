@@ -15,8 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 import autoflow as af
-from autoflow import codec
-from autoflow.engine.shipping import CodeRefused, pack, unpack
+from autoflow.engine.shipping import CodeRefused, blob_key, code_hash, pack, unpack
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "correct horse battery staple"
@@ -110,13 +109,53 @@ def test_a_worker_with_another_secret_refuses_shipped_code(
     # Queue messages are signed too, so give the client the worker's secret for the queue
     # but ship code signed with a different one.
     client = _client(redis_url, settings, secret="another secret")
-    digest = shipped.digest
-    client.backend.store.put_blob(f"code:{digest}", pack({cube.key: cube}, SECRET.encode()))
-    client._stored.add(digest)
-    client.backend.store.put_definition(digest, codec.dumps(shipped.to_dict()))
+    blob = pack({cube.key: cube}, SECRET.encode())
+    client.backend.store.put_blob(blob_key(code_hash(blob)), blob)
+    client._ship = lambda wf: code_hash(blob)  # type: ignore[method-assign]
     with pytest.raises(af.RunFailed, match="bad signature"):
         client.execute(shipped, x=3).result(timeout=30)
     client.close()
+
+
+def _power_workflow(exponent: int) -> af.Workflow:
+    """What re-running a notebook cell does: the same node name and workflow, a new body."""
+
+    def power_fn(x: int) -> int:
+        return int(x**exponent)
+
+    power = af.node(as_main(power_fn))
+
+    @af.workflow(name="edited_in_a_cell")
+    def edited(x: int = 2):
+        return power(x)
+
+    return edited
+
+
+def test_an_edited_node_body_runs_the_new_code(
+    redis_url: str, settings: af.Settings, stop: list[subprocess.Popen[bytes]]
+) -> None:
+    stop.append(_worker(redis_url, settings.namespace, "--accept-code"))
+    client = _client(redis_url, settings)
+    first = _power_workflow(3)
+    assert client.execute(first, x=2).result(timeout=30) == 8
+    second = _power_workflow(2)
+    assert second.digest == first.digest  # the definition does not see function bodies...
+    assert client.execute(second, x=2).result(timeout=30) == 4  # ...the shipped code does
+    client.close()
+
+
+def test_two_users_with_the_same_definition_run_their_own_code(
+    redis_url: str, settings: af.Settings, stop: list[subprocess.Popen[bytes]]
+) -> None:
+    stop.append(_worker(redis_url, settings.namespace, "--accept-code"))
+    alice, bob = _client(redis_url, settings), _client(redis_url, settings)
+    cubed = alice.execute(_power_workflow(3), x=3)
+    squared = bob.execute(_power_workflow(2), x=3)
+    assert (cubed.result(timeout=30), squared.result(timeout=30)) == (27, 9)
+    assert alice.status(cubed.id).definition_hash == bob.status(squared.id).definition_hash
+    alice.close()
+    bob.close()
 
 
 def test_ship_code_without_a_secret_is_refused_before_anything_is_queued(redis_url: str, settings: af.Settings) -> None:

@@ -73,7 +73,7 @@ NEGATIVE: list[tuple[str, Callable[[], str], str]] = [
     ("wrong secret", lambda: jwt.encode(_claims(), "not-the-secret-" * 4, algorithm="HS256"), "invalid"),
     ("RS256 from another key", lambda: jwt.encode(_claims(), _other_rsa(), algorithm="RS256"), "invalid"),
     ("HS512 not configured", lambda: jwt.encode(_claims(), SECRET, algorithm="HS512"), "'HS512' is not accepted"),
-    ("not a JWT", lambda: "hello.world", "not a JWT"),
+    ("not a JWT", lambda: "hello.world", "does not hold a JWT"),
 ]
 
 
@@ -118,7 +118,7 @@ def test_good_tokens_of_each_algorithm(keyed_api: Api) -> None:
     ):
         assert keyed_api.http.get("/api/executions", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     missing = keyed_api.http.get("/api/executions")
-    assert missing.status_code == 401 and "missing bearer token" in missing.json()["detail"]
+    assert missing.status_code == 401 and "no bearer JWT" in missing.json()["detail"]
     basic = keyed_api.http.get("/api/executions", headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert basic.status_code == 401
 

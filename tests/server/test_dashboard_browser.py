@@ -67,7 +67,7 @@ def test_dashboard_in_the_browser(make_api: Callable[..., Api], tmp_path: Path) 
             expect(page).to_have_url(f"{api.url}/ui/login")  # no token yet
             page.fill("textarea[name=token]", "not-a-token")
             page.click("button[type=submit]")
-            expect(page.locator("main")).to_contain_text("not a JWT")
+            expect(page.locator("main")).to_contain_text("does not hold a JWT")
             page.fill("textarea[name=token]", api.token(scopes="execute"))
             page.click("button[type=submit]")
             expect(page).to_have_url(f"{api.url}/ui/")

@@ -38,7 +38,9 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 def setting_names() -> list[str]:
     names = []
     for field in af.Settings.model_fields.values():
-        names += [c for c in getattr(field.validation_alias, "choices", []) if isinstance(c, str) and c.isupper()]
+        alias = field.validation_alias
+        choices = [alias] if isinstance(alias, str) else list(getattr(alias, "choices", []))
+        names += [c for c in choices if isinstance(c, str) and c.isupper()]
     return names
 
 

@@ -191,15 +191,7 @@ def test_config_from_settings(tmp_path: Path) -> None:
             Config.from_settings(af.Settings(webhooks_file=path))
 
 
-def test_concurrent_retries_of_one_delivery_start_one_run(
-    hooked: Api, backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "redis":
-        # main's RedisStore.create_run claims the key and creates the run in two steps, so
-        # simultaneous retries can make two runs (seen 1 time in 10 here); the engine
-        # branch makes it one atomic step. Remove this mark once that is merged.
-        reason = "RedisStore.create_run idempotency is not atomic on main yet (engine branch)"
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+def test_concurrent_retries_of_one_delivery_start_one_run(hooked: Api) -> None:
     headers = _headers(BODY, msg_id="msg_storm")
     with ThreadPoolExecutor(8) as pool:
         replies = list(

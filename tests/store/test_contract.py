@@ -72,7 +72,18 @@ def start(store: Store, graph: dict[str, list[str]], **kw: Any) -> tuple[str, li
 def run_node(store: Store, run_id: str, node: str, output: Any = None, attempt: int = 1) -> list[Ready]:
     claim = store.claim(run_id, node, attempt, "tok-" + node, LEASE)
     assert claim is not None, f"{node} could not be claimed"
-    progress = store.complete(run_id, node, "tok-" + node, output if output is not None else node, [])
+    progress = store.complete(run_id, node, "tok-" + node, codec.dumps(output if output is not None else node), [])
+    assert progress.accepted
+    return progress.ready
+
+
+def gather(store: Store, run_id: str, node: str) -> list[Ready]:
+    """What a worker does with a map node whose items are all done: read their results in
+    pages and complete it with them."""
+    claim = store.claim(run_id, node, 1, "gather-" + node, LEASE)
+    assert claim is not None and claim.gather is not None, f"{node} is not gathering"
+    parts = [text for first in range(0, claim.gather, 2) for text in store.map_results(run_id, node, first, 2)]
+    progress = store.complete(run_id, node, "gather-" + node, "[" + ",".join(parts[: claim.gather]) + "]", [])
     assert progress.accepted
     return progress.ready
 
@@ -137,7 +148,7 @@ def test_claim_returns_inputs_and_parent_outputs(store: Store) -> None:
     assert claim is not None and claim.inputs == {"x": 1} and claim.outputs == {}
     assert claim.digest == "d" * 32 and claim.workflow == "wf"
     assert store.claim(run_id, "a", 1, "t2", LEASE) is None  # already running
-    store.complete(run_id, "a", "t1", {"v": [1, 2]}, [])
+    store.complete(run_id, "a", "t1", codec.dumps({"v": [1, 2]}), [])
     claim_b = store.claim(run_id, "b", 1, "t3", LEASE)
     assert claim_b is not None and claim_b.outputs == {"a": {"v": [1, 2]}}
     assert store.claim(run_id, "c", 2, "t4", LEASE) is None  # wrong attempt
@@ -151,7 +162,7 @@ def test_diamond_runs_to_completion_and_resolves_output(store: Store) -> None:
     assert [r.node_id for r in ready] == ["d"]
     claim = store.claim(run_id, "d", 1, "td", LEASE)
     assert claim is not None and claim.outputs == {"b": 2, "c": 3}
-    progress = store.complete(run_id, "d", "td", 5, [])
+    progress = store.complete(run_id, "d", "td", codec.dumps(5), [])
     assert progress.finished is RunStatus.COMPLETED
     info = store.get_run(run_id)
     assert info is not None and info.status is RunStatus.COMPLETED
@@ -163,10 +174,10 @@ def test_diamond_runs_to_completion_and_resolves_output(store: Store) -> None:
 def test_completion_is_fenced_by_token(store: Store) -> None:
     run_id, _ = start(store, {"a": []})
     store.claim(run_id, "a", 1, "mine", LEASE)
-    assert not store.complete(run_id, "a", "other", 1, []).accepted
+    assert not store.complete(run_id, "a", "other", codec.dumps(1), []).accepted
     assert not store.fail(run_id, "a", "other", ERR, None, []).accepted
-    assert store.complete(run_id, "a", "mine", 1, []).accepted
-    assert not store.complete(run_id, "a", "mine", 2, []).accepted  # exactly one result
+    assert store.complete(run_id, "a", "mine", codec.dumps(1), []).accepted
+    assert not store.complete(run_id, "a", "mine", codec.dumps(2), []).accepted  # exactly one result
     info = store.get_run(run_id)
     assert info is not None and info.nodes["a"].output == 1
 
@@ -175,10 +186,10 @@ def test_retry_moves_to_next_attempt_with_eta(store: Store) -> None:
     run_id, _ = start(store, {"a": []})
     store.claim(run_id, "a", 1, "t1", LEASE)
     eta = time.time() + 5
-    progress = store.fail(run_id, "a", "t1", ERR, eta, [])
+    progress = store.fail(run_id, "a", "t1", ERR, 5.0, [])  # retry in 5 s
     assert progress.accepted and progress.finished is None
     (ready,) = progress.ready
-    assert (ready.node_id, ready.attempt) == ("a", 2) and ready.eta == pytest.approx(eta)
+    assert (ready.node_id, ready.attempt) == ("a", 2) and ready.eta == pytest.approx(eta, abs=0.5)
     info = store.get_run(run_id)
     assert info is not None
     node = info.nodes["a"]
@@ -204,7 +215,7 @@ def test_final_failure_skips_dependants_and_fails_the_run(store: Store) -> None:
     run_node(store, run_id, "x")  # the independent branch goes on
     claim = store.claim(run_id, "y", 1, "ty", LEASE)
     assert claim is not None
-    assert store.complete(run_id, "y", "ty", 1, []).finished is RunStatus.FAILED
+    assert store.complete(run_id, "y", "ty", codec.dumps(1), []).finished is RunStatus.FAILED
     info = store.get_run(run_id)
     assert info is not None and info.status is RunStatus.FAILED
     assert info.error is not None and info.error.type == "ValueError" and info.output is None
@@ -225,7 +236,7 @@ def test_trigger_rules_decide_children(store: Store, rule: str, outcome: str, ex
     run_id, _ = start(store, {"a": [], "h": ["a"]}, rules={"h": rule})
     store.claim(run_id, "a", 1, "t", LEASE)
     if outcome == "ok":
-        store.complete(run_id, "a", "t", 1, [])
+        store.complete(run_id, "a", "t", codec.dumps(1), [])
     else:
         store.fail(run_id, "a", "t", ERR, None, [])
     assert statuses(store, run_id)["h"] == expected
@@ -257,7 +268,7 @@ def test_a_run_completing_after_cancel_is_still_cancelled(store: Store) -> None:
     run_id, _ = start(store, {"a": [], "b": ["a"]})
     store.claim(run_id, "a", 1, "ta", LEASE)
     store.cancel_run(run_id)
-    progress = store.complete(run_id, "a", "ta", 1, [])
+    progress = store.complete(run_id, "a", "ta", codec.dumps(1), [])
     assert progress.ready == [] and progress.finished is RunStatus.CANCELLED
 
 
@@ -265,7 +276,7 @@ def test_failure_during_cancel_does_not_retry(store: Store) -> None:
     run_id, _ = start(store, {"a": []})
     store.claim(run_id, "a", 1, "ta", LEASE)
     store.cancel_run(run_id)
-    progress = store.fail(run_id, "a", "ta", ERR, time.time() + 1, [])
+    progress = store.fail(run_id, "a", "ta", ERR, 1.0, [])
     assert progress.ready == [] and progress.finished is RunStatus.CANCELLED
 
 
@@ -310,9 +321,9 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_worker(store: Store) 
     info = store.get_run(run_id)
     assert info is not None
     assert info.nodes["a"].status is NodeStatus.QUEUED and info.nodes["a"].stall_count == 1
-    assert not store.complete(run_id, "a", "dead", 1, []).accepted  # the zombie is fenced
+    assert not store.complete(run_id, "a", "dead", codec.dumps(1), []).accepted  # the zombie is fenced
     assert store.claim(run_id, "a", 1, "alive", LEASE) is not None
-    assert [r.node_id for r in store.complete(run_id, "a", "alive", 1, []).ready] == ["b"]
+    assert [r.node_id for r in store.complete(run_id, "a", "alive", codec.dumps(1), []).ready] == ["b"]
     assert any("lease expired" in e.message for e in store.get_logs(run_id))
 
 
@@ -460,7 +471,7 @@ def test_an_error_handler_gets_the_error_and_handles_the_failure(store: Store) -
     assert [r.node_id for r in store.fail(run_id, "a", "ta", ERR, None, []).ready] == ["h"]
     claim = store.claim(run_id, "h", 1, "th", LEASE)
     assert claim is not None and claim.outputs["a"]["type"] == "ValueError"
-    assert store.complete(run_id, "h", "th", "ok", []).finished is RunStatus.COMPLETED
+    assert store.complete(run_id, "h", "th", codec.dumps("ok"), []).finished is RunStatus.COMPLETED
     info = store.get_run(run_id)
     assert info is not None and info.error is None and info.nodes["a"].status is NodeStatus.FAILED
 
@@ -487,9 +498,11 @@ def test_a_map_runs_its_items_in_windows_and_gathers_results_in_order(store: Sto
     assert [r.node_id for r in progress.ready] == ["m[0]", "m[1]"]
     claim = store.claim(run_id, "m[1]", 1, "i1", LEASE)
     assert claim is not None and (claim.map_of, claim.item) == ("m", "b") and claim.outputs == {"src": [1, 2, 3]}
-    assert [r.node_id for r in store.complete(run_id, "m[1]", "i1", "B", []).ready] == ["m[2]"]
+    assert [r.node_id for r in store.complete(run_id, "m[1]", "i1", codec.dumps("B"), []).ready] == ["m[2]"]
     assert run_node(store, run_id, "m[2]", "C") == []
-    assert [r.node_id for r in run_node(store, run_id, "m[0]", "A")] == ["after"]
+    assert [r.node_id for r in run_node(store, run_id, "m[0]", "A")] == ["m"]  # all items done: gather
+    assert statuses(store, run_id)["m"] == "queued"
+    assert [r.node_id for r in gather(store, run_id, "m")] == ["after"]
     info = store.get_run(run_id)
     assert info is not None and list(info.nodes) == ["src", "m", "after"]
     assert info.nodes["m"].output == ["A", "B", "C"] and info.nodes["m"].items_total == 3
@@ -523,7 +536,8 @@ def test_a_map_under_all_done_keeps_failed_items_as_errors(store: Store) -> None
     store.expand(run_id, "m", "tm", ["1", "2"], None, [])
     store.claim(run_id, "m[0]", 1, "i0", LEASE)
     store.fail(run_id, "m[0]", "i0", ERR, None, [])
-    assert run_node(store, run_id, "m[1]", 20) == []
+    assert [r.node_id for r in run_node(store, run_id, "m[1]", 20)] == ["m"]
+    assert gather(store, run_id, "m") == []
     info = store.get_run(run_id)
     assert info is not None and info.status is RunStatus.COMPLETED
     assert info.nodes["m"].output[0]["type"] == "ValueError" and info.nodes["m"].output[1] == 20
@@ -547,7 +561,7 @@ def test_a_node_waiting_for_a_child_run_holds_no_lease_and_ends_with_cancel(stor
     assert store.awaiting_children() == [(run_id, "sub", child)]
     child_info = store.get_run(child)
     assert child_info is not None and child_info.parent_run_id == run_id and child_info.parent_node_id == "sub"
-    assert store.complete(run_id, "sub", f"@sub:{child}", 7, []).finished is RunStatus.COMPLETED
+    assert store.complete(run_id, "sub", f"@sub:{child}", codec.dumps(7), []).finished is RunStatus.COMPLETED
 
 
 def test_cancel_ends_nodes_waiting_on_items_or_children(store: Store) -> None:

@@ -1,6 +1,9 @@
--- ARGV: node, token, error, retry_at ('' = none), now, retention_ms, nlogs, logs...
--- Running -> retrying (next attempt returned with its eta) or -> failed.
-local node, token, err, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], server_now()
+-- ARGV: node, token, error, retry delay in seconds ('' = no retry), (unused), retention_ms,
+-- nlogs, logs... Running -> retrying (next attempt returned with its eta, on the server's
+-- clock) or -> failed.
+local node, token, err, now = ARGV[1], ARGV[2], ARGV[3], server_now()
+local retry_at = ''
+if ARGV[4] ~= '' then retry_at = string.format('%.6f', tonumber(now) + tonumber(ARGV[4])) end
 if not held(node, token) then return {0} end
 push_logs(8, tonumber(ARGV[7]))
 local res = {1, ''}

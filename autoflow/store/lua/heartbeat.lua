@@ -1,9 +1,11 @@
--- ARGV: lease_until, node1, token1, node2, token2, ... Returns {cancel flag, lost nodes...}.
+-- ARGV: lease (seconds), node1, token1, node2, token2, ... Returns {cancel flag, lost nodes...}.
+-- Leases are extended on the server's clock.
+local until_ = tonumber(server_now()) + tonumber(ARGV[1])
 local res = {redis.call('HGET', K.run, 'cancel') or '0'}
 for i = 2, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]
   if held(node, token) then
-    redis.call('ZADD', K.lease, ARGV[1], node)
+    redis.call('ZADD', K.lease, until_, node)
   else
     res[#res + 1] = node
   end

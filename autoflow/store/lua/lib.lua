@@ -190,8 +190,9 @@ local function cancel_node(node, now)
   if not map_of(node) then redis.call('HINCRBY', K.run, 'remaining', -1) end
 end
 
--- One item of map node m finished (completed, or failed under all_done). O(1) but for
--- the last item, which gathers every result in item order.
+-- One item of map node m finished (completed, or failed under all_done): O(1). After the
+-- last one, the map node is queued again: its worker gathers the results in short reads
+-- and completes it (no script ever walks every item).
 local function item_done(m, now, res)
   if redis.call('HGET', K.st, m) ~= 'running' then return end
   local done = redis.call('HINCRBY', K.cnt, m .. '|done', 1)
@@ -203,20 +204,9 @@ local function item_done(m, now, res)
     queue(item, now, res)
   end
   if done < n then return end
-  local parts = {}
-  for first = 0, n - 1, 500 do
-    local fields = {}
-    for i = first, math.min(first + 499, n - 1) do fields[#fields + 1] = m .. '[' .. i .. ']' end
-    local sts, outs, errs = redis.call('HMGET', K.st, unpack(fields)), redis.call('HMGET', K.out, unpack(fields)),
-      redis.call('HMGET', K.err, unpack(fields))
-    for j = 1, #fields do
-      if sts[j] == 'completed' then parts[#parts + 1] = outs[j] or 'null' else parts[#parts + 1] = errs[j] or 'null' end
-    end
-  end
-  redis.call('HSET', K.st, m, 'completed')
-  redis.call('HSET', K.out, m, '[' .. table.concat(parts, ',') .. ']')
-  release(m, now)
-  completed(m, now, res)
+  redis.call('HDEL', K.own, m)
+  redis.call('HINCRBY', K.run, 'running', -1)
+  queue(m, now, res)
 end
 
 local function item_failed(m, item, error, now, res)
@@ -250,8 +240,8 @@ local function maybe_finish(now, retention_ms)
   local level = 'error'
   if status == 'completed' then level = 'info' end
   log(now, level, 'run ' .. status, nil)
-  redis.call('DEL', K.done)
-  redis.call('RPUSH', K.done, status)
+  -- Waiters block on this stream with XREAD (a read command: read-only clients can wait).
+  redis.call('XADD', K.done, 'MAXLEN', 1, '*', 'status', status)
   for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, retention_ms) end
   return status
 end

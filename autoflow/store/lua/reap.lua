@@ -1,8 +1,11 @@
--- ARGV: now, requeue_before, max_stalls, retention_ms, crash message format, resend limit
--- (-1: no limit). Expired leases go back to queued (or fail as crashed); up to `limit`
--- queued nodes whose message is older than requeue_before are re-sent.
+-- ARGV: seconds ahead of the server's clock to look (0 but in tests), requeue_after (seconds),
+-- max_stalls, retention_ms, crash message format,
+-- resend limit (-1: no limit). Expired leases go back to queued (or fail as crashed); up to
+-- `limit` queued nodes whose message is older than requeue_after are re-sent. Times are
+-- the server's (leases are measured on it).
 -- Reply: {status, finished status or '', stale nodes re-sent, messages (4 fields each)...}
-local now, max_stalls = ARGV[1], tonumber(ARGV[3])
+local now, max_stalls = string.format('%.6f', tonumber(server_now()) + tonumber(ARGV[1])), tonumber(ARGV[3])
+local requeue_before = tonumber(now) - tonumber(ARGV[2])
 local status = redis.call('HGET', K.run, 'status')
 if not status then return {'gone', '', 0} end
 if status ~= 'running' and status ~= 'paused' then return {status, '', 0} end
@@ -29,7 +32,7 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.lease, '-inf', '(' .. now)) 
   end
 end
 if status == 'running' and not cancel and tonumber(ARGV[6]) ~= 0 then
-  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[6])) do
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', '(' .. requeue_before, 'LIMIT', 0, ARGV[6])) do
     redis.call('ZADD', K.due, now, node)
     ready(res, node, num(redis.call('HGET', K.att, node)), '')
     res[3] = res[3] + 1
