@@ -7,7 +7,6 @@ import html
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +15,12 @@ import networkx as nx
 
 from autoflow import codec
 from autoflow.config import Settings
-from autoflow.define.definition import ID_PATTERN, build_graph, parse_definition
+from autoflow.define.definition import build_graph, parse_definition
 from autoflow.define.registry import default_registry
 from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
+from autoflow.engine.catalog import WorkflowCatalog
 from autoflow.engine.observe import Observer
 from autoflow.engine.planner import node_seeds
 from autoflow.engine.shipping import blob_key, code_hash, pack
@@ -29,7 +29,6 @@ from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
 from autoflow.errors import (
     ConfigError,
-    ConflictError,
     InputError,
     NotFoundError,
     OutputError,
@@ -40,7 +39,7 @@ from autoflow.errors import (
 )
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.store.base import NewRun
-from autoflow.store.catalog import ANY_VERSION, RunQuery, StoredWorkflow
+from autoflow.store.catalog import RunQuery, StoredWorkflow
 
 __all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]
 
@@ -176,7 +175,7 @@ class Client:
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
-        self._parsed: OrderedDict[tuple[str | None, str, int], Workflow] = OrderedDict()
+        self.catalog = WorkflowCatalog(self.backend.store, self.registry)  # workflows stored by id
         self._shipped: dict[tuple[tuple[str, Any], ...], str] = {}
         self._secret_checked = False
 
@@ -238,7 +237,7 @@ class Client:
         stored id wins. A run of a stored workflow records its id and version."""
         stored: StoredWorkflow | None = None
         if isinstance(workflow, str):
-            stored = self._find_stored(workflow, organization_id)
+            stored = self.catalog.find(workflow, organization_id)
             wf = self.registry.workflow(workflow) if stored is None else self.load_workflow(stored)
         elif isinstance(workflow, StoredWorkflow):
             stored, wf = workflow, self.load_workflow(workflow)
@@ -399,79 +398,28 @@ class Client:
             saved = client.save_workflow(etl.to_dict(), workflow_id="etl")
             client.execute("etl", inputs={"url": "https://x"})   # runs version saved.version
         """
-        data = definition.to_dict() if isinstance(definition, Workflow) else definition
-        if not isinstance(data, Mapping):
-            raise WorkflowError(f"a workflow definition is a JSON object, got {type(data).__name__}")
-        wf = self._validated(data)
-        workflow_id = wf.name if workflow_id is None else workflow_id
-        if not isinstance(workflow_id, str) or not ID_PATTERN.match(workflow_id):
-            raise WorkflowError(f"workflow id must match {ID_PATTERN.pattern}, got {workflow_id!r}")
-        body = codec.dumps(codec.to_json_value(dict(data), where="the definition"))
-        expected = ANY_VERSION if expected_version is None else expected_version
-        version = self.backend.store.save_workflow(
-            organization_id, workflow_id, wf.name, body, expected_version=expected
+        return self.catalog.save(
+            definition, workflow_id=workflow_id, organization_id=organization_id, expected_version=expected_version
         )
-        if version is None:
-            current = self.backend.store.get_workflow(organization_id, workflow_id)
-            have = f"version {current.version}" if current else "no version"
-            raise ConflictError(f"workflow {workflow_id!r} has {have}, not the expected version {expected_version}")
-        log.info("workflow %s saved as version %d", workflow_id, version)
-        return self.stored_workflow(workflow_id, version=version, organization_id=organization_id)
 
     def stored_workflow(
         self, workflow_id: str, *, version: int | None = None, organization_id: str | None = None
     ) -> StoredWorkflow:
         """A stored workflow (the latest version unless ``version``); NotFoundError if none."""
-        if version is not None and (not isinstance(version, int) or not 1 <= version < 2**31):
-            raise InputError(f"version must be a positive integer below 2**31, got {version!r}")
-        found = self.backend.store.get_workflow(organization_id, workflow_id, version)
-        if found is None:
-            which = f" version {version}" if version is not None else ""
-            raise NotFoundError(f"no stored workflow {workflow_id!r}{which}")
-        return found
+        return self.catalog.get(workflow_id, version=version, organization_id=organization_id)
 
     def stored_workflows(self, *, organization_id: str | None = None, limit: int = 100) -> list[StoredWorkflow]:
         """The latest version of each stored workflow of an organization, by id."""
         return self.backend.store.list_workflows(organization_id, limit)
 
-    def _find_stored(self, workflow_id: str, organization_id: str | None) -> StoredWorkflow | None:
-        if not ID_PATTERN.match(workflow_id):
-            return None
-        return self.backend.store.get_workflow(organization_id, workflow_id)
-
     def resolve_workflow(self, name: str, *, organization_id: str | None = None) -> Workflow | StoredWorkflow:
         """What ``execute(name, organization_id=...)`` would run: the stored workflow of
         that id (it wins), else the registered workflow of that name; NotFoundError if none."""
-        stored = self._find_stored(name, organization_id)
-        if stored is not None:
-            return stored
-        found: Workflow = self.registry.workflow(name)
-        return found
-
-    def _validated(self, data: Mapping[str, Any]) -> Workflow:
-        try:
-            return Workflow.from_dict(data, self.registry)
-        except NotFoundError as exc:  # an unknown node type: the definition is at fault
-            raise WorkflowError(f"invalid workflow definition: {exc}") from None
-        except WorkflowError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed shape
-            raise WorkflowError(f"invalid workflow definition: {type(exc).__name__}: {exc}") from None
+        return self.catalog.resolve(name, organization_id)
 
     def load_workflow(self, stored: StoredWorkflow) -> Workflow:
         """The :class:`Workflow` of a stored definition (parsed once per version, cached)."""
-        key = (stored.organization_id, stored.id, stored.version)
-        with self._lock:
-            wf = self._parsed.get(key)
-            if wf is not None:
-                self._parsed.move_to_end(key)
-                return wf
-        wf = self._validated(stored.definition)
-        with self._lock:
-            self._parsed[key] = wf
-            while len(self._parsed) > 256:
-                self._parsed.popitem(last=False)
-        return wf
+        return self.catalog.load(stored)
 
     # -- one run ---------------------------------------------------------------------------
     def run(self, run_id: str) -> Run:
