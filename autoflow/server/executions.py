@@ -27,8 +27,8 @@ __all__ = ["ExecuteRequest", "Execution", "own_run", "router", "started"]
 router = APIRouter(prefix="/api/executions", tags=["executions"], responses=ERROR_RESPONSES)
 
 RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the run (execution) id")]
-Reader = Annotated[Principal, Depends(require("read"))]
-Executor = Annotated[Principal, Depends(require("execute"))]
+CanRead = Annotated[Principal, Depends(require("read"))]
+CanExecute = Annotated[Principal, Depends(require("execute"))]
 
 
 class ExecuteRequest(BaseModel):
@@ -92,7 +92,7 @@ def started(run: Run, response: Response) -> Execution:
 
 
 @router.post("/execute", status_code=202, response_model=Execution, responses={200: {"model": Execution}})
-def execute(body: ExecuteRequest, client: ClientDep, principal: Executor, response: Response) -> Execution:
+def execute(body: ExecuteRequest, client: ClientDep, principal: CanExecute, response: Response) -> Execution:
     """Start a run of ``workflowId`` (the seed's endpoint); returns its id at once."""
     if body.organizationId is not None and body.organizationId != principal.organization:
         raise ApiError(
@@ -113,7 +113,7 @@ def execute(body: ExecuteRequest, client: ClientDep, principal: Executor, respon
 
 
 @router.get("/stats", response_model=QueueStats)
-def stats(client: ClientDep, principal: Reader) -> QueueStats:
+def stats(client: ClientDep, principal: CanRead) -> QueueStats:
     """The seed's QueueStats of both queues (cluster-wide counts; no ids or data)."""
     return client.stats()
 
@@ -121,7 +121,7 @@ def stats(client: ClientDep, principal: Reader) -> QueueStats:
 @router.get("", response_model=RunsPage)
 def runs(
     client: ClientDep,
-    principal: Reader,
+    principal: CanRead,
     workflow: Annotated[str | None, Query(max_length=128)] = None,
     workflowId: Annotated[str | None, Query(max_length=128)] = None,
     status: RunStatus | None = None,
@@ -145,7 +145,7 @@ def runs(
 
 
 @router.get("/{run_id}/status", response_model=RunInfo)
-def status(run_id: RunId, client: ClientDep, principal: Reader) -> RunInfo:
+def status(run_id: RunId, client: ClientDep, principal: CanRead) -> RunInfo:
     """A run's status with every node (the seed's endpoint)."""
     return own_run(client, run_id, principal)
 
@@ -154,7 +154,7 @@ def status(run_id: RunId, client: ClientDep, principal: Reader) -> RunInfo:
 def logs(
     run_id: RunId,
     client: ClientDep,
-    principal: Reader,
+    principal: CanRead,
     after: Annotated[int, Query(ge=0, le=2**62, description="the last log id already seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     node: Annotated[str | None, Query(max_length=128)] = None,
@@ -166,7 +166,7 @@ def logs(
 
 
 @router.delete("/{run_id}", response_model=Control, status_code=202, responses={200: {"model": Control}})
-def cancel(run_id: RunId, client: ClientDep, principal: Executor, response: Response) -> Control:
+def cancel(run_id: RunId, client: ClientDep, principal: CanExecute, response: Response) -> Control:
     """Cancel a run (the seed's endpoint): 202 while it stops, 200 if it had ended."""
     own_run(client, run_id, principal)
     result = client.cancel(run_id)
@@ -175,14 +175,14 @@ def cancel(run_id: RunId, client: ClientDep, principal: Executor, response: Resp
 
 
 @router.post("/{run_id}/pause", response_model=Control)
-def pause(run_id: RunId, client: ClientDep, principal: Executor) -> Control:
+def pause(run_id: RunId, client: ClientDep, principal: CanExecute) -> Control:
     """No new node of the run starts until it is resumed; running nodes finish."""
     own_run(client, run_id, principal)
     return Control(executionId=run_id, status=client.pause(run_id))
 
 
 @router.post("/{run_id}/resume", response_model=Control)
-def resume(run_id: RunId, client: ClientDep, principal: Executor) -> Control:
+def resume(run_id: RunId, client: ClientDep, principal: CanExecute) -> Control:
     """Resume a paused run."""
     own_run(client, run_id, principal)
     return Control(executionId=run_id, status=client.resume(run_id))

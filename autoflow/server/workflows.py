@@ -29,9 +29,9 @@ router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=ERROR_
 
 WorkflowId = Annotated[str, Path(pattern=ID_PATTERN.pattern, description="the stored workflow's id")]
 MAX_VERSION = 2**31 - 1
-Reader = Annotated[Principal, Depends(require("read"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
-Executor = Annotated[Principal, Depends(require("execute"))]
+CanRead = Annotated[Principal, Depends(require("read"))]
+CanAdmin = Annotated[Principal, Depends(require("admin"))]
+CanExecute = Annotated[Principal, Depends(require("execute"))]
 
 
 class WorkflowBody(BaseModel):
@@ -85,7 +85,7 @@ def _version(if_match: str | None) -> int | None:
 
 
 @router.post("", status_code=201, response_model=StoredWorkflowOut)
-def create(body: WorkflowBody, client: ClientDep, principal: Admin, response: Response) -> StoredWorkflowOut:
+def create(body: WorkflowBody, client: ClientDep, principal: CanAdmin, response: Response) -> StoredWorkflowOut:
     """Store a new workflow (version 1); 409 if the id is taken in this organization."""
     stored = client.save_workflow(
         body.definition, workflow_id=body.id, organization_id=principal.organization, expected_version=0
@@ -96,7 +96,7 @@ def create(body: WorkflowBody, client: ClientDep, principal: Admin, response: Re
 
 @router.get("", response_model=WorkflowList)
 def list_workflows(
-    client: ClientDep, principal: Reader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    client: ClientDep, principal: CanRead, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> WorkflowList:
     """The organization's stored workflows (latest versions), by id."""
     found = client.stored_workflows(organization_id=principal.organization, limit=limit)
@@ -107,7 +107,7 @@ def list_workflows(
 def get(
     workflow_id: WorkflowId,
     client: ClientDep,
-    principal: Reader,
+    principal: CanRead,
     version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> StoredWorkflowOut:
     """A stored workflow: its latest version, or ``?version=n``."""
@@ -119,7 +119,7 @@ def update(
     workflow_id: WorkflowId,
     body: WorkflowUpdate,
     client: ClientDep,
-    principal: Admin,
+    principal: CanAdmin,
     response: Response,
     if_match: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StoredWorkflowOut:
@@ -139,7 +139,7 @@ def update(
 def execute(
     workflow_id: WorkflowId,
     client: ClientDep,
-    principal: Executor,
+    principal: CanExecute,
     response: Response,
     body: ExecuteStored | None = None,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
