@@ -5,6 +5,8 @@ autoflow run MODULE:WORKFLOW [--input JSON] [--wait]
 autoflow status RUN_ID | logs RUN_ID [--follow] | cancel RUN_ID | stats | runs
 autoflow scheduler [MODULE...]          # fire schedules and database triggers (any number of replicas)
 autoflow schedules [--json]             # list schedules with their next fire time
+autoflow serve [MODULE...] [--host H] [--port P] [--workers N]    (needs autoflow[server])
+autoflow token --org ORG [--sub USER] [--scope read|execute|admin] [--ttl SECONDS]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -91,6 +94,26 @@ def _watch(client: Client, run_id: str, out: TextIO) -> RunInfo:
             client.wait(run_id, timeout=0.2)
 
 
+def _server() -> Any:
+    """``autoflow.server``, or an error naming the extra to install."""
+    try:
+        return importlib.import_module("autoflow.server")
+    except ImportError as exc:
+        raise AutoflowError(str(exc)) from None
+
+
+def _monitoring(settings: Settings, kind: str, stats: Any) -> Any:
+    """MONITORING_ENABLED: serve /metrics on MONITORING_PORT; the observer to give workers.
+    Process workers share counters through PROMETHEUS_MULTIPROC_DIR (made here if unset,
+    before prometheus_client is first imported)."""
+    if kind == "process" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="autoflow-metrics-")
+    metrics = _server().metrics
+    metrics.serve_metrics(settings.monitoring_port, stats)
+    print(f"autoflow worker: metrics on :{settings.monitoring_port}/metrics", flush=True)
+    return metrics.MetricsObserver()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     if not args.modules and not args.accept_code:
         raise AutoflowError("name the module(s) that define your nodes: autoflow worker MODULE [MODULE...]")
@@ -98,6 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _import(module)
     settings = Settings()
     backend = open_backend(args.redis, settings)
+    observer = _monitoring(settings, args.kind, backend.store.stats) if settings.monitoring_enabled else None
     worker = Worker(
         backend,
         default_registry(),
@@ -106,6 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         kind=args.kind,
         shutdown_timeout=args.shutdown_timeout,
         accept_code=args.accept_code,
+        observer=observer,
     )
     print(f"autoflow worker: {worker.workers} {args.kind} worker(s) on {backend.url}; Ctrl-C stops", flush=True)
     worker.run()
@@ -228,6 +253,38 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = _server()
+    for module in args.modules:
+        _import(module)
+    settings = Settings()
+    observer = server.metrics.MetricsObserver()  # for nodes run by workers in this process
+    with Client(args.redis, settings=settings, workers=args.workers, observer=observer) as client:
+        server.serve(client, settings, host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    private = None
+    if args.private_key:
+        try:
+            with open(args.private_key) as f:
+                private = f.read()
+        except OSError as exc:
+            raise AutoflowError(f"--private-key {args.private_key}: {exc.strerror}") from None
+    token = _server().mint_token(
+        Settings(),
+        sub=args.sub,
+        org=args.org,
+        scopes=args.scope,
+        ttl=args.ttl,
+        private_key=private,
+        algorithm=args.algorithm,
+    )
+    print(token)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoflow", description="Run and watch autoflow workflows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine activity")
@@ -302,6 +359,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default=None, choices=[s.value for s in RunStatus])
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_runs)
+
+    p = add("serve", "serve the REST API, webhooks, /metrics and the dashboard (autoflow[server])")
+    p.add_argument("modules", nargs="*", metavar="MODULE", help="modules defining workflows and nodes")
+    p.add_argument("--host", default=None, help="address to bind (default AUTOFLOW_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default AUTOFLOW_API_PORT, 8000)")
+    p.add_argument(
+        "--workers", "-w", type=int, default=None, help="node workers in this process (default: embedded only)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = add("token", "print a signed API token (needs AUTOFLOW_JWT_SECRET, or --private-key)")
+    p.add_argument("--org", required=True, help="the organization (tenant) the token acts for")
+    p.add_argument("--sub", default="cli", help="the user or service (default 'cli')")
+    p.add_argument("--scope", nargs="+", default=["read"], choices=["read", "execute", "admin"])
+    p.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    p.add_argument("--private-key", default=None, help="PEM file to sign with (RS256/ES256) instead of the secret")
+    p.add_argument("--algorithm", default=None, help="with --private-key: RS256 (default) or ES256")
+    p.set_defaults(func=cmd_token)
     return parser
 
 

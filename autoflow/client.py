@@ -7,7 +7,7 @@ import html
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ from autoflow.define.registry import default_registry
 from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
+from autoflow.engine.catalog import WorkflowCatalog
+from autoflow.engine.observe import Observer
 from autoflow.engine.planner import node_seeds
 from autoflow.engine.shipping import blob_key, code_hash, pack
 from autoflow.engine.signing import KEYCHECK_BLOB, keycheck, sign_run
@@ -37,6 +39,7 @@ from autoflow.errors import (
 )
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.store.base import NewRun
+from autoflow.store.catalog import RunQuery, StoredWorkflow
 from autoflow.triggers.dbtriggers import DbTriggers
 from autoflow.triggers.schedules import Schedules
 from autoflow.triggers.service import TriggerService
@@ -69,9 +72,11 @@ class Run:
         run.logs()                      # [LogEntry(...), ...]
     """
 
-    def __init__(self, client: Client, run_id: str) -> None:
+    def __init__(self, client: Client, run_id: str, *, created: bool = True) -> None:
         self.client = client
         self.id = run_id
+        #: False when ``execute`` found an existing run by its idempotency key instead
+        self.created = created
 
     def status(self) -> RunInfo:
         return self.client.status(self.id)
@@ -153,6 +158,8 @@ class Client:
     process fires them while its workers run (the ticker and the listeners); by default
     an embedded SQLite client does (``AUTOFLOW_SCHEDULER=false`` turns it off) and a
     Redis client leaves it to ``autoflow scheduler``.
+    ``observer`` hears what in-process workers did (``autoflow.server.metrics.MetricsObserver``
+    records it).
     """
 
     def __init__(
@@ -165,6 +172,7 @@ class Client:
         immediate: bool = False,
         ship_code: bool = False,
         scheduler: bool | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -174,6 +182,7 @@ class Client:
             workers = self.settings.node_concurrency if self.backend.kind in ("sqlite", "memory") else 0
         self.workers = workers
         self.ship_code = ship_code
+        self.observer = observer  # told what the in-process workers did (metrics)
         self._worker: Worker | None = None
         self._lock = threading.Lock()
         self._stored: set[str] = set()
@@ -185,6 +194,7 @@ class Client:
         self._service: TriggerService | None = None
         self._trigger_lock = threading.Lock()
         self._closing = False
+        self.catalog = WorkflowCatalog(self.backend.store, self.registry)  # workflows stored by id
         self._shipped: dict[tuple[tuple[str, Any], ...], str] = {}
         self._secret_checked = False
 
@@ -201,7 +211,9 @@ class Client:
             if self._closing:
                 return
             if self._worker is None and self.runs_locally:
-                self._worker = Worker(self.backend, self.registry, self.settings, workers=self.workers)
+                self._worker = Worker(
+                    self.backend, self.registry, self.settings, workers=self.workers, observer=self.observer
+                )
                 if self.backend.kind != "memory":
                     self._worker.start()
             if self.scheduler and self._service is None and self.backend.kind != "memory":
@@ -266,7 +278,7 @@ class Client:
     # -- execute ---------------------------------------------------------------------------
     def execute(
         self,
-        workflow: Workflow | str,
+        workflow: Workflow | StoredWorkflow | str,
         inputs: dict[str, Any] | None = None,
         *,
         priority: int = 0,
@@ -283,10 +295,23 @@ class Client:
 
         ``trigger`` names what started the run (``manual``, ``webhook``, ``schedule``,
         ``database``, ...; default ``webhook`` when ``trigger_data`` is given, else
-        ``manual``); ``trigger_data`` is what the trigger carried (JSON)."""
-        wf = self.registry.workflow(workflow) if isinstance(workflow, str) else workflow
+        ``manual``); ``trigger_data`` is what the trigger carried (JSON).
+
+        ``workflow`` may be a stored workflow's id (see :meth:`save_workflow`, looked up in
+        ``organization_id``'s catalog) or a registered workflow's name: on a clash the
+        stored id wins. A run of a stored workflow records its id and version."""
+        stored: StoredWorkflow | None = None
+        if isinstance(workflow, str):
+            stored = self.catalog.find(workflow, organization_id)
+            wf = self.registry.workflow(workflow) if stored is None else self.load_workflow(stored)
+        elif isinstance(workflow, StoredWorkflow):
+            stored, wf = workflow, self.load_workflow(workflow)
+        else:
+            wf = workflow
         if not isinstance(wf, Workflow):
-            raise TypeError(f"execute() needs an af.Workflow or a registered name, got {workflow!r}")
+            raise TypeError(
+                f"execute() needs an af.Workflow, a stored workflow id or a registered name, got {workflow!r}"
+            )
         limits = self.settings.limits
         if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > limits.max_priority:
             raise InputError(
@@ -330,13 +355,19 @@ class Client:
             trigger=trigger or ("webhook" if trigger_data is not None else "manual"),
             trigger_data=trigger_json,
             idempotency_key=idempotency_key,
+            workflow_id=stored.id if stored else None,
+            workflow_version=stored.version if stored else None,
         )
         new = dataclasses.replace(new, signature=sign_run(self.settings.secret_bytes, new))
         run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
         self.start()
         self.backend.dispatcher.nudge(priority)  # also for a run found by its key: it may wait for admission
-        log.info("run %s of %s submitted", run_id, wf.name)
-        run = Run(self, run_id)
+        created = True
+        if idempotency_key:  # the key names the run: was it made now, or found?
+            found = self.backend.store.get_run(run_id)
+            created = found is not None and abs(found.created_at.timestamp() - new.created_at) < 1e-5
+        log.info("run %s of %s %s", run_id, wf.name, "submitted" if created else "found by its idempotency key")
+        run = Run(self, run_id, created=created)
         if self.backend.kind == "memory":
             self._drain(run_id)
         if display:
@@ -410,6 +441,51 @@ class Client:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return status.finished
 
+    # -- workflows stored by id ------------------------------------------------------------
+    def save_workflow(
+        self,
+        definition: Mapping[str, Any] | Workflow,
+        *,
+        workflow_id: str | None = None,
+        organization_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> StoredWorkflow:
+        """Store a JSON definition (or a workflow's) under ``workflow_id`` (default: its
+        name) as a new version, after validating it like ``af.Workflow.from_dict`` (node
+        types resolve through this client's registry and the built-ins): a bad definition
+        raises :class:`WorkflowError` naming the field or node, and nothing is stored.
+
+        ``expected_version``: 0 to create a new id only, n to update only if the latest
+        version is n; otherwise :class:`~autoflow.errors.ConflictError`.
+
+        Example::
+
+            saved = client.save_workflow(etl.to_dict(), workflow_id="etl")
+            client.execute("etl", inputs={"url": "https://x"})   # runs version saved.version
+        """
+        return self.catalog.save(
+            definition, workflow_id=workflow_id, organization_id=organization_id, expected_version=expected_version
+        )
+
+    def stored_workflow(
+        self, workflow_id: str, *, version: int | None = None, organization_id: str | None = None
+    ) -> StoredWorkflow:
+        """A stored workflow (the latest version unless ``version``); NotFoundError if none."""
+        return self.catalog.get(workflow_id, version=version, organization_id=organization_id)
+
+    def stored_workflows(self, *, organization_id: str | None = None, limit: int = 100) -> list[StoredWorkflow]:
+        """The latest version of each stored workflow of an organization, by id."""
+        return self.backend.store.list_workflows(organization_id, limit)
+
+    def resolve_workflow(self, name: str, *, organization_id: str | None = None) -> Workflow | StoredWorkflow:
+        """What ``execute(name, organization_id=...)`` would run: the stored workflow of
+        that id (it wins), else the registered workflow of that name; NotFoundError if none."""
+        return self.catalog.resolve(name, organization_id)
+
+    def load_workflow(self, stored: StoredWorkflow) -> Workflow:
+        """The :class:`Workflow` of a stored definition (parsed once per version, cached)."""
+        return self.catalog.load(stored)
+
     # -- one run ---------------------------------------------------------------------------
     def run(self, run_id: str) -> Run:
         """A handle on an existing run (NotFoundError if unknown)."""
@@ -421,6 +497,13 @@ class Client:
         if info is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return info
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """Just the status of a run (one cheap read); NotFoundError if unknown."""
+        status = self.backend.store.run_status(run_id)
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return status
 
     def logs(self, run_id: str, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         """Log lines with ``id > since``, oldest first, at most ``limit`` per call;
@@ -513,10 +596,24 @@ class Client:
         return self.backend.store.stats()
 
     def runs(
-        self, workflow: str | None = None, status: RunStatus | str | None = None, limit: int = 50
+        self,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 50,
+        *,
+        organization_id: str | None = None,
+        user_id: str | None = None,
+        trigger: str | None = None,
+        workflow_id: str | None = None,
+        before: str | None = None,
     ) -> list[RunInfo]:
-        """Run history, newest first (snapshots without per-node detail)."""
-        return self.backend.store.list_runs(workflow, RunStatus(status) if status else None, limit)
+        """Run history, newest first (snapshots without per-node detail). Filters combine;
+        ``before`` (a run id) pages on: ``client.runs(before=page[-1].id)``."""
+        state = RunStatus(status) if status else None
+        if organization_id is None and user_id is None and trigger is None and workflow_id is None and before is None:
+            return self.backend.store.list_runs(workflow, state, limit)
+        query = RunQuery(workflow, state, organization_id, user_id, trigger, workflow_id, before, limit)
+        return self.backend.store.query_runs(query)
 
     def __repr__(self) -> str:
         return f"<Client {self.url} workers={self.workers}>"

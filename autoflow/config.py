@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     Only these names are read: never a bare ``HOME``,
     ``SECRET`` or ``REDIS_URL``. An invalid value raises :class:`~autoflow.ConfigError`
     naming the variable.
+
+    The REST API (``autoflow serve``, see docs/api.md): ``AUTOFLOW_API_HOST``,
+    ``AUTOFLOW_API_PORT``, ``AUTOFLOW_JWT_SECRET``, ``AUTOFLOW_JWT_PUBLIC_KEY_FILE``,
+    ``AUTOFLOW_JWT_ALGORITHMS``, ``AUTOFLOW_JWT_AUDIENCE``, ``AUTOFLOW_JWT_ISSUER``,
+    ``AUTOFLOW_API_RATE_LIMIT``, ``AUTOFLOW_API_EXECUTE_RATE_LIMIT``,
+    ``AUTOFLOW_API_MAX_BODY_BYTES``, ``AUTOFLOW_WEBHOOK_SECRET``,
+    ``AUTOFLOW_WEBHOOK_ORGANIZATION``, ``AUTOFLOW_WEBHOOKS_FILE``.
     """
 
     # Fields are read from their documented variable only (validation_alias); keyword
@@ -86,6 +93,20 @@ class Settings(BaseSettings):
     # ticker and the listeners, and how long a ticker's / listener's lease lasts.
     scheduler: bool = Field(True, validation_alias="AUTOFLOW_SCHEDULER")
     scheduler_lease_seconds: float = Field(10.0, gt=0, validation_alias="AUTOFLOW_SCHEDULER_LEASE_SECONDS")
+    # -- the REST API (autoflow serve; docs/api.md, docs/webhooks.md) ----------------------
+    api_host: str = Field("127.0.0.1", validation_alias="AUTOFLOW_API_HOST")
+    api_port: int = Field(8000, ge=0, le=65535, validation_alias="AUTOFLOW_API_PORT")
+    jwt_secret: SecretStr | None = Field(None, validation_alias="AUTOFLOW_JWT_SECRET")
+    jwt_public_key_file: Path | None = Field(None, validation_alias="AUTOFLOW_JWT_PUBLIC_KEY_FILE")
+    jwt_algorithms: str | None = Field(None, validation_alias="AUTOFLOW_JWT_ALGORITHMS")
+    jwt_audience: str | None = Field(None, validation_alias="AUTOFLOW_JWT_AUDIENCE")
+    jwt_issuer: str | None = Field(None, validation_alias="AUTOFLOW_JWT_ISSUER")
+    api_rate_limit: str = Field("50/s", validation_alias="AUTOFLOW_API_RATE_LIMIT")
+    api_execute_rate_limit: str = Field("20/s", validation_alias="AUTOFLOW_API_EXECUTE_RATE_LIMIT")
+    api_max_body_bytes: int = Field(1 << 20, gt=0, validation_alias="AUTOFLOW_API_MAX_BODY_BYTES")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="AUTOFLOW_WEBHOOK_SECRET")
+    webhook_organization: str | None = Field(None, validation_alias="AUTOFLOW_WEBHOOK_ORGANIZATION")
+    webhooks_file: Path | None = Field(None, validation_alias="AUTOFLOW_WEBHOOKS_FILE")
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(type(self).model_fields)

@@ -12,7 +12,8 @@ Every error autoflow raises on purpose is an :class:`AutoflowError`::
     ├── RunCancelled                    ``run.result()`` of a cancelled run
     ├── RunTimeout (TimeoutError)       ``run.wait(timeout=...)`` ran out of time
     ├── ConfigError (ValueError)        a setting (environment variable) is invalid; names it
-    └── BackendError (ConnectionError)  the store or queue is unreachable (names the URL)
+    ├── BackendError (ConnectionError)  the store or queue is unreachable (names the URL)
+    └── ConflictError                   a stored workflow changed meanwhile (expected version)
 
 Validation errors also subclass ``ValueError``/``TypeError`` so that code written
 against the standard library keeps working.
@@ -24,6 +25,7 @@ __all__ = [
     "AutoflowError",
     "BackendError",
     "ConfigError",
+    "ConflictError",
     "InputError",
     "NodeCancelled",
     "NotFoundError",
@@ -118,3 +120,8 @@ class BackendError(AutoflowError, ConnectionError):
         self.url = url
         self.reason = reason
         super().__init__(f"backend {url} is not usable: {reason}")
+
+
+class ConflictError(AutoflowError):
+    """A stored workflow is not at the version the caller expected (it was created or
+    changed meanwhile); nothing was saved."""

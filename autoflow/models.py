@@ -180,6 +180,8 @@ class RunInfo(BaseModel):
     parent_run_id: str | None = None
     parent_node_id: str | None = None
     nodes: dict[str, NodeInfo] = Field(default_factory=dict)
+    workflow_id: str | None = None  # the stored workflow (by id) this run executes, if any
+    workflow_version: int | None = None
 
     @property
     def finished(self) -> bool:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,7 @@ from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
+from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
 from autoflow.engine.planner import node_seeds, retry_delay
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
@@ -41,9 +43,20 @@ __all__ = ["CONTINUE_FOR", "Executor"]
 
 log = logging.getLogger("autoflow.executor")
 
-#: A store transition that records a node's outcome, run once the node let go of its lease;
-#: given a token, a completion may claim the next ready node with it (a continuation).
-Settle = Callable[[str | None], Progress]
+
+@dataclass(frozen=True)
+class Settle:
+    """The store transition that records a node's outcome, run once the node let go of its
+    lease; given a token, a completion may claim the next ready node with it (a
+    continuation). ``outcome`` names it for the observer (see ``engine/observe.py``)."""
+
+    outcome: str
+    transition: Callable[[str | None], Progress]
+
+    def __call__(self, next_token: str | None) -> Progress:
+        return self.transition(next_token)
+
+
 #: Seconds one message may go on running the nodes its completions make ready.
 CONTINUE_FOR = 0.05
 
@@ -85,11 +98,13 @@ class Executor:
         outage: Outage | None = None,
         credentials: Credentials | None = None,
         http_transport: Any = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.secret = secret
         self.limits = limits or Limits()
         self.stopping = stopping
+        self.observer = observer
         self.registry = registry
         self.send = send
         self.lease = lease
@@ -178,6 +193,7 @@ class Executor:
         run_id, node_id = claim.run_id, claim.node_id
         logs = LogBuffer()
         cancel = threading.Event()
+        started = time.monotonic()
         self.tracker.track(run_id, node_id, token, cancel, logs, self.invoker.interrupt)
         try:
             settle = self._execute(claim, token, logs, cancel)
@@ -186,12 +202,24 @@ class Executor:
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
         progress = self._record(settle, run_id, node_id, token, next_token)
+        if self.observer is not None and progress.accepted:
+            self._observe(claim, settle.outcome, time.monotonic() - started)
         if not progress.accepted and not lost:
             log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, claim.attempt)
         elif not progress.accepted:
             log.info("result of %s/%s#%d discarded (claim lost or cancelled meanwhile)", run_id, node_id, claim.attempt)
         self.after(progress, run_id)
         return progress.claim
+
+    def _observe(self, claim: Claim, outcome: str, seconds: float) -> None:
+        """Tell the observer (metrics) how an attempt ended."""
+        plan = self._plans.get(claim.digest)
+        spec = plan.specs.get(claim.map_of or claim.node_id) if plan else None
+        try:
+            if self.observer is not None:
+                self.observer.node_done(spec.type if spec else "unknown", outcome, seconds)
+        except Exception:  # metrics must never break the engine
+            log.exception("the observer failed")
 
     def _record(self, settle: Settle, run_id: str, node_id: str, token: str, next_token: str | None) -> Progress:
         """Run the transition that records the outcome. If the store refuses what the node
@@ -251,7 +279,7 @@ class Executor:
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
             if spec.workflow is not None:
                 child = self.subflows.prepare_child(claim, spec, values)
-                return _once(self.subflows.start_child, claim, token, child, self.send)
+                return _once("waiting", self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
                 if claim.gather is not None:
                     return self._gather(claim, token, claim.gather, logs)
@@ -287,13 +315,15 @@ class Executor:
             output = ctx.scrub(self._output(value, node_id, node_id in plan.conditions))
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
-            return _once(self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note])
+            return _once(
+                "deferred", self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note]
+            )
         except NodeCancelled as exc:
             still_running = getattr(exc, "still_running", None)
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
                 return self._failed(claim, token, spec, exc, logs, cancel, ctx)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
-            return _once(self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
+            return _once("cancelled", self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             still_running = getattr(exc, "still_running", None)
             return self._failed(claim, token, spec, exc, logs, cancel, ctx)
@@ -310,7 +340,7 @@ class Executor:
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
         done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
-        return partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done])
+        return Settle("completed", partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done]))
 
     def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:
         """``ctx.start_workflow``: a detached run of a workflow this worker knows, once per
@@ -376,7 +406,9 @@ class Executor:
             )
             for i, item in enumerate(items)
         ]
-        return _once(self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note])
+        return _once(
+            "expanded", self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note]
+        )
 
     def _gather(self, claim: Claim, token: str, count: int, logs: LogBuffer) -> Settle:
         """Every item of a map is done: its output is their results, read in pages."""
@@ -393,7 +425,9 @@ class Executor:
             parts += page
         done = log_record(LogLevel.INFO, f"gathered the results of {count} item(s)", claim.node_id, trusted=True)
         output = "[" + ",".join(parts) + "]"
-        return partial(self._complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
+        return Settle(
+            "completed", partial(self._complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
+        )
 
     def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
         """Rate limit and concurrency: a node over its limit goes back to the queue with a
@@ -413,7 +447,9 @@ class Executor:
             return None
         note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
         until = time.time() + wait
-        return _once(self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note])
+        return _once(
+            "deferred", self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note]
+        )
 
     def _failed(
         self,
@@ -452,7 +488,8 @@ class Executor:
             closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
-        return _once(self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
+        outcome = "failed" if delay is None else "retrying"
+        return _once(outcome, self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
 
 
 def _item_index(node_id: str) -> int | None:
@@ -463,6 +500,6 @@ def _item_index(node_id: str) -> int | None:
     return None
 
 
-def _once(fn: Callable[..., Progress], *args: Any) -> Settle:
+def _once(outcome: str, fn: Callable[..., Progress], *args: Any) -> Settle:
     """A transition that never continues with another node (it ignores the token)."""
-    return lambda _next_token: fn(*args)
+    return Settle(outcome, lambda _next_token: fn(*args))

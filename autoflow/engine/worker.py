@@ -22,6 +22,7 @@ from autoflow.engine.dispatch import ChildHooks, HueyDispatcher
 from autoflow.engine.executor import Executor
 from autoflow.engine.inline import InlineDispatcher
 from autoflow.engine.invoke import SignalInvoker, ThreadInvoker
+from autoflow.engine.observe import Observer
 from autoflow.engine.reaper import Reaper
 from autoflow.engine.shipping import CodeRefused
 from autoflow.engine.signing import KEYCHECK_BLOB, keycheck
@@ -64,6 +65,7 @@ class Worker:
         kind: str = "thread",
         shutdown_timeout: float = 30.0,
         accept_code: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"worker kind must be one of {KINDS}, got {kind!r}")
@@ -87,7 +89,9 @@ class Worker:
             limits=settings.limits,
             stopping=self._stopping.is_set,
             outage=getattr(dispatcher, "outage", None),
+            observer=observer,
         )
+        self.observer = observer
         dispatcher.node_handler = self._handle_node
         dispatcher.admit_handler = self.admit
         self.reaper = Reaper(
@@ -143,6 +147,8 @@ class Worker:
 
     def _on_finished(self, run_id: str, status: RunStatus) -> None:
         log.info("run %s %s", run_id, status.value)
+        if self.observer is not None:
+            self.observer.run_finished(status)
         self.admit()
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoflow.models import ErrorInfo, LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.store.catalog import Catalog
 
 __all__ = [
     "CRASH_MESSAGE",
@@ -53,6 +54,8 @@ class NewRun:
     parent_node_id: str | None = None
     code: str | None = None  # content hash of the code shipped with the run (ship_code)
     signature: str | None = None  # HMAC of what the run may do (see engine/signing.py)
+    workflow_id: str | None = None  # the stored workflow (catalog) this run executes, if any
+    workflow_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,9 @@ def crash_error(node_id: str, stalls: int) -> ErrorInfo:
     return ErrorInfo(type="WorkerCrashed", message=CRASH_MESSAGE % (node_id, stalls), node_id=node_id)
 
 
-class Store(Protocol):
+class Store(Catalog, Protocol):
     """What the engine needs from a store. Two implementations: SQLite and Redis.
+    (The catalog of stored workflows and run queries is in ``catalog.py``.)
 
     Unless said otherwise, a missing run makes reads return ``None``/empty and
     transitions return ``Progress(accepted=False)``.

@@ -24,6 +24,7 @@ from autoflow import codec
 from autoflow.errors import BackendError
 from autoflow.models import ErrorInfo, RunStatus
 from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, map_window
+from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_control import RedisControl
 from autoflow.store.redis_reads import ERR, NS, OUT, RUN_KEYS, _guard, _s
 
@@ -42,7 +43,7 @@ _SAFE_POLICIES = ("noeviction",)
 _CLAIM_FIELDS = 12
 
 
-class RedisStore(RedisControl):
+class RedisStore(RedisControl, RedisCatalog):
     """The production store.
 
     Example::
@@ -170,6 +171,8 @@ class RedisStore(RedisControl):
             "roots": ",".join(n.id for n in nodes if not n.parents),
             "parent_run": run.parent_run_id or "",
             "parent_node": run.parent_node_id or "",
+            "workflow_id": run.workflow_id or "",
+            "workflow_version": run.workflow_version or "",
         }
         seeds = [
             [
@@ -192,14 +195,21 @@ class RedisStore(RedisControl):
         pipe.zadd(self._g("creating"), {run.id: run.created_at})
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
+        self._index_org(pipe, run)
         try:
             pipe.execute()
         except NoScriptError:  # e.g. the server restarted: load the scripts and go again
             script(keys=keys, args=args)
             pipe = self.r.pipeline(transaction=False)
             self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
+            self._index_org(pipe, run)
             pipe.execute()
         return run.id
+
+    def _index_org(self, pipe: Any, run: NewRun) -> None:
+        """The organization's history index (run queries by tenant, see catalog_redis.py)."""
+        if run.organization_id:
+            pipe.zadd(self._g(f"org:{run.organization_id}"), {run.id: run.created_at}, nx=True)
 
     def _pending(self, child: bool) -> str:
         """The admission queue: sub-workflow runs wait apart, admitted whatever the limit

@@ -168,6 +168,8 @@ class RedisReads:
             parent_run_id=run.get("parent_run") or None,
             parent_node_id=run.get("parent_node") or None,
             nodes=nodes,
+            workflow_id=run.get("workflow_id") or None,
+            workflow_version=int(run["workflow_version"]) if run.get("workflow_version") else None,
         )
 
     @_guard

@@ -24,6 +24,7 @@ from autoflow.models import (
     LogLevel,
 )
 from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, Ready
+from autoflow.store.catalog_sqlite import CATALOG_SCHEMA, SQLiteCatalog
 from autoflow.store.rules import message_priority
 from autoflow.store.sqlite_control import SQLiteControl
 from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA
@@ -32,7 +33,7 @@ from autoflow.store.sqlite_transitions import engine_log
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(SQLiteControl):
+class SQLiteStore(SQLiteCatalog, SQLiteControl):
     """The embedded store. ``SQLiteStore(":memory:")`` for tests, a file path otherwise.
 
     Example::
@@ -64,6 +65,7 @@ class SQLiteStore(SQLiteControl):
                 conn.execute("PRAGMA cache_size=-32000")  # 32 MB: big runs stay in memory
             conn.executescript(SCHEMA)
             self._migrate(conn)
+            conn.executescript(CATALOG_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise BackendError(self.url, str(exc)) from None
         self._conn = conn
@@ -140,8 +142,8 @@ class SQLiteStore(SQLiteControl):
             db.execute(
                 "INSERT INTO runs (id, workflow, digest, status, priority, inputs, output_tpl, user_id,"
                 " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining,"
-                " parent_run, parent_node, code, signature)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " parent_run, parent_node, code, signature, workflow_id, workflow_version)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.id,
                     run.workflow,
@@ -160,6 +162,8 @@ class SQLiteStore(SQLiteControl):
                     run.parent_node_id,
                     run.code,
                     run.signature,
+                    run.workflow_id,
+                    run.workflow_version,
                 ),
             )
             db.executemany(

@@ -67,7 +67,14 @@ CREATE TABLE IF NOT EXISTS slots (
 
 #: Columns added after the first release: (name, declaration) per table.
 MIGRATIONS: dict[str, list[tuple[str, str]]] = {
-    "runs": [("parent_run", "TEXT"), ("parent_node", "TEXT"), ("code", "TEXT"), ("signature", "TEXT")],
+    "runs": [
+        ("parent_run", "TEXT"),
+        ("parent_node", "TEXT"),
+        ("code", "TEXT"),
+        ("signature", "TEXT"),
+        ("workflow_id", "TEXT"),
+        ("workflow_version", "INTEGER"),
+    ],
     "nodes": [
         ("when_node", "TEXT"),
         ("when_value", "INTEGER"),
@@ -208,6 +215,8 @@ def _run_info(row: sqlite3.Row, nodes: dict[str, NodeInfo], unhandled: list[str]
         cancel_requested=bool(row["cancel_requested"]),
         parent_run_id=row["parent_run"],
         parent_node_id=row["parent_node"],
+        workflow_id=row["workflow_id"],
+        workflow_version=row["workflow_version"],
         nodes=nodes,
     )
 

@@ -1,7 +1,10 @@
-"""Triggers: schedules that fire once per slot, database-change listeners, Huey periodic tasks.
+"""Triggers: what starts runs from outside: schedules that fire once per slot, database-change
+listeners, Huey periodic tasks and webhook verification (``triggers.webhooks``).
 
 Below the client in the layers: triggers start runs through a :class:`Starter` (what
-``af.Client`` offers), so the client imports them and never the reverse.
+``af.Client`` offers) with an idempotency key, so the client imports them and never the
+reverse, and a retried delivery, a second ticker or a restarted listener never starts a
+second run.
 
 Example::
 
