@@ -245,9 +245,15 @@ class Client:
     def _triggers(self) -> tuple[Schedules, DbTriggers]:
         with self._trigger_lock:
             if self._schedules is None or self._db_triggers is None:
-                self._schedules = Schedules(self.backend.store, self, self.registry)
-                self._db_triggers = DbTriggers(self.backend.store, self, self.registry)
+                store, resolve = self.backend.store, self._trigger_workflow
+                self._schedules = Schedules(store, self, self.registry, resolve=resolve)
+                self._db_triggers = DbTriggers(store, self, self.registry, resolve=resolve)
             return self._schedules, self._db_triggers
+
+    def _trigger_workflow(self, name: str, organization_id: str | None) -> Workflow:
+        """The workflow a schedule or database trigger names (a stored one wins, as in execute)."""
+        found = self.resolve_workflow(name, organization_id=organization_id)
+        return found if isinstance(found, Workflow) else self.load_workflow(found)
 
     @property
     def schedules(self) -> Schedules:

@@ -2,8 +2,7 @@
 
 The app is thin (style habit 12): each route parses input, checks the token, calls the
 :class:`~autoflow.client.Client` and shapes the answer. A new area is one more entry in
-:data:`ROUTERS` (the schedules API goes there) and, for the dashboard, one more entry in
-``autoflow.server.dashboard.NAV``.
+:data:`ROUTERS` and, for a dashboard page, one more entry in ``autoflow.server.dashboard.NAV``.
 
 Example::
 
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autoflow.client import Client
 from autoflow.config import Settings
-from autoflow.server import dashboard, executions, health, hooks, metrics, workflows
+from autoflow.server import dashboard, dashboard_schedules, executions, health, hooks, metrics, schedules, workflows
 from autoflow.server.auth import Authenticator
 from autoflow.server.deps import AppState, parse_limit
 from autoflow.server.errors import Problem, install_error_handlers, problem
@@ -33,10 +32,12 @@ __all__ = ["ROUTERS", "create_app"]
 ROUTERS: list[APIRouter] = [
     executions.router,
     workflows.router,
+    schedules.router,
     hooks.router,
     health.router,
     metrics.router,
     dashboard.router,
+    dashboard_schedules.router,
 ]
 
 _VERSION = "1.0.0"

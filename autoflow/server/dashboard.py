@@ -6,7 +6,7 @@ little vanilla JavaScript that re-fetches the run's fragment every second until 
 The token is pasted once on ``/ui/login`` and kept in an HttpOnly, SameSite=Strict cookie;
 buttons post with a custom header, which a cross-site form cannot send.
 
-Adding a page (the schedules page) is a route here and one line in :data:`NAV`.
+Adding a page is a router (``dashboard_schedules.py`` is one) and one line in :data:`NAV`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["NAV", "router"]
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 #: The dashboard's menu: (label, path). A new page adds one line.
-NAV: list[tuple[str, str]] = [("Runs", "/ui/")]
+NAV: list[tuple[str, str]] = [("Runs", "/ui/"), ("Schedules", "/ui/schedules")]
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;color:#212529;background:#f8f9fa}

@@ -9,10 +9,12 @@ starting it twice returns the first run.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from autoflow import codec
+from autoflow.define.workflow import Workflow
 from autoflow.errors import InputError
 from autoflow.models import DbTriggerInfo, RunStatus, ScheduleInfo
 from autoflow.store.schedules import TriggerStore
@@ -37,6 +39,11 @@ class StartedRun(Protocol):
 
     @property
     def id(self) -> str: ...
+
+
+#: Finds the workflow a trigger names: ``(name, organization_id) -> Workflow``; the client
+#: offers one that knows workflows stored by id too.
+Resolve = Callable[[str, "str | None"], Workflow]
 
 
 class Starter(Protocol):

@@ -28,7 +28,7 @@ from autoflow.errors import InputError, NotFoundError, OutputError
 from autoflow.models import DbTriggerInfo
 from autoflow.store.base import Store
 from autoflow.store.schedules import DB_TRIGGER, TriggerStore, trigger_store
-from autoflow.triggers.base import Starter, check_id, load, write
+from autoflow.triggers.base import Resolve, Starter, check_id, load, write
 from autoflow.triggers.outbox import Event, Listeners, Source
 from autoflow.triggers.postgres import PostgresSource
 from autoflow.triggers.spec import to_datetime
@@ -61,10 +61,13 @@ class DbTriggers:
         *,
         clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
         self.store = store
         self.starter = starter
         self.registry = registry
+        # Workflow names resolve like Client.execute (stored workflows first, when offered).
+        self.resolve: Resolve = resolve or (lambda name, organization_id: registry.workflow(name))
         self.clock = clock
         self.environ = os.environ if environ is None else environ
         self.records: TriggerStore = trigger_store(store)
@@ -92,7 +95,7 @@ class DbTriggers:
         again re-installs it with the new settings (events not yet handled are kept)."""
         name = workflow.name if isinstance(workflow, Workflow) else workflow
         trigger_id = check_id(id or f"db_{codec.new_id()}", "trigger")
-        wf = self.registry.workflow(name)  # NotFoundError lists the known ones
+        wf = self.resolve(name, organization_id)  # NotFoundError lists the known ones
         if kind not in KINDS:
             raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
         for what, value in (("table", table), ("schema", schema)):

@@ -28,7 +28,7 @@ from autoflow.models import (
 )
 from autoflow.store.base import Store
 from autoflow.store.schedules import SCHEDULE, TriggerStore, trigger_store
-from autoflow.triggers.base import StartedRun, Starter, check_id, load, ts, write
+from autoflow.triggers.base import Resolve, StartedRun, Starter, check_id, load, ts, write
 from autoflow.triggers.spec import Spec, parse_interval, slot_key, to_datetime, zone
 from autoflow.triggers.ticker import MAX_EVENTS, Ticker, fire_slot, spec_of
 
@@ -77,11 +77,20 @@ class Schedules:
     """
 
     def __init__(
-        self, store: Store, starter: Starter, registry: WorkflowRegistry, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        starter: Starter,
+        registry: WorkflowRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        resolve: Resolve | None = None,
     ) -> None:
         self.store = store
         self.starter = starter
         self.registry = registry
+        # Workflow names resolve like Client.execute: a stored workflow of the organization
+        # first (when the client offers it), else a registered one.
+        self.resolve: Resolve = resolve or (lambda name, organization_id: registry.workflow(name))
         self.clock = clock
         self.records: TriggerStore = trigger_store(store)
 
@@ -322,7 +331,7 @@ class Schedules:
         name = f["workflow"]
         if not isinstance(name, str):
             raise InputError(f"workflow must be an af.Workflow or a registered name, got {name!r}")
-        wf = self.registry.workflow(name)  # NotFoundError lists the known ones
+        wf = self.resolve(name, f["organization_id"])  # NotFoundError lists the known ones
         inputs = f["inputs"] or {}
         if not isinstance(inputs, dict):
             raise InputError(f"inputs must be a dict of workflow inputs, got {type(inputs).__name__}")

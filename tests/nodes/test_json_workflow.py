@@ -109,3 +109,25 @@ def test_the_example_script_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert "order A-100 saved (upsert)" in done.stdout and "order B-7 saved (upsert)" in done.stdout
     assert "row ('B-7', 'bo@example.com', 19.9, 'email', '<" in done.stdout
+
+
+def test_the_json_workflow_is_saved_executed_by_id_and_drawn(
+    backend_client: af.Client, shop: Path, http_server: HTTPServer, smtp: SMTPRecorder
+) -> None:
+    """The whole seed path: the JSON definition saved by id (as POST /api/workflows does),
+    executed by id (as POST /api/workflows/{id}/execute does), drawn from the run."""
+    http_server.route("POST", "/orders", lambda r: Response(201, {"ok": True}))
+    stored = backend_client.save_workflow(json.loads(DEFINITION.read_text()), workflow_id="order_intake")
+    assert stored.version == 1
+    inputs = {"crm_url": http_server.url(""), "smtp_port": smtp.port}
+    run = backend_client.execute(
+        "order_intake", inputs, trigger="webhook", trigger_data=_webhook({"id": "C-3", "email": "c@x.test", "total": 9})
+    )
+    assert run.result(timeout=60)["message"] == "order C-3 saved (upsert)"
+    info = run.status()
+    assert (info.workflow_id, info.workflow_version) == ("order_intake", 1)
+    svg = run.to_svg()  # drawn from the stored definition the run ran, states coloured
+    for node_id in ("webhook", "order", "is_big", "notify_crm", "thank_you", "save", "log"):
+        assert node_id in svg
+    with sqlite3.connect(shop) as db:
+        assert db.execute("SELECT route FROM orders WHERE order_id = 'C-3'").fetchone() == ("email",)
