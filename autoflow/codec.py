@@ -53,11 +53,17 @@ _KEY_WORDS = (
     r"|set-cookie|credentials?|private[_-]?key|access[_-]?key|client[_-]?secret|session[_-]?id|signature"
 )
 _SECRET_KEY = re.compile(rf"(?:{_KEY_WORDS})", re.IGNORECASE)
+_CREDENTIAL = (
+    r"(?:(?:(?=[^\s]*[\d._=+/~-])|(?-i:(?=[^\s]*[a-z])(?=[^\s]*[A-Z])))[A-Za-z0-9._~+/=:-]{6,}"
+    r"|[A-Za-z0-9._~+/=:-]{20,})"
+)
 _SECRET_TEXT: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     # URLs with credentials: everything between "scheme://user:" and the last "@" before
     # the host, so passwords containing "@" or "/" are covered too.
     (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)\S*@(?=[^@\s]*)"), r"\1***@"),
-    (re.compile(r"(?i)\b(bearer|basic|digest|token)\s+[A-Za-z0-9._~+/=:-]{4,}"), r"\1 ***"),
+    # A credential after its scheme: a word that looks like one (digits, mixed case or
+    # punctuation such as . = + /) or a long one, so prose ("the token lacks a scope") stays.
+    (re.compile(rf"(?i)\b(bearer|basic|digest|token|negotiate)\s+{_CREDENTIAL}"), r"\1 ***"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "***jwt***"),
     (re.compile(r"\b(sk|pk|rk|whsec)_(live_|test_)?[A-Za-z0-9]{8,}"), "***"),
     (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "***"),
@@ -68,7 +74,7 @@ _SECRET_TEXT: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]
             rf"""(?ix)
             (?<![\w.-])(?P<key>["']?[\w.-]{{0,32}}?(?:{_KEY_WORDS})[\w.-]{{0,32}}["']?)
             (?P<sep>\s*[=:]\s*)
-            (?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}})\]]+)
+            (?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|(?:(?:bearer|basic|digest|token|negotiate)\s+)?[^\s,;&}})\]]+)
             """
         ),
         lambda m: f"{m.group('key')}{m.group('sep')}{_mask(m.group('value'))}",

@@ -153,6 +153,10 @@ def test_redaction_covers_the_forms_secrets_take() -> None:
         "https://user:hunter22@example.com/x",
     ):
         assert "hunter22" not in codec.redact_text(text) and "ter/22" not in codec.redact_text(text), text
+    for text in ("Basic dXNlcjpwYXNz", "Authorization: Bearer abc.def.ghi", "Authorization: bearer abcdefgh"):
+        assert "dXNlcjpwYXNz" not in codec.redact_text(text) and "abc" not in codec.redact_text(text), text
+    for prose in ("this token lacks the admin scope", "a basic understanding of bearer tokens"):
+        assert codec.redact_text(prose) == prose  # wording is not mangled
     assert codec.redact({"Password": "x", "X-Api-Key": "y", "author": "kept"}) == {
         "Password": "***",
         "X-Api-Key": "***",

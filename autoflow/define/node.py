@@ -345,7 +345,7 @@ class Node(Generic[P, R]):
             params[p.name] = Param(p.name, p.kind, annotation, p.default)
         return params, ctx_param, hints.get("return", inspect.Parameter.empty)
 
-    @property
+    @functools.cached_property
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
 

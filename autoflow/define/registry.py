@@ -56,6 +56,11 @@ class Registry(Generic[N, W]):
         self._workflows: dict[str, W] = {}
 
     def add_node(self, node: N) -> None:
+        if self is not _builtins and _builtins.has_node(node.key):
+            raise WorkflowError(
+                f"node key {node.key!r} is the type of a built-in node, which JSON definitions resolve first; "
+                f"give {node.module}.{node.qualname} another key with @af.node(name=...) or @af.node(type=...)"
+            )
         with self._lock:
             old = self._nodes.get(node.key)
             if old is not None and old.module != node.module:

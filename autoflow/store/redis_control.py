@@ -57,11 +57,9 @@ class RedisControl(RedisReads):
             self._pending(False),
             self._pending(True),
             self._g(f"done:{status.value}"),
-            self._g(f"nstat:{int(now // 3600)}"),
+            self._g("nstat"),
         ]
-        self._scripts["book"](
-            keys=keys, args=[run_id, repr(now), int(ok or 0), int(failed or 0), int(self.retention) + 3600]
-        )
+        self._scripts["book"](keys=keys, args=[run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600)])
 
     # -- leases, logs, control -------------------------------------------------------------
     @_guard
@@ -259,6 +257,11 @@ class RedisControl(RedisReads):
             for run_id in [_s(i) for i in self.r.zrangebyscore(index, "-inf", cutoff)]:
                 removed += int(self.r.delete(*self._keys(run_id)) > 0)
             self.r.zremrangebyscore(index, "-inf", cutoff)
+        # Hourly node stats older than the retention.
+        oldest_hour = int(cutoff // 3600)
+        stale = [f for f in map(_s, self.r.hkeys(self._g("nstat"))) if int(f.split("|")[0]) < oldest_hour]
+        if stale:
+            self.r.hdel(self._g("nstat"), *stale)
         # History entries of runs that expired (TTL) or were deleted above.
         old = [_s(i) for i in self.r.zrangebyscore(self._g("runs"), "-inf", now)]
         gone = [run_id for run_id in old if not self.r.exists(self._keys(run_id)[RUN])]

@@ -233,13 +233,13 @@ class RedisReads:
             pipe.zcount(self._g(f"done:{status}"), now - self.retention, "+inf")
         for run_id in active:
             pipe.hmget(self._keys(run_id)[RUN], "queued", "running", "n_ok", "failed", "status")
-        hours = math.ceil(self.retention / 3600)
-        for h in range(hours + 1):
-            pipe.hmget(self._g(f"nstat:{int(now // 3600) - h}"), "completed", "failed")
+        hours = [int(now // 3600) - h for h in range(math.ceil(self.retention / 3600) + 1)]
+        pipe.hmget(self._g("nstat"), [f"{h}|{kind}" for h in hours for kind in ("completed", "failed")])
         res = pipe.execute()
         waiting, completed, failed = res[0] + res[1], res[2], res[3]
         live = res[4 : 4 + len(active)]
-        buckets = res[4 + len(active) :]
+        counts = res[-1]
+        buckets = list(zip(counts[0::2], counts[1::2], strict=True))
         node = QueueCounts()
         running_runs = 0
         for queued, running, ok, bad, status in live:
