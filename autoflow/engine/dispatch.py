@@ -336,6 +336,9 @@ class HueyDispatcher:
 
     def _on_admit(self) -> None:
         if self.admit_handler is not None:
+            # One admission covers every run created before it: the other waiting nudges
+            # (a burst of submissions sends one each) would only repeat it.
+            self.workflows.storage.flush_queue()
             self.admit_handler()
 
     # -- sending ---------------------------------------------------------------------------

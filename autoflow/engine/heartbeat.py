@@ -96,6 +96,8 @@ class LeaseTracker:
         self._ensure_thread()
 
     def _ensure_thread(self) -> None:
+        if self._pid == os.getpid():  # the thread runs already (checked again under the lock)
+            return
         with self._lock:
             if self._pid != os.getpid():  # first use in this process (or after a fork)
                 self._pid = os.getpid()

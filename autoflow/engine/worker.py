@@ -76,6 +76,8 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self._parent_pid = os.getpid()
         self._stopping = threading.Event()  # set in a process worker told to stop at once
+        self._admitting = threading.Lock()
+        self._admit_again = False
         store, dispatcher = backend.store, backend.dispatcher
         self.executor = Executor(
             store,
@@ -135,10 +137,21 @@ class Worker:
         self.backend.store.put_blob(KEYCHECK_BLOB, keycheck(self.settings.secret_bytes).encode())
 
     def admit(self) -> None:
-        """Start pending runs while slots are free (WORKFLOW_CONCURRENCY)."""
-        ready = self.backend.store.admit(self.settings.workflow_concurrency)
-        if ready:
-            self.backend.dispatcher.send(ready)
+        """Start pending runs while slots are free (WORKFLOW_CONCURRENCY). Calls that come
+        while one is running in this process are folded into one more pass of it."""
+        if not self._admitting.acquire(blocking=False):
+            self._admit_again = True
+            return
+        try:
+            while True:
+                self._admit_again = False
+                ready = self.backend.store.admit(self.settings.workflow_concurrency)
+                if ready:
+                    self.backend.dispatcher.send(ready)
+                if not self._admit_again:
+                    return
+        finally:
+            self._admitting.release()
 
     def _recover(self) -> None:
         """Settle sub-workflow nodes whose child run ended while their worker died."""

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
+import threading
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoflow import codec
 from autoflow.errors import BackendError
@@ -60,6 +64,10 @@ class RedisStore(RedisControl, RedisCatalog):
         self.retention = retention
         self.pool = client.connection_pool
         self._key_cache: dict[str, list[str]] = {}
+        self._lanes = threading.local()  # one connection per thread for transitions (see _lane)
+        self._lanes_lock = threading.Lock()
+        self._lane_conns: list[Any] = []
+        self._facts: dict[str, tuple[str, str, Any, str | None, str | None]] = {}  # see _run_facts
         lua = resources.files("autoflow.store").joinpath("lua")
         lib = lua.joinpath("lib.lua").read_text()
         self._scripts = {
@@ -111,15 +119,42 @@ class RedisStore(RedisControl, RedisCatalog):
         return f"{self.ns}:{{_g}}:{name}"
 
     def _call(self, name: str, run_id: str, *args: Any) -> Any:
+        """Run the script of one run's transition (over that run's keys)."""
+        return self._eval(name, self._keys(run_id), *args)
+
+    def _eval(self, name: str, keys: Sequence[str], *args: Any) -> Any:
+        """Run a script on this thread's connection (see :meth:`_lane`)."""
         script = self._scripts[name]
-        keys = self._keys(run_id)
-        try:  # EVALSHA directly: the hot path skips redis-py's Script wrapper layers
-            return self.r.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        try:
+            return self._lane("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:  # e.g. the server restarted: load it and go on
-            return script(keys=keys, args=list(args))
+            return script(keys=list(keys), args=list(args))
+
+    def _lane(self, *command: Any) -> Any:
+        """Send one command on this thread's own connection and read the reply: the hot
+        path of transitions skips the pool's checkout, retry and bookkeeping layers. A
+        broken connection is replaced and the command sent once more."""
+        lane = self._lanes
+        conn = getattr(lane, "conn", None)
+        if conn is None or lane.pid != os.getpid():  # first use in this thread or process
+            conn = lane.conn = self.pool.connection_class(**self.pool.connection_kwargs)
+            lane.pid = os.getpid()
+            with self._lanes_lock:
+                self._lane_conns.append(conn)
+        try:
+            conn.send_command(*command)
+            return conn.read_response()
+        except (RedisConnectionError, RedisTimeoutError):
+            conn.disconnect()
+            conn.send_command(*command)
+            return conn.read_response()
 
     def close(self) -> None:
         self.pool.disconnect()
+        with self._lanes_lock:
+            conns, self._lane_conns = self._lane_conns, []
+        for conn in conns:
+            conn.disconnect()
 
     # -- definitions and runs --------------------------------------------------------------
     @_guard
@@ -234,10 +269,8 @@ class RedisStore(RedisControl, RedisCatalog):
     @_guard
     def admit(self, limit: int) -> list[Ready]:
         ready: list[Ready] = []
-        for child in [_s(i) for i in self.r.zrange(self._pending(True), 0, 99)]:
-            ready += self.start_run(child)
-        keys = [self._g("pending"), self._g("active"), self._g("active_sub")]
-        for run_id in self._scripts["admit"](keys=keys, args=[limit]):
+        keys = [self._g("pending"), self._g("active"), self._g("active_sub"), self._pending(True)]
+        for run_id in self._eval("admit", keys, limit)[1:]:
             ready += self._start(_s(run_id))
         return ready
 
@@ -269,27 +302,53 @@ class RedisStore(RedisControl, RedisCatalog):
     @_guard
     def claim(self, run_id: str, node_id: str, attempt: int, token: str, lease: float) -> Claim | None:
         res = self._call("claim", run_id, node_id, attempt, token, repr(float(lease)))
-        return self._claim(run_id, res, 0) if res else None
+        if not res:
+            return None
+        facts = (_s(res[2]), _s(res[3]), codec.loads(res[4]), _s(res[9]) or None, _s(res[10]) or None)
+        with self._lanes_lock:
+            self._facts[run_id] = facts
+            while len(self._facts) > 1024:
+                self._facts.pop(next(iter(self._facts)))
+        return self._claim(run_id, res, 0, facts)
+
+    def _run_facts(self, run_id: str) -> tuple[str, str, Any, str | None, str | None]:
+        """A run's immutable facts (workflow, digest, inputs, code, signature): remembered
+        from its last claim here, so a continuation's reply need not carry them."""
+        found = self._facts.get(run_id)
+        if found is not None:
+            return found
+        workflow, digest, inputs, code, signature = self.r.hmget(
+            self._keys(run_id)[0], ["workflow", "digest", "inputs", "code", "signature"]
+        )
+        return (
+            _s(workflow),
+            _s(digest),
+            codec.loads(inputs),
+            _s(code) if code else None,
+            _s(signature) if signature else None,
+        )
 
     @staticmethod
-    def _claim(run_id: str, res: Sequence[Any], at: int) -> Claim:
-        """The claim a script's reply holds from position ``at`` (see claim_data in lib.lua)."""
+    def _claim(run_id: str, res: Sequence[Any], at: int, facts: tuple[str, str, Any, str | None, str | None]) -> Claim:
+        """The claim a script's reply holds from position ``at`` (see claim_data in lib.lua),
+        with the run's facts."""
         f = res[at : at + _CLAIM_FIELDS]
         outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(at + _CLAIM_FIELDS, len(res), 2)}
+        workflow, digest, inputs, code, signature = facts
         return Claim(
             run_id,
             _s(f[0]),
             int(f[1]),
-            _s(f[2]),
-            _s(f[3]),
-            codec.loads(f[4]),
+            workflow,
+            digest,
+            inputs,
             outputs,
             map_of=_s(f[5]) or None,
             item=codec.loads(f[6]),
             wake_at=float(f[7]) if f[7] else None,
             run_priority=int(f[8] or 0),
-            code=_s(f[9]) or None,
-            signature=_s(f[10]) or None,
+            code=code,
+            signature=signature,
             gather=int(f[11]) if f[11] else None,
         )
 
@@ -302,7 +361,7 @@ class RedisStore(RedisControl, RedisCatalog):
         if finished is not None:
             self._finished(run_id, finished, res[2], res[3])
         end = 5 + 4 * int(res[4])
-        claim = self._claim(run_id, res, end) if len(res) > end else None
+        claim = self._claim(run_id, res, end, self._run_facts(run_id)) if len(res) > end else None
         return Progress(True, self._ready(run_id, res[5:end]), finished, claim)
 
     def _transition(

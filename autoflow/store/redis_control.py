@@ -27,6 +27,9 @@ class RedisControl(RedisReads):
     def _call(self, name: str, run_id: str, *args: Any) -> Any:
         raise NotImplementedError
 
+    def _eval(self, name: str, keys: Sequence[str], *args: Any) -> Any:
+        raise NotImplementedError
+
     def _ready(self, run_id: str, flat: Sequence[Any]) -> list[Ready]:
         raise NotImplementedError
 
@@ -59,7 +62,7 @@ class RedisControl(RedisReads):
             self._g(f"done:{status.value}"),
             self._g("nstat"),
         ]
-        self._scripts["book"](keys=keys, args=[run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600)])
+        self._eval("book", keys, run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600))
 
     # -- leases, logs, control -------------------------------------------------------------
     @_guard
@@ -222,11 +225,11 @@ class RedisControl(RedisReads):
     # -- rate and concurrency limits --------------------------------------------------------
     @_guard
     def take_token(self, key: str, count: int, per: float) -> float:
-        return float(self._scripts["bucket"](keys=[self._g(f"rl:{key}")], args=[count, per]))
+        return float(self._eval("bucket", [self._g(f"rl:{key}")], count, per))
 
     @_guard
     def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:
-        return bool(self._scripts["slot"](keys=[self._g(f"slot:{key}")], args=[holder, limit, lease]))
+        return bool(self._eval("slot", [self._g(f"slot:{key}")], holder, limit, lease))
 
     @_guard
     def release_slot(self, key: str, holder: str) -> None:

@@ -13,6 +13,6 @@ redis.call('ZREM', K.due, node)
 bump('queued', -1)
 take(node, s, token, tonumber(now) + tonumber(ARGV[4]), now)
 local res = {}
-claim_data(node, s, {}, res)
+claim_data(node, s, {}, res, true)
 save()
 return res

@@ -184,10 +184,12 @@ local function parent_values(parents, known, res)
 end
 
 -- Claim data of `node` for a worker (the reply of claim.lua, also what a completion hands
--- back when it continues with the next node): run facts, then (parent, value) pairs.
-local function claim_data(node, s, known, res)
+-- back when it continues with the next node): the run's facts (only `with_run`: a
+-- continuation's worker knows them already), the node's, then (parent, value) pairs.
+local function claim_data(node, s, known, res, with_run)
   local m = map_of(node)
-  local r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature')
+  local r = {'', '', '', '', ''}
+  if with_run then r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature') end
   local item = false
   if m then item = redis.call('HGET', K.iv, node) end
   local gather = ''
@@ -418,6 +420,6 @@ local function reply(finished, res)
   if R then ok, failed = R.n_ok, R.failed end
   local out = {1, finished or '', ok, failed, #res / 4}
   for _, v in ipairs(res) do out[#out + 1] = v end
-  if C and C.node then claim_data(C.node, C.state, C.known or {}, out) end
+  if C and C.node then claim_data(C.node, C.state, C.known or {}, out, false) end
   return out
 end
