@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -238,6 +239,21 @@ def keyed_run_id(idempotency_key: str) -> str:
 
 def new_id() -> str:
     return os.urandom(8).hex()
+
+
+_tokens: list[Any] = [0, "", None]  # pid, random prefix, counter
+
+
+def new_token() -> str:
+    """A fencing token for one attempt at a node: unique (a random per-process prefix and a
+    counter) without a system call per token. Not a secret: it tells attempts apart."""
+    pid = os.getpid()
+    if _tokens[0] != pid:  # first use in this process, or after a fork
+        with _id_lock:
+            if _tokens[0] != pid:
+                _tokens[1], _tokens[2] = os.urandom(6).hex(), itertools.count(1)
+                _tokens[0] = pid
+    return f"{_tokens[1]}{next(_tokens[2]):x}"
 
 
 def from_ts(ts: float | None) -> datetime | None:

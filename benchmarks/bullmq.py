@@ -149,10 +149,23 @@ class Counters:
         out["redis_cpu_ms_per_step"] = (rcpu1 - rcpu0) * 1000 / steps
 
 
+def _repeated(side: Callable[[], dict[str, Any]], times: int) -> dict[str, Any]:
+    """Run one side's batch `times` times back to back: steps/s over all of them."""
+    outs = [side() for _ in range(times)]
+    steps, wall = sum(o["steps"] for o in outs), sum(o["wall_s"] for o in outs)
+    return {"steps": steps, "wall_s": wall, "steps_per_s": steps / wall}
+
+
 def measure(
-    s: Setup, bull: BullMQ, counters: Counters, rounds: int, latency_runs: int, log: Callable[[str], None]
+    s: Setup,
+    bull: BullMQ,
+    counters: Counters,
+    rounds: int,
+    latency_runs: int,
+    log: Callable[[str], None],
+    repeat: int = 1,
 ) -> dict[str, Any]:
-    steps = CHAINS * CHAIN_LEN
+    steps = CHAINS * CHAIN_LEN * repeat
     sides: dict[str, Callable[[], dict[str, Any]]] = {
         "bullmq": lambda: bull.ask(cmd="throughput", chains=CHAINS, steps=CHAIN_LEN),
         "raw_huey": lambda: raw_throughput(s),
@@ -165,7 +178,7 @@ def measure(
         for name in order[r % 3 :] + order[: r % 3]:
             out: dict[str, Any] = {}
             with counters.around(steps, pids[name], out):
-                out.update(sides[name]())
+                out.update(_repeated(sides[name], repeat))
             results[name].append(out)
             log(
                 f"round {r + 1}: {name:9} {out['steps_per_s']:7.0f} steps/s  {out['commands_per_step']:5.1f} cmd/step"
@@ -235,6 +248,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-runs", type=int, default=50)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="batches of 200 chains per side and round (steadier figures)"
+    )
     parser.add_argument("--redis", metavar="URL", help="a loopback Redis instead of a private one")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
@@ -265,7 +281,7 @@ def main() -> int:
                 wait_until(lambda: s.huey.result_count() >= 3, 60, "the raw Huey consumer", s.procs, 0.02)
                 bull.ask(cmd="latency", runs=3, steps=CHAIN_LEN)
                 before = loadavg()
-                res = measure(s, bull, Counters(url, redis_pid), args.rounds, args.latency_runs, log)
+                res = measure(s, bull, Counters(url, redis_pid), args.rounds, args.latency_runs, log, args.repeat)
                 res.update(loadavg_before=before, loadavg_after=loadavg(), revision=git_revision(), when=time.time())
         finally:
             if bull is not None:

@@ -176,14 +176,14 @@ class Executor:
         continuation): it runs it at once, without a queue round trip, for up to
         ``CONTINUE_FOR`` seconds of one message; after that (or when the worker stops) the
         next nodes go through the queue like any other, so no run monopolises a worker."""
-        token = codec.new_id()
+        token = codec.new_token()
         claim = self.store.claim(run_id, node_id, attempt, token, self.lease)
         if claim is None:
             log.debug("stale or paused message %s/%s#%d dropped", run_id, node_id, attempt)
             return
         until = time.monotonic() + CONTINUE_FOR
         while claim is not None:
-            next_token = codec.new_id() if time.monotonic() < until and not self.stopping() else None
+            next_token = codec.new_token() if time.monotonic() < until and not self.stopping() else None
             claim = self._run_claim(claim, token, next_token)
             token = next_token or ""
 

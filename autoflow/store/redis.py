@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,7 +44,18 @@ _ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
 #: maxmemory policies that never evict keys; anything else could drop a run's state.
 _SAFE_POLICIES = ("noeviction",)
 #: The fixed fields of a claim in a script's reply (see claim_data in lua/lib.lua).
-_CLAIM_FIELDS = 12
+_CLAIM_FIELDS = 13
+
+
+class _Facts(NamedTuple):
+    """What a worker remembers of a run it claimed a node of: immutable for the run's life."""
+
+    workflow: str
+    digest: str
+    inputs: Any
+    code: str | None
+    signature: str | None
+    parent: bool  # a sub-workflow run: its end settles a node of its parent
 
 
 class RedisStore(RedisControl, RedisCatalog):
@@ -67,7 +78,7 @@ class RedisStore(RedisControl, RedisCatalog):
         self._lanes = threading.local()  # one connection per thread for transitions (see _lane)
         self._lanes_lock = threading.Lock()
         self._lane_conns: list[Any] = []
-        self._facts: dict[str, tuple[str, str, Any, str | None, str | None]] = {}  # see _run_facts
+        self._facts: dict[str, _Facts] = {}  # see _run_facts
         lua = resources.files("autoflow.store").joinpath("lua")
         lib = lua.joinpath("lib.lua").read_text()
         self._scripts = {
@@ -304,37 +315,46 @@ class RedisStore(RedisControl, RedisCatalog):
         res = self._call("claim", run_id, node_id, attempt, token, repr(float(lease)))
         if not res:
             return None
-        facts = (_s(res[2]), _s(res[3]), codec.loads(res[4]), _s(res[9]) or None, _s(res[10]) or None)
+        facts = _Facts(
+            _s(res[2]), _s(res[3]), codec.loads(res[4]), _s(res[9]) or None, _s(res[10]) or None, bool(res[12])
+        )
         with self._lanes_lock:
             self._facts[run_id] = facts
             while len(self._facts) > 1024:
                 self._facts.pop(next(iter(self._facts)))
         return self._claim(run_id, res, 0, facts)
 
-    def _run_facts(self, run_id: str) -> tuple[str, str, Any, str | None, str | None]:
+    def _run_facts(self, run_id: str) -> _Facts:
         """A run's immutable facts (workflow, digest, inputs, code, signature): remembered
         from its last claim here, so a continuation's reply need not carry them."""
         found = self._facts.get(run_id)
         if found is not None:
             return found
-        workflow, digest, inputs, code, signature = self.r.hmget(
-            self._keys(run_id)[0], ["workflow", "digest", "inputs", "code", "signature"]
+        workflow, digest, inputs, code, signature, parent = self.r.hmget(
+            self._keys(run_id)[0], ["workflow", "digest", "inputs", "code", "signature", "parent_run"]
         )
-        return (
+        return _Facts(
             _s(workflow),
             _s(digest),
             codec.loads(inputs),
             _s(code) if code else None,
             _s(signature) if signature else None,
+            bool(parent),
         )
 
+    def run_parent(self, run_id: str) -> tuple[str, str] | None:
+        facts = self._facts.get(run_id)
+        if facts is not None and not facts.parent:  # known here from a claim: no read
+            return None
+        return super().run_parent(run_id)
+
     @staticmethod
-    def _claim(run_id: str, res: Sequence[Any], at: int, facts: tuple[str, str, Any, str | None, str | None]) -> Claim:
+    def _claim(run_id: str, res: Sequence[Any], at: int, facts: _Facts) -> Claim:
         """The claim a script's reply holds from position ``at`` (see claim_data in lib.lua),
         with the run's facts."""
         f = res[at : at + _CLAIM_FIELDS]
         outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(at + _CLAIM_FIELDS, len(res), 2)}
-        workflow, digest, inputs, code, signature = facts
+        workflow, digest, inputs, code, signature, _parent = facts
         return Claim(
             run_id,
             _s(f[0]),

@@ -257,20 +257,33 @@ class RedisControl(RedisReads):
         removed = 0
         for status in ("completed", "failed", "cancelled"):
             index = self._g(f"done:{status}")
-            for run_id in [_s(i) for i in self.r.zrangebyscore(index, "-inf", cutoff)]:
-                removed += int(self.r.delete(*self._keys(run_id)) > 0)
-            self.r.zremrangebyscore(index, "-inf", cutoff)
+            while ids := [_s(i) for i in self.r.zrangebyscore(index, "-inf", cutoff, start=0, num=_PURGE_PAGE)]:
+                pipe = self.r.pipeline(transaction=False)
+                for run_id in ids:
+                    pipe.delete(*self._keys(run_id))
+                removed += sum(int(n > 0) for n in pipe.execute())
+                self.r.zrem(index, *ids)
         # Hourly node stats older than the retention.
         oldest_hour = int(cutoff // 3600)
         stale = [f for f in map(_s, self.r.hkeys(self._g("nstat"))) if int(f.split("|")[0]) < oldest_hour]
         if stale:
             self.r.hdel(self._g("nstat"), *stale)
-        # History entries of runs that expired (TTL) or were deleted above.
-        old = [_s(i) for i in self.r.zrangebyscore(self._g("runs"), "-inf", now)]
-        gone = [run_id for run_id in old if not self.r.exists(self._keys(run_id)[RUN])]
-        if gone:
-            self.r.zrem(self._g("runs"), *gone)
+        self._prune_history(cutoff)
         return removed
+
+    def _prune_history(self, cutoff: float) -> None:
+        """Drop history entries of runs that expired (TTL) or were deleted. A run created
+        after ``cutoff`` cannot have expired yet (retention counts from its end), so only
+        older entries are looked at, a page at a time, one round trip per page."""
+        index, offset = self._g("runs"), 0
+        while ids := [_s(i) for i in self.r.zrangebyscore(index, "-inf", cutoff, start=offset, num=_PURGE_PAGE)]:
+            pipe = self.r.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.exists(self._keys(run_id)[RUN])
+            gone = [run_id for run_id, alive in zip(ids, pipe.execute(), strict=True) if not alive]
+            if gone:
+                self.r.zrem(index, *gone)
+            offset += len(ids) - len(gone)
 
     @_guard
     def wait_finished(self, run_id: str, timeout: float) -> None:
@@ -280,4 +293,5 @@ class RedisControl(RedisReads):
         self.r.xread({key: "0-0"}, count=1, block=max(1, int(min(timeout, 1.0) * 1000)))
 
 
+_PURGE_PAGE = 500  # runs looked at per round trip when purging
 _FINISHED_VALUES = {s.value for s in RunStatus if s.finished}

@@ -11,6 +11,7 @@ import pytest
 from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
 from autoflow.store.base import NewRun, NodeSeed, Ready, Store
+from autoflow.store.redis import RedisStore
 from autoflow.store.rules import Decision, Rule, decide, skip_outcome
 
 LEASE = 30.0
@@ -616,3 +617,23 @@ def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
                 got = script(keys=[f"k{i}" for i in range(14)], args=[rule.value, total, ok, failed, skipped])
                 assert got == [expected.value, skip_outcome(rule, failed)], (rule, total, ok, failed, skipped)
     store.close()
+
+
+def test_purge_pages_through_many_finished_runs_and_expired_history(store: Store) -> None:
+    """More runs than one page; on Redis, history entries whose run expired by TTL go too,
+    while entries younger than the retention are not even looked at."""
+    ended = []
+    for _ in range(1203):
+        run_id, _ready = start(store, {"a": []})
+        run_node(store, run_id, "a")
+        ended.append(run_id)
+    live = seed(store, {"a": []})
+    assert store.purge(time.time() + 100, 50.0) == len(ended)
+    listed = [r.id for r in store.list_runs(None, None, 2000)]
+    assert listed == [live]
+    if isinstance(store, RedisStore):  # a run whose keys expired leaves a history entry
+        gone = seed(store, {"a": []})
+        store.r.delete(*store._keys(gone))
+        store.purge(time.time() + 100, 50.0)
+        assert store.r.zscore(store._g("runs"), gone) is None
+        assert store.r.zscore(store._g("runs"), live) is not None

@@ -188,8 +188,10 @@ end
 -- continuation's worker knows them already), the node's, then (parent, value) pairs.
 local function claim_data(node, s, known, res, with_run)
   local m = map_of(node)
-  local r = {'', '', '', '', ''}
-  if with_run then r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature') end
+  local r = {'', '', '', '', '', ''}
+  if with_run then
+    r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature', 'parent_run')
+  end
   local item = false
   if m then item = redis.call('HGET', K.iv, node) end
   local gather = ''
@@ -206,6 +208,7 @@ local function claim_data(node, s, known, res, with_run)
   res[#res + 1] = r[4] or ''
   res[#res + 1] = r[5] or ''
   res[#res + 1] = gather
+  res[#res + 1] = r[6] or ''
   -- An item reads its map's other arguments, not the list it came from (O(1) per item); a
   -- map node gathering its items reads no parent.
   local t = topo(m or node)
