@@ -367,7 +367,7 @@ class Client:
         new = dataclasses.replace(new, signature=sign_run(self.settings.secret_bytes, new))
         run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
         self.start()
-        self.backend.dispatcher.nudge(priority)  # also for a run found by its key: it may wait for admission
+        self._admit(priority)  # also for a run found by its key: it may wait for admission
         created = True
         if idempotency_key:  # the key names the run: was it made now, or found?
             found = self.backend.store.get_run(run_id)
@@ -574,6 +574,19 @@ class Client:
             self._settle_parent(run_id)
             self.backend.dispatcher.nudge()  # a slot was freed
         return status
+
+    def _admit(self, priority: int) -> None:
+        """Admit pending runs from here when a slot is free, so that a new run starts
+        without a hop through the workflow queue: the same atomic admission a worker runs
+        (the best pending runs first, never more than ``WORKFLOW_CONCURRENCY``). Runs that
+        find no free slot wait; a worker admits them when one frees. If this process dies
+        before the node messages are sent, the reaper re-sends them."""
+        if self.backend.kind == "memory":  # immediate mode drains the workflow queue itself
+            self.backend.dispatcher.nudge(priority)
+            return
+        ready = self.backend.store.admit(self.settings.workflow_concurrency)
+        if ready:
+            self.backend.dispatcher.send(ready)
 
     def _settle_parent(self, run_id: str) -> None:
         """A sub-workflow run ended here (cancelled by hand): settle its parent node."""

@@ -63,13 +63,13 @@ def test_workflow_concurrency_admits_runs_by_priority(
 def test_node_queue_serves_higher_priority_first(
     kind: str, request: pytest.FixtureRequest, settings: af.Settings
 ) -> None:
-    """Queue nodes of three runs while no worker runs; one worker then takes them by priority."""
+    """Queue nodes of three runs while no worker runs (the submitter admits them: slots are
+    free); one worker then takes them by priority."""
     _order.clear()
     submitter = _client(kind, request, settings, workers=0, workflow_concurrency=10)
     runs = {tag: submitter.execute(marked, tag=tag, priority=p) for tag, p in (("b", 1), ("c", 0), ("a", 7))}
-    ready = submitter.backend.store.admit(10)  # what the workflow queue would do
-    assert sorted(r.priority for r in ready) == [0, 1, 7]
-    submitter.backend.dispatcher.send(ready)
+    assert {run.status().status for run in runs.values()} == {af.RunStatus.RUNNING}
+    assert submitter.backend.dispatcher.backlog() == 3 and _order == []
     worker = _client(kind, request, settings, workers=1, workflow_concurrency=10)
     worker.start()
     try:
@@ -78,6 +78,23 @@ def test_node_queue_serves_higher_priority_first(
         assert _order == ["a", "b", "c"]
     finally:
         worker.close()
+        submitter.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_submitter_admits_only_into_free_slots(
+    kind: str, request: pytest.FixtureRequest, settings: af.Settings
+) -> None:
+    """execute() admits the new run itself when a slot is free (no hop through the
+    workflow queue), never beyond WORKFLOW_CONCURRENCY: the second run waits."""
+    submitter = _client(kind, request, settings, workers=0, workflow_concurrency=1)
+    first = submitter.execute(marked, tag="first")
+    second = submitter.execute(marked, tag="second", priority=9)
+    try:
+        assert first.status().status is af.RunStatus.RUNNING
+        assert second.status().status is af.RunStatus.PENDING
+        assert submitter.backend.dispatcher.backlog() == 1
+    finally:
         submitter.close()
 
 
