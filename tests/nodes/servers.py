@@ -86,6 +86,9 @@ class HTTPServer:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:  # the client died while sending: no request to act on
+                    self.close_connection = True  # (as a real server: a cut body is never processed)
+                    return
                 request = Request(
                     self.command,
                     parts.path,
@@ -203,6 +206,7 @@ class FakePayments:
         self.slow_seconds = slow_seconds
         self.charges: list[dict[str, Any]] = []
         self.saved: dict[str, tuple[str, Response]] = {}
+        self.first_params: dict[str, dict[str, str]] = {}  # by key: to show what differed
         self.in_flight: set[str] = set()
         self.lock = threading.Lock()
 
@@ -223,11 +227,14 @@ class FakePayments:
                 saved = self.saved.get(key)
                 if saved is not None:
                     if saved[0] != fingerprint:
+                        first = self.first_params.get(key, {})
+                        differ = sorted(k for k in {*first, *params} if first.get(k) != params.get(k))
                         return self._error(
                             400,
                             "idempotency_error",
                             "Keys for idempotent requests can only be used with the same parameters "
-                            "they were first used with",
+                            f"they were first used with (differing: {differ}: "
+                            f"{[(first.get(k), params.get(k)) for k in differ]})",
                         )
                     replay = saved[1]
                     return Response(replay.status, replay.body, {**replay.headers, "Idempotent-Replayed": "true"})
@@ -239,6 +246,7 @@ class FakePayments:
                 with self.lock:
                     self.in_flight.discard(key)
                     self.saved[key] = (fingerprint, response)
+                    self.first_params.setdefault(key, dict(params))
         return response
 
     def _create(self, params: dict[str, str]) -> Response:
