@@ -15,9 +15,9 @@ from typing import Any, Protocol, TypeVar
 
 from autoflow import codec
 from autoflow.define.workflow import Workflow
-from autoflow.errors import InputError
+from autoflow.errors import InputError, NotFoundError
 from autoflow.models import DbTriggerInfo, RunStatus, ScheduleInfo
-from autoflow.store.schedules import TriggerStore
+from autoflow.store.schedules import SCHEDULE, TriggerStore
 
 __all__ = [
     "ID_PATTERN",
@@ -86,6 +86,30 @@ def load(model: type[M], got: tuple[str, int] | None) -> M | None:
         return None
     body, version = got
     return model.model_validate({**codec.loads(body), "version": version})
+
+
+def load_existing(records: TriggerStore, kind: str, model: type[M], record_id: str, where: str) -> M:
+    """The record ``record_id`` of ``kind`` as its model; NotFoundError naming it if absent."""
+    info = load(model, records.get_record(kind, record_id))
+    if info is None:
+        label = "schedule" if kind == SCHEDULE else "database trigger"
+        raise NotFoundError(f"no {label} {record_id!r} on {where}")
+    return info
+
+
+def load_all(
+    records: TriggerStore, kind: str, model: type[M], workflow: str | None, organization_id: str | None
+) -> list[M]:
+    """Every record of ``kind`` (of one workflow / organization), by id."""
+    out = []
+    for got in records.list_records(kind):
+        info = load(model, got)
+        if info is None or (workflow and info.workflow != workflow):
+            continue
+        if organization_id and info.organization_id != organization_id:
+            continue
+        out.append(info)
+    return out
 
 
 def write(

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 
 from autoflow import codec
 from autoflow.define.workflow import Workflow, WorkflowRegistry
-from autoflow.errors import InputError, NotFoundError, OutputError
+from autoflow.errors import InputError, OutputError
 from autoflow.models import DbTriggerInfo
 from autoflow.store.base import Store
 from autoflow.store.schedules import DB_TRIGGER, TriggerStore, trigger_store
-from autoflow.triggers.base import Resolve, Starter, check_id, load, write
+from autoflow.triggers.base import Resolve, Starter, check_id, load, load_all, load_existing, write
 from autoflow.triggers.outbox import Event, Listeners, Source
 from autoflow.triggers.postgres import PostgresSource
 from autoflow.triggers.spec import to_datetime
@@ -178,21 +178,11 @@ class DbTriggers:
         self.records.delete_record(DB_TRIGGER, trigger_id)
 
     def get(self, trigger_id: str) -> DbTriggerInfo:
-        info = load(DbTriggerInfo, self.records.get_record(DB_TRIGGER, trigger_id))
-        if info is None:
-            raise NotFoundError(f"no database trigger {trigger_id!r} on {self.store.url}")
-        return info
+        return load_existing(self.records, DB_TRIGGER, DbTriggerInfo, trigger_id, self.store.url)
 
     def list(self, workflow: str | None = None, organization_id: str | None = None) -> builtins.list[DbTriggerInfo]:
-        out = []
-        for got in self.records.list_records(DB_TRIGGER):
-            info = load(DbTriggerInfo, got)
-            if info is None or (workflow and info.workflow != workflow):
-                continue
-            if organization_id and info.organization_id != organization_id:
-                continue
-            out.append(info)
-        return out
+        """All database triggers (of one workflow / organization), by id."""
+        return load_all(self.records, DB_TRIGGER, DbTriggerInfo, workflow, organization_id)
 
     # -- listeners -------------------------------------------------------------------------
     def open_source(self, info: DbTriggerInfo, *, listen: bool = True) -> Source:

@@ -28,7 +28,7 @@ from autoflow.models import (
 )
 from autoflow.store.base import Store
 from autoflow.store.schedules import SCHEDULE, TriggerStore, trigger_store
-from autoflow.triggers.base import Resolve, StartedRun, Starter, check_id, load, ts, write
+from autoflow.triggers.base import Resolve, StartedRun, Starter, check_id, load, load_all, load_existing, ts, write
 from autoflow.triggers.spec import Spec, parse_interval, slot_key, to_datetime, zone
 from autoflow.triggers.ticker import MAX_EVENTS, Ticker, fire_slot, spec_of
 
@@ -142,22 +142,11 @@ class Schedules:
         return self.get(info.id)
 
     def get(self, schedule_id: str) -> ScheduleInfo:
-        info = load(ScheduleInfo, self.records.get_record(SCHEDULE, schedule_id))
-        if info is None:
-            raise NotFoundError(f"no schedule {schedule_id!r} on {self.store.url}")
-        return info
+        return load_existing(self.records, SCHEDULE, ScheduleInfo, schedule_id, self.store.url)
 
     def list(self, workflow: str | None = None, organization_id: str | None = None) -> builtins.list[ScheduleInfo]:
         """All schedules (of one workflow / organization), by id."""
-        out = []
-        for got in self.records.list_records(SCHEDULE):
-            info = load(ScheduleInfo, got)
-            if info is None or (workflow and info.workflow != workflow):
-                continue
-            if organization_id and info.organization_id != organization_id:
-                continue
-            out.append(info)
-        return out
+        return load_all(self.records, SCHEDULE, ScheduleInfo, workflow, organization_id)
 
     def preview(self, schedule_id: str, n: int = 5, after: datetime | float | None = None) -> builtins.list[datetime]:
         """The next ``n`` fire times (slot plus its jitter) in the schedule's time zone."""
