@@ -125,11 +125,13 @@ def sandbox_argv(
     args += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     args += ["--setenv", "LANG", "C.UTF-8"]
     _top_level(args)
-    for source, target in binds:
-        args += ["--ro-bind", source, target]
     tmp = str(tmp_bytes)
     args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
     args += ["--size", tmp, "--tmpfs", "/dev/shm", "--size", tmp, "--tmpfs", "/tmp"]
+    # The binds come after the tmpfs mounts: an interpreter or a module that lives under
+    # /tmp (a checkout's virtualenv) is then shown on top of the empty /tmp, not hidden.
+    for source, target in binds:
+        args += ["--ro-bind", source, target]
     args += ["--ro-bind-data", str(runner_fd), RUNNER_PATH, "--chdir", "/tmp", "--remount-ro", "/"]
     return [*args, python, "-I", "-S", "-B", RUNNER_PATH, *runner_args]
 
@@ -147,7 +149,10 @@ def drop_root_argv(bwrap: str, setpriv: str, sources: Sequence[str]) -> list[str
     with the outer bwrap (same user), and the inner bwrap dies with it."""
     args = [bwrap, "--die-with-parent", "--cap-add", "CAP_KILL"]
     _top_level(args)
-    made: set[str] = set()
+    # The sandbox mounts a new /proc, which the kernel allows only where a full one is
+    # visible. /tmp first: sources under /tmp (a virtualenv there) are bound on top of it.
+    args += ["--bind", "/proc", "/proc", "--dev", "/dev", "--size", str(1 << 20), "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     shown: list[str] = []
     for source in sorted(set(sources)):
         if visible(source) or any(source.startswith(parent + "/") for parent in shown):
@@ -160,8 +165,6 @@ def drop_root_argv(bwrap: str, setpriv: str, sources: Sequence[str]) -> list[str
                 made.add(directory)
                 args += ["--perms", "0755", "--dir", directory]
         args += ["--ro-bind", source, source]
-    # The sandbox mounts a new /proc, which the kernel allows only where a full one is visible.
-    args += ["--bind", "/proc", "/proc", "--dev", "/dev", "--size", str(1 << 20), "--tmpfs", "/tmp"]
     args += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]  # not exec: the shell stays as the parent
     uid = str(SANDBOX_UID)
     drop = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--pdeathsig=KILL"]

@@ -157,6 +157,20 @@ def test_bad_input_is_refused_before_anything_runs() -> None:
         module_binds(["tests"])  # on the worker's path, not installed: could hold its settings
 
 
+def test_a_module_installed_under_tmp_is_visible_when_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout's virtualenv may live under /tmp, which the sandbox (and a root worker's
+    first stage) replace with an empty tmpfs: allowed modules there must still be shown."""
+    assert str(tmp_path).startswith("/tmp/")
+    site = tmp_path / "venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "af_tmp_probe.py").write_text("ANSWER = 42\n")
+    monkeypatch.syspath_prepend(str(site))
+    code = "import af_tmp_probe\nresult = af_tmp_probe.ANSWER"
+    assert run_code(code, limits=CodeLimits(allowed_modules=("af_tmp_probe",))).value == 42
+    with pytest.raises(CodeError, match="ModuleNotFoundError"):
+        run_code(code)  # not allowed: not there
+
+
 def test_allowed_modules_are_the_only_third_party_code_inside() -> None:
     probe = textwrap.dedent(
         """
