@@ -154,7 +154,9 @@ class NetworkPolicy:
             cached = _policies[key] = cls(*key)
         return cached
 
-    def check(self, url: httpx.URL) -> None:
+    def check(self, url: httpx.URL) -> str:
+        """Resolve ``url``'s host and check every address; returns the first one (the
+        address to connect to)."""
         host = url.host
         try:
             infos = socket.getaddrinfo(
@@ -172,6 +174,9 @@ class NetworkPolicy:
                 raise NodeError(
                     f"{safe_url(url)}: {host} resolves to {address}, which is not in {ALLOW_ENV}", retryable=False
                 )
+        if not infos:
+            raise NodeError(f"cannot resolve host {host!r}: no address", retryable=True)
+        return str(infos[0][4][0]).split("%")[0]
 
 
 _policies: dict[tuple[str | None, str | None], NetworkPolicy] = {}
@@ -183,13 +188,33 @@ def _guarded(inner: httpx.BaseTransport) -> httpx.BaseTransport:
 
     class GuardedTransport(httpx.BaseTransport):
         def handle_request(self, request: httpx.Request) -> httpx.Response:
-            NetworkPolicy.from_env().check(request.url)
+            address = NetworkPolicy.from_env().check(request.url)
+            if request.url.scheme == "http" and _is_name(request.url.host):
+                # Connect to the address that was checked, not to a second DNS answer (DNS
+                # rebinding); the Host header keeps the name. HTTPS keeps the name: the
+                # certificate check stops a name that now points elsewhere.
+                request = httpx.Request(
+                    request.method,
+                    request.url.copy_with(host=address),
+                    headers=request.headers,
+                    stream=request.stream,
+                    extensions=request.extensions,
+                )
             return inner.handle_request(request)
 
         def close(self) -> None:
             inner.close()
 
     return GuardedTransport()
+
+
+def _is_name(host: str) -> bool:
+    """Whether ``host`` is a DNS name (not an IP literal)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    return False
 
 
 _clients: dict[tuple[int, int], httpx.Client] = {}

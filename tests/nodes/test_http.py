@@ -231,6 +231,32 @@ def test_network_policy(run_client: af.Client, http_server: HTTPServer, monkeypa
     assert not http_server.requests  # nothing was sent
 
 
+def test_the_connection_goes_to_the_address_that_was_checked(
+    run_client: af.Client, http_server: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to an allowed address for the check and to another
+    one right after. The request must reach the checked address, resolved once."""
+    import socket
+
+    real = socket.getaddrinfo
+    answers: list[str] = []
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return real(host, *args, **kwargs)
+        answers.append(host)
+        target = "127.0.0.1" if len(answers) == 1 else "10.255.255.1"  # the second answer: elsewhere
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setenv("AUTOFLOW_HTTP_ALLOW", "loopback")
+    http_server.route("GET", "/pinned", lambda r: Response(200, {"host": r.headers.get("host")}))
+    info = run(run_client, "http_request", {"url": f"http://rebind.test:{http_server.port}/pinned", "timeout": 3})
+    assert info.status is af.RunStatus.COMPLETED, info.error
+    assert info.output == {"host": f"rebind.test:{http_server.port}"}  # the name, in the Host header
+    assert answers == ["rebind.test"]  # resolved once: by the check
+
+
 def test_a_redirect_to_the_metadata_address_is_blocked(run_client: af.Client, http_server: HTTPServer) -> None:
     http_server.route(
         "GET", "/r", lambda r: Response(302, "", {"Location": "http://169.254.169.254/latest/meta-data/"})
