@@ -268,14 +268,19 @@ class RedisControl(RedisReads):
         stale = [f for f in map(_s, self.r.hkeys(self._g("nstat"))) if int(f.split("|")[0]) < oldest_hour]
         if stale:
             self.r.hdel(self._g("nstat"), *stale)
-        self._prune_history(cutoff)
+        # History indexes (all runs, per workflow, per organization): entries of runs that
+        # expired (TTL) or were deleted above.
+        self._prune_history(self._g("runs"), cutoff)
+        for pattern in ("wf:*", "org:*"):
+            for index in self.r.scan_iter(match=self._g(pattern), count=500):
+                self._prune_history(_s(index), cutoff)
         return removed
 
-    def _prune_history(self, cutoff: float) -> None:
-        """Drop history entries of runs that expired (TTL) or were deleted. A run created
-        after ``cutoff`` cannot have expired yet (retention counts from its end), so only
-        older entries are looked at, a page at a time, one round trip per page."""
-        index, offset = self._g("runs"), 0
+    def _prune_history(self, index: str, cutoff: float) -> None:
+        """Drop the entries of ``index`` whose run is gone. A run created after ``cutoff``
+        cannot have expired yet (retention counts from its end), so only older entries
+        are looked at, a page at a time, one round trip per page."""
+        offset = 0
         while ids := [_s(i) for i in self.r.zrangebyscore(index, "-inf", cutoff, start=offset, num=_PURGE_PAGE)]:
             pipe = self.r.pipeline(transaction=False)
             for run_id in ids:

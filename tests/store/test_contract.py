@@ -635,5 +635,6 @@ def test_purge_pages_through_many_finished_runs_and_expired_history(store: Store
         gone = seed(store, {"a": []})
         store.r.delete(*store._keys(gone))
         store.purge(time.time() + 100, 50.0)
-        assert store.r.zscore(store._g("runs"), gone) is None
-        assert store.r.zscore(store._g("runs"), live) is not None
+        for index in ("runs", "wf:wf"):  # the global history and the workflow's
+            assert store.r.zscore(store._g(index), gone) is None
+            assert store.r.zscore(store._g(index), live) is not None
