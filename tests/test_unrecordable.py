@@ -150,14 +150,43 @@ def test_an_outcome_the_store_cannot_take_is_recorded_as_a_failure(
     store: Store = client.backend.store
     real = store.complete
 
-    def refuses(run_id: str, node_id: str, token: str, output: str, logs: Any) -> Any:
+    def refuses(run_id: str, node_id: str, token: str, output: str, logs: Any, *rest: Any) -> Any:
         if node_id == "big_output":
             raise ValueError("the store could not encode this")
-        return real(run_id, node_id, token, output, logs)
+        return real(run_id, node_id, token, output, logs, *rest)
 
     monkeypatch.setattr(store, "complete", refuses)
     run = client.execute(big_flow, size=10)
-    _failed_at_once(client, run, "big_output", "OutputError", "could not be recorded")
+    _failed_at_once(client, run, "big_output", "OutputError", "could not be recorded: ValueError")
+
+
+def test_the_observer_hears_the_outcome_that_was_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics count what the store recorded: a completion it refused is a failure."""
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        def node_done(self, node_type: str, outcome: str, seconds: float) -> None:
+            seen.append((node_type, outcome))
+
+        def run_finished(self, status: af.RunStatus) -> None:
+            pass
+
+    client = af.Client(immediate=True, observer=Recorder())
+    store: Store = client.backend.store
+    real = store.complete
+
+    def refuses(*args: Any) -> Any:
+        raise ValueError("the store could not encode this")
+
+    try:
+        assert client.execute(big_flow, size=3).result(timeout=20) == "xxx"
+        monkeypatch.setattr(store, "complete", refuses)
+        with pytest.raises(af.RunFailed):
+            client.execute(big_flow, size=3).result(timeout=20)
+        assert [outcome for _type, outcome in seen] == ["completed", "failed"]
+    finally:
+        monkeypatch.setattr(store, "complete", real)
+        client.close()
 
 
 # -- 10. a concurrency slot is held until the function has really stopped --------------

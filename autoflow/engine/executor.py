@@ -201,9 +201,9 @@ class Executor:
             # Stop the heartbeat before recording the outcome: after the transition the
             # claim is gone, and a beat in between would report it lost.
             lost = self.tracker.untrack(run_id, node_id)
-        progress = self._record(settle, run_id, node_id, token, next_token)
+        progress, outcome = self._record(settle, run_id, node_id, token, next_token)
         if self.observer is not None and progress.accepted:
-            self._observe(claim, settle.outcome, time.monotonic() - started)
+            self._observe(claim, outcome, time.monotonic() - started)
         if not progress.accepted and not lost:
             log.warning("result of %s/%s#%d discarded: the claim was no longer ours", run_id, node_id, claim.attempt)
         elif not progress.accepted:
@@ -221,13 +221,16 @@ class Executor:
         except Exception:  # metrics must never break the engine
             log.exception("the observer failed")
 
-    def _record(self, settle: Settle, run_id: str, node_id: str, token: str, next_token: str | None) -> Progress:
+    def _record(
+        self, settle: Settle, run_id: str, node_id: str, token: str, next_token: str | None
+    ) -> tuple[Progress, str]:
         """Run the transition that records the outcome. If the store refuses what the node
         produced (a value it cannot encode), record that as the node's failure instead, so a
         node never loops through retries and lost leases; an unreachable store is not such a
-        failure (the lease lapses and the node runs again once it is back)."""
+        failure (the lease lapses and the node runs again once it is back). Returns the
+        progress and the outcome recorded (for the observer)."""
         try:
-            return settle(next_token)
+            return settle(next_token), settle.outcome
         except BackendError:
             raise
         except Exception as exc:
@@ -235,7 +238,7 @@ class Executor:
                 f"the outcome of node {node_id!r} could not be recorded: {type(exc).__name__}: {codec.safe_str(exc)}"
             )
             note = log_record(LogLevel.ERROR, f"failed: {problem}", node_id)
-            return self.store.fail(run_id, node_id, token, codec.error_info(problem, node_id), None, [note])
+            return self.store.fail(run_id, node_id, token, codec.error_info(problem, node_id), None, [note]), "failed"
 
     def _complete(
         self, run_id: str, node_id: str, token: str, output: str, logs: list[dict[str, Any]], next_token: str | None
