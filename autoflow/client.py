@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import html
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
@@ -18,7 +16,6 @@ from autoflow.config import Settings
 from autoflow.define.definition import build_graph, parse_definition
 from autoflow.define.registry import default_registry
 from autoflow.define.workflow import Workflow, WorkflowRegistry
-from autoflow.draw import dag_svg
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.catalog import WorkflowCatalog
 from autoflow.engine.observe import Observer
@@ -38,103 +35,16 @@ from autoflow.errors import (
     WorkflowError,
 )
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.run import DisplayHooks, Run, display_hooks, display_run
 from autoflow.store.base import NewRun
 from autoflow.store.catalog import RunQuery, StoredWorkflow
 from autoflow.triggers.dbtriggers import DbTriggers
 from autoflow.triggers.schedules import Schedules
 from autoflow.triggers.service import TriggerService
 
-__all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]
+__all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]  # the run handle lives in autoflow.run
 
 log = logging.getLogger("autoflow.client")
-
-
-@dataclass
-class DisplayHooks:
-    """How runs show themselves in a notebook. ``autoflow.notebook`` installs its live
-    panel and HTML snapshot here when imported, so the client never imports widgets."""
-
-    show: Callable[..., Any] | None = None  # show(run, interval=seconds) -> the panel, or None
-    html: Callable[[Run], str] | None = None
-
-
-display_hooks = DisplayHooks()
-
-
-class Run:
-    """A handle on one run. ``print(run)`` is one line; in Jupyter it is a live panel.
-
-    Example::
-
-        run = client.execute(etl, url="https://example.com")
-        run.wait(timeout=30).status     # RunStatus.COMPLETED
-        run.result()                    # the workflow's output
-        run.logs()                      # [LogEntry(...), ...]
-    """
-
-    def __init__(self, client: Client, run_id: str, *, created: bool = True) -> None:
-        self.client = client
-        self.id = run_id
-        #: False when ``execute`` found an existing run by its idempotency key instead
-        self.created = created
-
-    def status(self) -> RunInfo:
-        return self.client.status(self.id)
-
-    def wait(self, timeout: float | None = None) -> RunInfo:
-        return self.client.wait(self.id, timeout)
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self.client.result(self.id, timeout)
-
-    def logs(self, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
-        """Log lines with ``id > since`` (at most ``limit``; page on with ``since=last.id``)."""
-        return self.client.logs(self.id, since=since, node=node, limit=limit)
-
-    def graph(self) -> nx.DiGraph:
-        """The run's DAG, from the definition it ran (no functions needed)."""
-        return self.client.graph(self.id)
-
-    def to_svg(self) -> str:
-        """The run's DAG as SVG, each node coloured by its state."""
-        info = self.status()
-        return dag_svg(self.client.graph(info), {k: n.status for k, n in info.nodes.items()}, title=info.workflow)
-
-    def watch(self, *, interval: float = 0.25) -> Any:
-        """Show the live panel (a static snapshot without ipywidgets); returns the panel."""
-        if display_hooks.show is None:
-            print(self)
-            return None
-        return display_hooks.show(self, interval=interval)
-
-    def _ipython_display_(self) -> None:
-        self.watch()
-
-    def _repr_html_(self) -> str:
-        if display_hooks.html is None:
-            return f"<pre>{html.escape(repr(self))}</pre>"
-        return display_hooks.html(self)
-
-    def cancel(self) -> RunStatus:
-        return self.client.cancel(self.id)
-
-    def pause(self) -> RunStatus:
-        return self.client.pause(self.id)
-
-    def resume(self) -> RunStatus:
-        return self.client.resume(self.id)
-
-    def __repr__(self) -> str:
-        try:
-            return self.status().summary()
-        except Exception as exc:  # a repr must never raise (e.g. the backend went away)
-            return f"<Run {self.id} ({type(exc).__name__}: {exc})>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Run) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
 
 
 class Client:
@@ -377,7 +287,7 @@ class Client:
         if self.backend.kind == "memory":
             self._drain(run_id)
         if display:
-            _display(run)
+            display_run(run)
         return run
 
     def _store_definition(self, wf: Workflow) -> None:
@@ -650,12 +560,3 @@ def _check_label(label: str, value: object) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InputError(f"{label} is not valid Unicode (a lone surrogate)") from None
-
-
-def _display(run: Run) -> None:
-    try:
-        from IPython.display import display
-    except ImportError:
-        print(run)
-        return
-    display(run)  # type: ignore[no-untyped-call]

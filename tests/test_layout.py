@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"store"},
     {"engine"},
     {"triggers"},  # schedules, database listeners, webhook verification: start runs via a callback
+    {"run"},  # the handle on one run: asks its owner (the client) for everything
     {"client"},
     {"notebook", "server"},
     {"cli"},

@@ -13,11 +13,11 @@ snapshot as the display hooks of runs; it does not import ipywidgets: :class:`Ru
 back to a static HTML snapshot, and to one line of text without IPython).
 """
 
-from autoflow.client import display_hooks
 from autoflow.draw import DagLayout, dag_svg
 from autoflow.notebook.html import run_html, run_text
 from autoflow.notebook.panel import RunPanel, show_run
 from autoflow.notebook.snapshot import run_graph, snapshot_html
+from autoflow.run import display_hooks
 
 __all__ = [
     "DagLayout",

@@ -43,7 +43,7 @@ from autoflow.notebook.html import (
 from autoflow.notebook.snapshot import fetch_logs, run_graph, snapshot_html
 
 if TYPE_CHECKING:
-    from autoflow.client import Run
+    from autoflow.run import Run
 
 __all__ = ["INSTALL_HINT", "RunPanel", "WidgetsMissing", "show_run"]
 

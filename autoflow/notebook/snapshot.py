@@ -21,7 +21,7 @@ from autoflow.models import LogEntry, RunInfo
 from autoflow.notebook.html import MAX_LOG_LINES, run_html
 
 if TYPE_CHECKING:
-    from autoflow.client import Run
+    from autoflow.run import Run
 
 __all__ = ["fetch_logs", "run_graph", "snapshot_html"]
 
