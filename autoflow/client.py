@@ -19,7 +19,7 @@ from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.catalog import WorkflowCatalog
 from autoflow.engine.observe import Observer
-from autoflow.engine.planner import node_seeds
+from autoflow.engine.planner import node_seeds, store_definitions
 from autoflow.engine.shipping import blob_key, code_hash, pack
 from autoflow.engine.signing import KEYCHECK_BLOB, keycheck, sign_run
 from autoflow.engine.subflows import SubFlows
@@ -249,8 +249,7 @@ class Client:
         values = wf.validate_inputs({**(inputs or {}), **kwargs})
         try:
             codec.dumps_checked(values, where=f"the inputs of workflow {wf.name!r}", max_bytes=limits.max_value_bytes)
-            trigger_json = codec.to_json_value(trigger_data, where="trigger_data", max_depth=limits.max_depth)
-            codec.dumps_checked(trigger_json, where="trigger_data", max_bytes=limits.max_value_bytes)
+            trigger_json, _text = codec.json_checked(trigger_data, where="trigger_data", limits=limits)
         except OutputError as exc:
             raise InputError(str(exc)) from None
         self._check_local(wf)
@@ -291,10 +290,8 @@ class Client:
         return run
 
     def _store_definition(self, wf: Workflow) -> None:
-        """Store the definition and those of its sub-workflows."""
-        for each in (*wf.subworkflows().values(), wf):
-            self.backend.store.put_definition(each.digest, codec.dumps(each.to_dict()))
-            self._stored.add(each.digest)
+        """Store the definition and those of its sub-workflows (once per client)."""
+        self._stored.update(store_definitions(self.backend.store, wf))
 
     def _ship(self, wf: Workflow) -> str | None:
         """With ``ship_code``: store the code of the workflow's ``__main__`` nodes (and its

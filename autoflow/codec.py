@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, TypeAdapter
 
+from autoflow.config import Limits
 from autoflow.errors import OutputError
 from autoflow.models import ErrorInfo
 
@@ -34,6 +35,7 @@ __all__ = [
     "error_info",
     "from_ts",
     "is_secret_key",
+    "json_checked",
     "json_safe",
     "keyed_run_id",
     "loads",
@@ -167,6 +169,13 @@ def _convert(value: Any, path: list[Any], depth: int) -> Any:
 def dumps(value: Any) -> str:
     """Compact JSON text of an already JSON-able value."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def json_checked(value: Any, *, where: str, limits: Limits) -> tuple[Any, str]:
+    """``value`` as JSON data and its text, within ``limits`` (depth, encoded size), or
+    :class:`OutputError` naming ``where`` and what is wrong."""
+    data = to_json_value(value, where=where, max_depth=limits.max_depth)
+    return data, dumps_checked(data, where=where, max_bytes=limits.max_value_bytes)
 
 
 def dumps_checked(value: Any, *, where: str, max_bytes: int | None = None) -> str:

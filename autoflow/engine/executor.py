@@ -30,7 +30,7 @@ from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
-from autoflow.engine.planner import node_seeds, retry_delay
+from autoflow.engine.planner import node_seeds, retry_delay, store_definitions
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
@@ -350,10 +350,8 @@ class Executor:
         node of a run (its idempotency key finds the run a previous attempt started)."""
         wf = self.registry.workflow(name)
         values = wf.validate_inputs(inputs)
-        data = codec.to_json_value(trigger_data, where="trigger_data", max_depth=self.limits.max_depth)
-        codec.dumps_checked(data, where="trigger_data", max_bytes=self.limits.max_value_bytes)
-        for each in (*wf.subworkflows().values(), wf):
-            self.store.put_definition(each.digest, codec.dumps(each.to_dict()))
+        data, _text = codec.json_checked(trigger_data, where="trigger_data", limits=self.limits)
+        store_definitions(self.store, wf)
         key = f"start:{claim.run_id}:{claim.node_id}:{name}"
         new = NewRun(
             id=codec.keyed_run_id(key),
@@ -386,9 +384,7 @@ class Executor:
             raise OutputError(
                 f"node {node_id!r} decides a when= branch and must return a bool, got {type(value).__name__}"
             )
-        where = f"the output of node {node_id!r}"
-        output = codec.to_json_value(value, where=where, max_depth=self.limits.max_depth)
-        return codec.dumps_checked(output, where=where, max_bytes=self.limits.max_value_bytes)
+        return codec.json_checked(value, where=f"the output of node {node_id!r}", limits=self.limits)[1]
 
     def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Settle:
         if not isinstance(items, list):

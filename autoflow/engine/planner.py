@@ -1,6 +1,7 @@
 """Planning runs from definitions: the per-run seeds the store keeps, and retry timing.
 
-Pure functions, no I/O. The rules that decide what becomes ready or skipped once a node
+Pure functions, except :func:`store_definitions` (the one write a definition needs
+before its runs). The rules that decide what becomes ready or skipped once a node
 finishes are the store's (``autoflow.store.rules``): both stores apply them atomically.
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 
+from autoflow import codec
 from autoflow.define.definition import NodeSpec
 from autoflow.define.node import NodeOptions
-from autoflow.store.base import NodeSeed
+from autoflow.define.workflow import Workflow
+from autoflow.store.base import NodeSeed, Store
 from autoflow.templates import template_refs
 
-__all__ = ["node_seeds", "retry_delay"]
+__all__ = ["node_seeds", "retry_delay", "store_definitions"]
 
 
 def _item_parents(spec: NodeSpec) -> tuple[str, ...]:
@@ -53,3 +56,12 @@ def retry_delay(options: NodeOptions, attempt: int, rand: Callable[[], float] = 
     if attempt >= options.max_attempts:
         return None
     return options.backoff.delay(attempt, rand)
+
+
+def store_definitions(store: Store, wf: Workflow) -> list[str]:
+    """Store ``wf``'s definition and those of its sub-workflows (by digest: storing one
+    again changes nothing); returns their digests."""
+    workflows = (*wf.subworkflows().values(), wf)
+    for each in workflows:
+        store.put_definition(each.digest, codec.dumps(each.to_dict()))
+    return [each.digest for each in workflows]
