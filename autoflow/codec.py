@@ -250,19 +250,23 @@ def new_id() -> str:
     return os.urandom(8).hex()
 
 
-_tokens: list[Any] = [0, "", None]  # pid, random prefix, counter
+def _fresh_tokens() -> None:
+    """A new random prefix and counter for :func:`new_token` (at import, and in a forked
+    child, which must not repeat its parent's tokens)."""
+    global _token_prefix, _token_seq
+    _token_prefix, _token_seq = os.urandom(6).hex(), itertools.count(1)
+
+
+_token_prefix, _token_seq = "", itertools.count(1)
+_fresh_tokens()
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere processes are spawned, not forked
+    os.register_at_fork(after_in_child=_fresh_tokens)
 
 
 def new_token() -> str:
     """A fencing token for one attempt at a node: unique (a random per-process prefix and a
     counter) without a system call per token. Not a secret: it tells attempts apart."""
-    pid = os.getpid()
-    if _tokens[0] != pid:  # first use in this process, or after a fork
-        with _id_lock:
-            if _tokens[0] != pid:
-                _tokens[1], _tokens[2] = os.urandom(6).hex(), itertools.count(1)
-                _tokens[0] = pid
-    return f"{_tokens[1]}{next(_tokens[2]):x}"
+    return f"{_token_prefix}{next(_token_seq):x}"
 
 
 def from_ts(ts: float | None) -> datetime | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,3 +165,18 @@ def test_unreachable_redis_is_a_quick_backend_error(tmp_path: Path) -> None:
     assert "127.0.0.1" in str(caught.value) and "secretpw" not in str(caught.value)
     with pytest.raises(af.BackendError, match="unknown scheme"):
         af.Client("mysql://x", settings=af.Settings(home=tmp_path))
+
+
+def test_fencing_tokens_are_unique_in_a_forked_child() -> None:
+    """A forked worker must not repeat its parent's tokens (a token tells attempts apart)."""
+    parent = {codec.new_token() for _ in range(3)}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report three tokens and leave at once
+        os.write(write, " ".join(codec.new_token() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    child = set(os.read(read, 4096).decode().split())
+    os.waitpid(pid, 0)
+    assert len(parent) == 3 and len(child) == 3 and not parent & child
+    assert {t[:12] for t in parent} != {t[:12] for t in child}  # another random prefix

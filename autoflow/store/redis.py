@@ -318,11 +318,15 @@ class RedisStore(RedisControl, RedisCatalog):
         facts = _Facts(
             _s(res[2]), _s(res[3]), codec.loads(res[4]), _s(res[9]) or None, _s(res[10]) or None, bool(res[12])
         )
+        return self._claim(run_id, res, 0, self._remember(run_id, facts))
+
+    def _remember(self, run_id: str, facts: _Facts) -> _Facts:
+        """Keep a run's facts for the continuations of its nodes (the newest 1,024 runs)."""
         with self._lanes_lock:
             self._facts[run_id] = facts
             while len(self._facts) > 1024:
                 self._facts.pop(next(iter(self._facts)))
-        return self._claim(run_id, res, 0, facts)
+        return facts
 
     def _run_facts(self, run_id: str) -> _Facts:
         """A run's immutable facts (workflow, digest, inputs, code, signature): remembered
@@ -333,7 +337,7 @@ class RedisStore(RedisControl, RedisCatalog):
         workflow, digest, inputs, code, signature, parent = self.r.hmget(
             self._keys(run_id)[0], ["workflow", "digest", "inputs", "code", "signature", "parent_run"]
         )
-        return _Facts(
+        facts = _Facts(
             _s(workflow),
             _s(digest),
             codec.loads(inputs),
@@ -341,6 +345,7 @@ class RedisStore(RedisControl, RedisCatalog):
             _s(signature) if signature else None,
             bool(parent),
         )
+        return self._remember(run_id, facts)  # read once, not once per continuation
 
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
         facts = self._facts.get(run_id)

@@ -271,9 +271,10 @@ class RedisControl(RedisReads):
         # History indexes (all runs, per workflow, per organization): entries of runs that
         # expired (TTL) or were deleted above.
         self._prune_history(self._g("runs"), cutoff)
-        for pattern in ("wf:*", "org:*"):
-            for index in self.r.scan_iter(match=self._g(pattern), count=500):
-                self._prune_history(_s(index), cutoff)
+        prefixes = (self._g("wf:"), self._g("org:"))
+        for key in map(_s, self.r.scan_iter(match=self._g("*"), count=500)):  # one pass
+            if key.startswith(prefixes):
+                self._prune_history(key, cutoff)
         return removed
 
     def _prune_history(self, index: str, cutoff: float) -> None:

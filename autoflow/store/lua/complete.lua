@@ -2,12 +2,9 @@
 -- (seconds), nlogs, logs... Running -> completed (fenced by the token). With a
 -- continuation token the first node that becomes ready is claimed for the same worker
 -- (returned after the messages), so a chain costs one round trip per node.
-local node, token = ARGV[1], ARGV[2]
-local s = held(node, token)
+local node = ARGV[1]
+local s, now = settling(7)
 if not s then return {0} end
-load_run()
-local now = server_now()
-add_logs(8, tonumber(ARGV[7]))
 local m = map_of(node)
 if ARGV[5] ~= '' then
   C = {token = ARGV[5], until_ = tonumber(now) + tonumber(ARGV[6]), known = {}}

@@ -1,12 +1,9 @@
 -- ARGV: node, token, (unused), retention_ms, window, n items, nlogs, logs...
 -- A map node got its n items (already stored by expand_items): queue the first `window`
 -- of them; the node waits for them, holding no worker.
-local node, token = ARGV[1], ARGV[2]
-local s = held(node, token)
+local node = ARGV[1]
+local s, now = settling(7)
 if not s then return {0} end
-load_run()
-local now = server_now()
-add_logs(8, tonumber(ARGV[7]))
 local n, window = tonumber(ARGV[6]), tonumber(ARGV[5])
 local res = {}
 if n == 0 then

@@ -1,12 +1,9 @@
 -- ARGV: node, token, error, retry delay in seconds ('' = no retry), (unused), retention_ms,
 -- nlogs, logs... Running -> retrying (next attempt returned with its eta, on the server's
 -- clock) or -> failed.
-local node, token, err = ARGV[1], ARGV[2], ARGV[3]
-local s = held(node, token)
+local node, err = ARGV[1], ARGV[3]
+local s, now = settling(7)
 if not s then return {0} end
-load_run()
-local now = server_now()
-add_logs(8, tonumber(ARGV[7]))
 local res = {}
 local m = map_of(node)
 if R.cancel then

@@ -415,6 +415,18 @@ local function held(node, token)
   return nil
 end
 
+-- The start of a transition that settles a running node: ARGV[1] is the node, ARGV[2] the
+-- token holding it (fencing), ARGV[nlogs] the number of the worker's log lines that follow
+-- it. Loads the run and queues the lines; returns the node's state and the server's time,
+-- or nil when the token does not hold the node.
+local function settling(nlogs)
+  local s = held(ARGV[1], ARGV[2])
+  if not s then return nil end
+  load_run()
+  add_logs(nlogs + 1, tonumber(ARGV[nlogs]))
+  return s, server_now()
+end
+
 -- The reply of a transition: {accepted, finished status or '', the run's completed and
 -- failed node counts (for the global stats when it finished), #messages, messages...,
 -- continuation claim...}.
