@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import networkx as nx
@@ -19,7 +19,7 @@ from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.engine.backend import Backend, open_backend
 from autoflow.engine.catalog import WorkflowCatalog
 from autoflow.engine.observe import Observer
-from autoflow.engine.planner import node_seeds, store_definitions
+from autoflow.engine.planner import store_definitions, workflow_seeds
 from autoflow.engine.shipping import blob_key, code_hash, pack
 from autoflow.engine.signing import KEYCHECK_BLOB, keycheck, sign_run
 from autoflow.engine.subflows import SubFlows
@@ -36,7 +36,7 @@ from autoflow.errors import (
 )
 from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
 from autoflow.run import DisplayHooks, Run, display_hooks, display_run
-from autoflow.store.base import NewRun
+from autoflow.store.base import NewRun, NodeSeed
 from autoflow.store.catalog import RunQuery, StoredWorkflow
 from autoflow.triggers.dbtriggers import DbTriggers
 from autoflow.triggers.schedules import Schedules
@@ -274,9 +274,8 @@ class Client:
             workflow_version=stored.version if stored else None,
         )
         new = dataclasses.replace(new, signature=sign_run(self.settings.secret_bytes, new))
-        run_id = self.backend.store.create_run(new, node_seeds(wf.specs))
         self.start()
-        self._admit(priority)  # also for a run found by its key: it may wait for admission
+        run_id = self._create(new, workflow_seeds(wf))  # also admits a run found by its key
         created = True
         if idempotency_key:  # the key names the run: was it made now, or found?
             found = self.backend.store.get_run(run_id)
@@ -482,18 +481,22 @@ class Client:
             self.backend.dispatcher.nudge()  # a slot was freed
         return status
 
-    def _admit(self, priority: int) -> None:
-        """Admit pending runs from here when a slot is free, so that a new run starts
-        without a hop through the workflow queue: the same atomic admission a worker runs
-        (the best pending runs first, never more than ``WORKFLOW_CONCURRENCY``). Runs that
-        find no free slot wait; a worker admits them when one frees. If this process dies
-        before the node messages are sent, the reaper re-sends them."""
+    def _create(self, new: NewRun, seeds: Sequence[NodeSeed]) -> str:
+        """Create the run and admit pending runs from here when a slot is free (in the same
+        round trip or transaction), so that a new run starts without a hop through the
+        workflow queue: the same atomic admission a worker runs (the best pending runs
+        first, never more than ``WORKFLOW_CONCURRENCY``). Runs that find no free slot wait;
+        a worker admits them when one frees. If this process dies before the node messages
+        are sent, the reaper re-sends them."""
+        store = self.backend.store
         if self.backend.kind == "memory":  # immediate mode drains the workflow queue itself
-            self.backend.dispatcher.nudge(priority)
-            return
-        ready = self.backend.store.admit(self.settings.workflow_concurrency)
+            run_id = store.create_run(new, seeds)
+            self.backend.dispatcher.nudge(new.priority)
+            return run_id
+        run_id, ready = store.create_and_admit(new, seeds, self.settings.workflow_concurrency)
         if ready:
             self.backend.dispatcher.send(ready)
+        return run_id
 
     def _settle_parent(self, run_id: str) -> None:
         """A sub-workflow run ended here (cancelled by hand): settle its parent node."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
@@ -51,8 +52,10 @@ class NodeSpec:
     max_parallel: int | None = None  # .map: how many items run at once
     workflow: tuple[str, str] | None = None  # sub-workflow: (name, digest)
 
-    @property
+    @cached_property
     def parents(self) -> tuple[str, ...]:
+        """The nodes this one reads (its ``when=`` condition first), found once: a spec is
+        immutable and runs are planned from it on every execute."""
         seen: dict[str, None] = {}
         if self.when:
             seen[self.when[0]] = None

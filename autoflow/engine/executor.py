@@ -30,7 +30,7 @@ from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
-from autoflow.engine.planner import node_seeds, retry_delay, store_definitions
+from autoflow.engine.planner import retry_delay, store_definitions, workflow_seeds
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
@@ -366,7 +366,7 @@ class Executor:
             idempotency_key=key,
         )
         new = dataclasses.replace(new, signature=sign_run(self.secret, new))
-        run_id = self.store.create_run(new, node_seeds(wf.specs))
+        run_id = self.store.create_run(new, workflow_seeds(wf))
         self.send(self.store.start_run(run_id))  # nothing to send if a previous attempt started it
         log.info("run %s of %s started by %s/%s", run_id, wf.name, claim.run_id, claim.node_id)
         return run_id

@@ -8,6 +8,7 @@ finishes are the store's (``autoflow.store.rules``): both stores apply them atom
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Mapping
 
 from autoflow import codec
@@ -17,7 +18,7 @@ from autoflow.define.workflow import Workflow
 from autoflow.store.base import NodeSeed, Store
 from autoflow.templates import template_refs
 
-__all__ = ["node_seeds", "retry_delay", "store_definitions"]
+__all__ = ["node_seeds", "retry_delay", "store_definitions", "workflow_seeds"]
 
 
 def _item_parents(spec: NodeSpec) -> tuple[str, ...]:
@@ -26,6 +27,24 @@ def _item_parents(spec: NodeSpec) -> tuple[str, ...]:
     the list."""
     fixed = {name: tpl for name, tpl in spec.args.items() if name != spec.map_over}
     return tuple(dict.fromkeys(target for kind, target in template_refs(fixed) if kind == "$ref"))
+
+
+def workflow_seeds(wf: Workflow) -> tuple[NodeSeed, ...]:
+    """The seeds of ``wf``'s runs: the same for every run of a definition, so planned once
+    per definition (by its digest) rather than on every execute."""
+    seeds = _SEEDS.get(wf.digest)
+    if seeds is None:
+        seeds = tuple(node_seeds(wf.specs))
+        with _SEEDS_LOCK:
+            _SEEDS[wf.digest] = seeds
+            while len(_SEEDS) > 256:
+                _SEEDS.pop(next(iter(_SEEDS)))
+    return seeds
+
+
+#: Seeds by definition digest (a digest names one definition, so entries never go stale).
+_SEEDS: dict[str, tuple[NodeSeed, ...]] = {}
+_SEEDS_LOCK = threading.Lock()
 
 
 def node_seeds(specs: Mapping[str, NodeSpec]) -> list[NodeSeed]:

@@ -184,6 +184,10 @@ class Store(Catalog, Protocol):
         """Start pending runs, highest priority first, while fewer than ``limit`` runs are
         running; their root nodes become queued and are returned."""
 
+    def create_and_admit(self, run: NewRun, nodes: Sequence[NodeSeed], limit: int) -> tuple[str, list[Ready]]:
+        """:meth:`create_run` then :meth:`admit` (in one round trip or transaction where
+        the store can): the run's id and what the admission made ready."""
+
     def start_run(self, run_id: str) -> list[Ready]:
         """Start one pending run now, whatever the limit (a sub-workflow run)."""
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import DataError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoflow import codec
@@ -31,6 +31,11 @@ from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, map_wi
 from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_control import RedisControl
 from autoflow.store.redis_reads import ERR, NS, OUT, RUN_KEYS, _guard, _s
+
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is a dependency; redis-py's packer otherwise
+    _pack_command = None  # type: ignore[assignment]
 
 __all__ = ["RedisStore"]
 
@@ -45,6 +50,17 @@ _ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
 _SAFE_POLICIES = ("noeviction",)
 #: The fixed fields of a claim in a script's reply (see claim_data in lua/lib.lua).
 _CLAIM_FIELDS = 13
+
+
+def _pack(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
+    """The RESP bytes of one command. hiredis packs str, bytes, int and float itself, at a
+    third of the cost of redis-py's packer (which wraps it) on the hot path."""
+    if _pack_command is None:  # pragma: no cover - redis[hiredis] is a dependency
+        return list(conn.pack_command(*command))
+    try:
+        return [_pack_command(command)]
+    except TypeError as exc:
+        raise DataError(f"a Redis command argument cannot be sent: {exc}") from None
 
 
 class _Facts(NamedTuple):
@@ -143,8 +159,9 @@ class RedisStore(RedisControl, RedisCatalog):
 
     def _lane(self, *command: Any) -> Any:
         """Send one command on this thread's own connection and read the reply: the hot
-        path of transitions skips the pool's checkout, retry and bookkeeping layers. A
-        broken connection is replaced and the command sent once more."""
+        path of transitions skips the pool's checkout, retry and bookkeeping layers (and
+        redis-py's argument packer: see :func:`_pack`). A broken connection is replaced and
+        the command sent once more."""
         lane = self._lanes
         conn = getattr(lane, "conn", None)
         if conn is None or lane.pid != os.getpid():  # first use in this thread or process
@@ -152,12 +169,13 @@ class RedisStore(RedisControl, RedisCatalog):
             lane.pid = os.getpid()
             with self._lanes_lock:
                 self._lane_conns.append(conn)
+        packed = _pack(conn, command)
         try:
-            conn.send_command(*command)
+            conn.send_packed_command(packed, check_health=False)
             return conn.read_response()
         except (RedisConnectionError, RedisTimeoutError):
             conn.disconnect()
-            conn.send_command(*command)
+            conn.send_packed_command(packed, check_health=False)
             return conn.read_response()
 
     def close(self) -> None:
@@ -191,6 +209,18 @@ class RedisStore(RedisControl, RedisCatalog):
         """One round trip: journal the creation, create the run atomically (unless its id,
         derived from an idempotency key, exists), then index it. A client dying half-way
         leaves a journal entry the reaper repairs, never an invisible pending run."""
+        return self._create(run, nodes, None)[0]
+
+    @_guard
+    def create_and_admit(self, run: NewRun, nodes: Sequence[NodeSeed], limit: int) -> tuple[str, list[Ready]]:
+        """:meth:`create_run` with the admission in the same round trip (a client's
+        execute), then the admitted runs started."""
+        run_id, admitted = self._create(run, nodes, limit)
+        return run_id, self._start_admitted(admitted)
+
+    def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
+        """Create (see :meth:`create_run`); with ``admit``, the admission script's reply
+        follows in the same pipeline."""
         if run.idempotency_key:  # one key names one run: its id comes from the key
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
         fields = {
@@ -242,15 +272,18 @@ class RedisStore(RedisControl, RedisCatalog):
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
         self._index_org(pipe, run)
+        if admit is not None:
+            self._queue_admit(pipe, admit)
         try:
-            pipe.execute()
+            replies = pipe.execute()
         except NoScriptError:  # e.g. the server restarted: load the scripts and go again
             script(keys=keys, args=args)
             pipe = self.r.pipeline(transaction=False)
             self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
             self._index_org(pipe, run)
             pipe.execute()
-        return run.id
+            return run.id, [] if admit is None else self._eval("admit", self._admit_keys(), admit)
+        return run.id, [] if admit is None else replies[-1]
 
     def _index_org(self, pipe: Any, run: NewRun) -> None:
         """The organization's history index (run queries by tenant, see catalog_redis.py)."""
@@ -279,9 +312,19 @@ class RedisStore(RedisControl, RedisCatalog):
 
     @_guard
     def admit(self, limit: int) -> list[Ready]:
+        return self._start_admitted(self._eval("admit", self._admit_keys(), limit))
+
+    def _admit_keys(self) -> list[str]:
+        return [self._g("pending"), self._g("active"), self._g("active_sub"), self._pending(True)]
+
+    def _queue_admit(self, pipe: Any, limit: int) -> None:
+        keys = self._admit_keys()
+        pipe.evalsha(self._scripts["admit"].sha, len(keys), *keys, limit)
+
+    def _start_admitted(self, reply: Sequence[Any]) -> list[Ready]:
+        """Start the runs an admission picked (its reply: {#sub-workflow runs, ids...})."""
         ready: list[Ready] = []
-        keys = [self._g("pending"), self._g("active"), self._g("active_sub"), self._pending(True)]
-        for run_id in self._eval("admit", keys, limit)[1:]:
+        for run_id in reply[1:]:
             ready += self._start(_s(run_id))
         return ready
 

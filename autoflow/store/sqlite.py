@@ -132,88 +132,99 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
         return bytes(rows[0]["data"]) if rows else None
 
     def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
+        with self._tx() as db:
+            return self._insert_run(db, run, nodes)
+
+    def create_and_admit(self, run: NewRun, nodes: Sequence[NodeSeed], limit: int) -> tuple[str, list[Ready]]:
+        """:meth:`create_run` then :meth:`admit`, in one transaction (a client's execute)."""
+        with self._tx() as db:
+            run_id = self._insert_run(db, run, nodes)
+            return run_id, self._admit(db, limit)
+
+    def _insert_run(self, db: sqlite3.Connection, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
         if run.idempotency_key:  # one key names one run: its id comes from the key
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
-        with self._tx() as db:
-            if run.idempotency_key:
-                row = db.execute("SELECT id FROM runs WHERE idempotency_key = ?", (run.idempotency_key,)).fetchone()
-                if row:
-                    return str(row["id"])
-            db.execute(
-                "INSERT INTO runs (id, workflow, digest, status, priority, inputs, output_tpl, user_id,"
-                " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining,"
-                " parent_run, parent_node, code, signature, workflow_id, workflow_version)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row = db.execute("SELECT id FROM runs WHERE idempotency_key = ?", (run.idempotency_key,)).fetchone()
+            if row:
+                return str(row["id"])
+        db.execute(
+            "INSERT INTO runs (id, workflow, digest, status, priority, inputs, output_tpl, user_id,"
+            " organization_id, trigger, trigger_data, idempotency_key, created_at, remaining,"
+            " parent_run, parent_node, code, signature, workflow_id, workflow_version)"
+            " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.id,
+                run.workflow,
+                run.digest,
+                run.priority,
+                codec.dumps(run.inputs),
+                codec.dumps(run.output),
+                run.user_id,
+                run.organization_id,
+                run.trigger,
+                codec.dumps(run.trigger_data),
+                run.idempotency_key,
+                run.created_at,
+                len(nodes),
+                run.parent_run_id,
+                run.parent_node_id,
+                run.code,
+                run.signature,
+                run.workflow_id,
+                run.workflow_version,
+            ),
+        )
+        db.executemany(
+            "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority,"
+            " parents, children, when_node, when_value, item_parents)"
+            " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
                 (
                     run.id,
-                    run.workflow,
-                    run.digest,
-                    run.priority,
-                    codec.dumps(run.inputs),
-                    codec.dumps(run.output),
-                    run.user_id,
-                    run.organization_id,
-                    run.trigger,
-                    codec.dumps(run.trigger_data),
-                    run.idempotency_key,
-                    run.created_at,
-                    len(nodes),
-                    run.parent_run_id,
-                    run.parent_node_id,
-                    run.code,
-                    run.signature,
-                    run.workflow_id,
-                    run.workflow_version,
-                ),
-            )
-            db.executemany(
-                "INSERT INTO nodes (run_id, node_id, seq, type, status, n_parents, rule, priority,"
-                " parents, children, when_node, when_value, item_parents)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run.id,
-                        n.id,
-                        i,
-                        n.type,
-                        len(n.parents),
-                        n.rule,
-                        n.priority,
-                        codec.dumps(list(n.parents)),
-                        codec.dumps(list(n.children)),
-                        n.when[0] if n.when else None,
-                        n.when[1] if n.when else None,
-                        None if n.item_parents is None else codec.dumps(list(n.item_parents)),
-                    )
-                    for i, n in enumerate(nodes)
-                ],
-            )
+                    n.id,
+                    i,
+                    n.type,
+                    len(n.parents),
+                    n.rule,
+                    n.priority,
+                    codec.dumps(list(n.parents)),
+                    codec.dumps(list(n.children)),
+                    n.when[0] if n.when else None,
+                    n.when[1] if n.when else None,
+                    None if n.item_parents is None else codec.dumps(list(n.item_parents)),
+                )
+                for i, n in enumerate(nodes)
+            ],
+        )
         return run.id
 
     def admit(self, limit: int) -> list[Ready]:
+        with self._tx() as db:
+            return self._admit(db, limit)
+
+    def _admit(self, db: sqlite3.Connection, limit: int) -> list[Ready]:
         now = time.time()
         ready: list[Ready] = []
-        with self._tx() as db:
-            # Sub-workflow runs ride on their parent's slot: started whatever the limit (a
-            # parent waiting for a child that waits for the parent's slot would deadlock).
-            for child in db.execute(
-                "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NOT NULL LIMIT 100"
-            ).fetchall():
-                ready += self._start(db, child["id"], child["priority"], now)
-            active = db.execute(
-                "SELECT COUNT(*) FROM runs WHERE (status = 'running' OR (status = 'paused' AND started_at IS NOT NULL))"
-                " AND parent_run IS NULL"
-            ).fetchone()[0]
-            free = limit - active
-            if free <= 0:
-                return ready
-            rows = db.execute(
-                "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NULL"
-                " ORDER BY priority DESC, created_at, id LIMIT ?",
-                (free,),
-            ).fetchall()
-            for row in rows:
-                ready += self._start(db, row["id"], row["priority"], now)
+        # Sub-workflow runs ride on their parent's slot: started whatever the limit (a
+        # parent waiting for a child that waits for the parent's slot would deadlock).
+        for child in db.execute(
+            "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NOT NULL LIMIT 100"
+        ).fetchall():
+            ready += self._start(db, child["id"], child["priority"], now)
+        active = db.execute(
+            "SELECT COUNT(*) FROM runs WHERE (status = 'running' OR (status = 'paused' AND started_at IS NOT NULL))"
+            " AND parent_run IS NULL"
+        ).fetchone()[0]
+        free = limit - active
+        if free <= 0:
+            return ready
+        rows = db.execute(
+            "SELECT id, priority FROM runs WHERE status = 'pending' AND parent_run IS NULL"
+            " ORDER BY priority DESC, created_at, id LIMIT ?",
+            (free,),
+        ).fetchall()
+        for row in rows:
+            ready += self._start(db, row["id"], row["priority"], now)
         return ready
 
     def start_run(self, run_id: str) -> list[Ready]:
