@@ -21,7 +21,7 @@ import autoflow as af
 from autoflow.store.redis import RedisStore
 from autoflow.store.sqlite import SQLiteStore
 
-IMPLEMENTATIONS = ["sqlite", "redis"]
+IMPLEMENTATIONS = ["sqlite", "redis", "redis-scripts"]  # redis: transitions as functions (Redis 7)
 BACKENDS = ["memory", "sqlite", "redis"]
 
 
@@ -122,6 +122,8 @@ def store(request: pytest.FixtureRequest, settings: af.Settings) -> Iterator[SQL
         made: SQLiteStore | RedisStore = SQLiteStore(":memory:")
     else:
         made = RedisStore.from_url(request.getfixturevalue("redis_url"), namespace=settings.namespace)
+        if request.param == "redis-scripts":  # as on a server without functions (Redis 6)
+            made.use_scripts()
     yield made
     made.close()
 

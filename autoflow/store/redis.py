@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, RedisError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoflow import codec
@@ -31,6 +31,7 @@ from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, map_wi
 from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_control import RedisControl
 from autoflow.store.redis_reads import ERR, NS, OUT, RUN_KEYS, _guard, _s
+from autoflow.store.redis_scripts import RunScripts, function_missing
 
 try:
     from hiredis import pack_command as _pack_command
@@ -96,10 +97,8 @@ class RedisStore(RedisControl, RedisCatalog):
         self._lane_conns: list[Any] = []
         self._facts: dict[str, _Facts] = {}  # see _run_facts
         lua = resources.files("autoflow.store").joinpath("lua")
-        lib = lua.joinpath("lib.lua").read_text()
-        self._scripts = {
-            name: client.register_script(lib + lua.joinpath(f"{name}.lua").read_text()) for name in _RUN_SCRIPTS
-        }
+        self._run_scripts = RunScripts(client, _RUN_SCRIPTS)
+        self._scripts = dict(self._run_scripts.scripts)
         for name in _GLOBAL_SCRIPTS:
             self._scripts[name] = client.register_script(lua.joinpath(f"{name}.lua").read_text())
 
@@ -149,8 +148,21 @@ class RedisStore(RedisControl, RedisCatalog):
         """Run the script of one run's transition (over that run's keys)."""
         return self._eval(name, self._keys(run_id), *args)
 
+    def use_scripts(self) -> None:
+        """Send transitions as scripts (EVALSHA) even where the server has functions."""
+        self._run_scripts.use_scripts()
+
     def _eval(self, name: str, keys: Sequence[str], *args: Any) -> Any:
-        """Run a script on this thread's connection (see :meth:`_lane`)."""
+        """Run a transition (a function where the server has them, else a script) or a
+        global script on this thread's connection (see :meth:`_lane`)."""
+        function = self._run_scripts.function(name) if name in _RUN_SCRIPTS else None
+        if function is not None:
+            try:
+                return self._lane("FCALL", function, len(keys), *keys, *args)
+            except ResponseError as exc:  # e.g. the server restarted: load them and go on
+                if not function_missing(exc) or not self._run_scripts.load():
+                    raise
+                return self._lane("FCALL", function, len(keys), *keys, *args)
         script = self._scripts[name]
         try:
             return self._lane("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -1,9 +1,11 @@
 -- Shared helpers of autoflow's Redis scripts. Every script touches only the keys of one
--- run (they share the hash tag {run_id}), passed in this order:
-local K = {
-  run = KEYS[1], ns = KEYS[2], topo = KEYS[3], out = KEYS[4], err = KEYS[5], lease = KEYS[6],
-  due = KEYS[7], logs = KEYS[8], done = KEYS[9], order = KEYS[10], iv = KEYS[11],
-}
+-- run (they share the hash tag {run_id}), passed in the order of K below.
+--
+-- The helpers are loaded once as a Redis function library where the server has functions
+-- (Redis 7), else sent ahead of each script (EVALSHA): see autoflow/store/lua_lib.py. Either
+-- way a transition starts with begin(keys, args), which resets the per-call state below;
+-- KEYS and ARGV are this file's locals (declared ahead of it), set by begin.
+local K, R, LOGS, TOPO, C
 -- K.ns holds one field per node (and per map item "M[i]"): its state, '|'-separated, at
 -- these positions. K.topo holds one field per node: its place in the graph (TOPO below).
 local ST, ATT, OWN, STARTED, FINISHED, STALL, WAKE, CHILD, OK, FAIL, SKIP, HANDLED, NITEMS, NEXT, DONE =
@@ -64,7 +66,6 @@ local function put(node, s)
   redis.call('HSET', K.ns, node, table.concat(s, '|'))
 end
 
-local TOPO = {}
 local function topo(node)
   local t = TOPO[node]
   if t == nil then
@@ -75,7 +76,6 @@ local function topo(node)
 end
 
 -- Run state: read once per script, written once (what changed) ---------------------------
-local R = nil
 local function load_run()
   local r = redis.call('HMGET', K.run, 'status', 'cancel', 'remaining', 'running', 'queued', 'n_ok', 'failed',
     'priority', 'started_at')
@@ -89,7 +89,6 @@ local function bump(field, by)
   R.dirty = true
 end
 
-local LOGS = {}
 local function log(now, level, message, node)
   LOGS[#LOGS + 1] = cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node})
 end
@@ -232,7 +231,6 @@ end
 
 -- A continuation: the worker that settled a node asks to run the next ready one itself
 -- (no queue round trip). C = {token, until, node, state} once taken.
-local C = nil
 
 local function queue(node, s, now, res)
   if C and C.node == nil and R.status == 'running' and not R.cancel then
@@ -437,4 +435,15 @@ local function reply(finished, res)
   for _, v in ipairs(res) do out[#out + 1] = v end
   if C and C.node then claim_data(C.node, C.state, C.known or {}, out, false) end
   return out
+end
+
+-- The start of every call: its keys and arguments, and fresh per-call state (the run's
+-- counters R, log lines LOGS, the topology cache TOPO, the continuation C).
+local function begin(keys, args)
+  KEYS, ARGV = keys, args
+  K = {
+    run = keys[1], ns = keys[2], topo = keys[3], out = keys[4], err = keys[5], lease = keys[6],
+    due = keys[7], logs = keys[8], done = keys[9], order = keys[10], iv = keys[11],
+  }
+  R, LOGS, TOPO, C = nil, {}, {}, nil
 end
