@@ -1,6 +1,7 @@
 """autoflow vs BullMQ (the seed's engine) vs raw Huey, on one Redis, in one invocation.
 
-    python benchmarks/bullmq.py [--rounds N] [--latency-runs N] [--redis URL] [--json FILE]
+    python benchmarks/bullmq.py [--rounds N] [--repeat N] [--latency-runs N] [--kinds thread,process]
+                                [--redis URL] [--json FILE]
 
 Needs Node.js and npm (``npm install bullmq`` runs in a temporary folder); without them
 it says so and exits 0. Not part of the test suite.
@@ -11,12 +12,17 @@ concurrency on each side:
 * **BullMQ** 5: one ``Worker`` with ``concurrency: 2``; each job's processor adds the
   chain's next step (the "processor adds the next step" pattern); completed jobs are kept
   (BullMQ's default);
-* **raw Huey**: a ``PriorityRedisHuey`` consumer, 2 thread workers, a task that enqueues
-  its own next step (``benchmarks/rawhuey.py``);
-* **autoflow**: ``autoflow worker --workers 2 --kind thread`` running 200 10-node chain
-  workflows (``benchmarks/flows.py``) with leases, fencing, logs and the reaper on.
+* **raw Huey**: a ``PriorityRedisHuey`` consumer with 2 workers, a task that enqueues its
+  own next step (``benchmarks/rawhuey.py``);
+* **autoflow**: ``autoflow worker --workers 2`` running 200 10-node chain workflows
+  (``benchmarks/flows.py``) with leases, fencing, logs and the reaper on.
 
-Rounds interleave the three (the order rotates each round); the median round is reported.
+The Python sides run with each ``--kinds`` of worker: ``thread`` (2 threads in one process,
+one GIL, like the one Node.js process of BullMQ) and ``process`` (2 forked processes: the
+way to use more than one core from Python). Their worker CPU and memory (PSS) count the
+process and its children.
+
+Rounds interleave every side (the order rotates each round); the median round is reported.
 For every round the Redis server's own counters give, per step: commands executed
 (``total_commands_processed``) and client requests read (``total_reads_processed`` —
 round trips: a pipeline or a script is one), and the CPU time of the side's process and of
@@ -38,6 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +163,13 @@ def _repeated(side: Callable[[], dict[str, Any]], times: int) -> dict[str, Any]:
     return {"steps": steps, "wall_s": wall, "steps_per_s": steps / wall}
 
 
+def _side_name(side: str, kind: str) -> str:
+    """``autoflow`` / ``raw_huey`` for thread workers, ``autoflow_process`` for processes."""
+    return side if kind == "thread" else f"{side}_{kind}"
+
+
 def measure(
-    s: Setup,
+    setups: dict[str, Setup],
     bull: BullMQ,
     counters: Counters,
     rounds: int,
@@ -165,34 +177,40 @@ def measure(
     log: Callable[[str], None],
     repeat: int = 1,
 ) -> dict[str, Any]:
+    """Interleaved rounds of every side (BullMQ, then raw Huey and autoflow with each kind
+    of worker in ``setups``), then sequential single chains for latency."""
     steps = CHAINS * CHAIN_LEN * repeat
     sides: dict[str, Callable[[], dict[str, Any]]] = {
-        "bullmq": lambda: bull.ask(cmd="throughput", chains=CHAINS, steps=CHAIN_LEN),
-        "raw_huey": lambda: raw_throughput(s),
-        "autoflow": lambda: af_throughput(s),
+        "bullmq": lambda: bull.ask(cmd="throughput", chains=CHAINS, steps=CHAIN_LEN)
     }
-    pids = {"bullmq": bull.pid, "raw_huey": s.raw_proc.pid, "autoflow": s.af_proc.pid}
+    pids = {"bullmq": bull.pid}
+    for kind, s in setups.items():
+        sides[_side_name("raw_huey", kind)] = partial(raw_throughput, s)
+        sides[_side_name("autoflow", kind)] = partial(af_throughput, s)
+        pids[_side_name("raw_huey", kind)] = s.raw_proc.pid
+        pids[_side_name("autoflow", kind)] = s.af_proc.pid
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     order = list(sides)
     for r in range(rounds):
-        for name in order[r % 3 :] + order[: r % 3]:
+        shift = r % len(order)
+        for name in order[shift:] + order[:shift]:
             out: dict[str, Any] = {}
             with counters.around(steps, pids[name], out):
                 out.update(_repeated(sides[name], repeat))
             results[name].append(out)
             log(
-                f"round {r + 1}: {name:9} {out['steps_per_s']:7.0f} steps/s  {out['commands_per_step']:5.1f} cmd/step"
+                f"round {r + 1}: {name:16} {out['steps_per_s']:7.0f} steps/s  {out['commands_per_step']:5.1f} cmd/step"
                 f"  {out['round_trips_per_step']:4.2f} round trips/step"
             )
     log(f"latency: {latency_runs} sequential single 10-step chains per side")
-    latencies = {
-        "bullmq": bull.ask(cmd="latency", runs=latency_runs, steps=CHAIN_LEN)["latencies_ms"],
-        "raw_huey": [x * 1000 for x in _raw_observed(s, latency_runs)],
-        "autoflow": [x * 1000 for x in _af_observed(s, latency_runs)],
-    }
-    summary: dict[str, Any] = {}
+    latencies = {"bullmq": bull.ask(cmd="latency", runs=latency_runs, steps=CHAIN_LEN)["latencies_ms"]}
+    for kind, s in setups.items():
+        latencies[_side_name("raw_huey", kind)] = [x * 1000 for x in _raw_observed(s, latency_runs)]
+        latencies[_side_name("autoflow", kind)] = [x * 1000 for x in _af_observed(s, latency_runs)]
+    summary: dict[str, Any] = {"kinds": list(setups)}
     for name, rows in results.items():
         median = sorted(rows, key=lambda x: x["steps_per_s"])[len(rows) // 2]
+        memory = proc_memory(pids[name])
         summary[name] = {
             "steps_per_s": median["steps_per_s"],
             "rounds": [x["steps_per_s"] for x in rows],
@@ -202,12 +220,14 @@ def measure(
             "redis_cpu_ms_per_step": statistics.median(x["redis_cpu_ms_per_step"] for x in rows),
             "p50_ms": pct(latencies[name], 50),
             "p95_ms": pct(latencies[name], 95),
-            "rss_mib": proc_memory(pids[name]).get("VmRSS", float("nan")),
+            "rss_mib": memory.get("VmRSS", float("nan")),
+            "pss_mib": memory.get("Pss", float("nan")),
         }
-    per_round = [
-        a["steps_per_s"] / b["steps_per_s"] for a, b in zip(results["autoflow"], results["bullmq"], strict=True)
-    ]
-    summary["autoflow_vs_bullmq_per_round"] = per_round
+    for kind in setups:
+        af = results[_side_name("autoflow", kind)]
+        summary[f"{_side_name('autoflow', kind)}_vs_bullmq_per_round"] = [
+            a["steps_per_s"] / b["steps_per_s"] for a, b in zip(af, results["bullmq"], strict=True)
+        ]
     return summary
 
 
@@ -219,29 +239,54 @@ def _af_observed(s: Setup, runs: int) -> list[float]:
     return list(af_latency(s, runs)["observed_all"])
 
 
+_PLURAL = {"thread": "threads", "process": "processes"}
+
+
 def report(res: dict[str, Any]) -> str:
-    b, h, a = res["bullmq"], res["raw_huey"], res["autoflow"]
+    b = res["bullmq"]
+    kinds = res.get("kinds", ["thread"])
     lines = [
         f"== Redis, {CHAINS} concurrent {CHAIN_LEN}-step chains ({CHAINS * CHAIN_LEN} steps), "
-        "2-way concurrency each ==",
-        f"{'':10}{'steps/s':>9}{'vs BullMQ':>10}{'cmd/step':>9}{'trips/step':>11}{'worker CPU':>11}{'redis CPU':>10}"
-        f"{'p50 ms':>8}{'p95 ms':>8}{'RSS MiB':>8}   rounds",
+        f"{WORKERS}-way concurrency each (Python sides: {WORKERS} thread workers in one process, or "
+        f"{WORKERS} process workers) ==",
+        f"{'':18}{'steps/s':>8}{'vs BullMQ':>10}{'cmd/step':>9}{'trips/step':>11}{'worker CPU':>11}{'redis CPU':>10}"
+        f"{'p50 ms':>8}{'p95 ms':>8}{'PSS MiB':>8}   rounds",
     ]
-    for label, row in (("BullMQ", b), ("raw Huey", h), ("autoflow", a)):
+    rows = [("BullMQ (Node.js)", "bullmq")]
+    for kind in kinds:
+        rows.append((f"raw Huey, {_PLURAL[kind]}", _side_name("raw_huey", kind)))
+        rows.append((f"autoflow, {_PLURAL[kind]}", _side_name("autoflow", kind)))
+    for label, name in rows:
+        row = res[name]
         lines.append(
-            f"{label:10}{row['steps_per_s']:9.0f}{row['steps_per_s'] / b['steps_per_s']:10.2f}"
+            f"{label:18}{row['steps_per_s']:8.0f}{row['steps_per_s'] / b['steps_per_s']:10.2f}"
             f"{row['commands_per_step']:9.1f}{row['round_trips_per_step']:11.2f}"
             f"{row['worker_cpu_ms_per_step']:9.2f}ms{row['redis_cpu_ms_per_step']:8.2f}ms"
-            f"{row['p50_ms']:8.1f}{row['p95_ms']:8.1f}{row['rss_mib']:8.0f}   "
+            f"{row['p50_ms']:8.1f}{row['p95_ms']:8.1f}{row.get('pss_mib', float('nan')):8.0f}   "
             + ", ".join(f"{x:.0f}" for x in row["rounds"])
         )
+    for kind in kinds:
+        af, raw = res[_side_name("autoflow", kind)], res[_side_name("raw_huey", kind)]
+        per_round = res[f"{_side_name('autoflow', kind)}_vs_bullmq_per_round"]
+        lines.append(
+            f"autoflow, {_PLURAL[kind]} / BullMQ per round: {', '.join(f'{x:.2f}' for x in per_round)};"
+            f" / raw Huey, {_PLURAL[kind]} (medians): {af['steps_per_s'] / raw['steps_per_s']:.2f}"
+        )
     lines += [
-        f"autoflow / BullMQ per round: {', '.join(f'{x:.2f}' for x in res['autoflow_vs_bullmq_per_round'])}",
-        f"autoflow / raw Huey (medians): {a['steps_per_s'] / h['steps_per_s']:.2f}",
         "targets: autoflow >= 1.0x BullMQ and >= 1.5x raw Huey; 10-step p50 <= BullMQ's; commands/step <= BullMQ's",
+        "worker CPU and PSS: the worker process and its children; CPU per step, PSS at the end",
         f"load average before {res['loadavg_before']}, after {res['loadavg_after']} (2 vCPUs)",
     ]
     return "\n".join(lines)
+
+
+def _warm_up(s: Setup) -> None:
+    for i in range(5):
+        wait_run(s, s.client.execute(flows.CHAIN_10, x=i).id, 60)
+    tag = uuid.uuid4().hex[:6]
+    for c in range(3):
+        s.starter(tag, c, 0, CHAIN_LEN)
+    wait_until(lambda: s.huey.result_count() >= 3, 60, "the raw Huey consumer", s.procs, 0.02)
 
 
 def main() -> int:
@@ -252,8 +297,16 @@ def main() -> int:
         "--repeat", type=int, default=3, help="batches of 200 chains per side and round (steadier figures)"
     )
     parser.add_argument("--redis", metavar="URL", help="a loopback Redis instead of a private one")
+    parser.add_argument(
+        "--kinds",
+        default="thread,process",
+        help="the Python sides' worker kinds, comma-separated: thread (2 threads, one process), process (2 processes)",
+    )
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"thread", "process"}:
+        parser.error(f"--kinds takes thread and/or process, got {args.kinds!r}")
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     children: list[Child] = []
     with tempfile.TemporaryDirectory(prefix="autoflow-bullmq-") as tmp_name:
@@ -270,18 +323,18 @@ def main() -> int:
             else:
                 server = RedisServer(tmp, children)
                 url, redis_pid = server.url, server.child.pid
-            with open_setup("redis", url, tmp, children, redis_pid) as s:
+            with contextlib.ExitStack() as stack:
+                setups = {
+                    kind: stack.enter_context(open_setup("redis", url, tmp, children, redis_pid, worker_kind=kind))
+                    for kind in kinds
+                }
                 bull = BullMQ(url, npm_dir)
-                log("warming up the three sides")
-                for i in range(5):
-                    wait_run(s, s.client.execute(flows.CHAIN_10, x=i).id, 60)
-                tag = uuid.uuid4().hex[:6]
-                for c in range(3):
-                    s.starter(tag, c, 0, CHAIN_LEN)
-                wait_until(lambda: s.huey.result_count() >= 3, 60, "the raw Huey consumer", s.procs, 0.02)
+                log(f"warming up: BullMQ, raw Huey and autoflow with {' and '.join(kinds)} workers")
+                for s in setups.values():
+                    _warm_up(s)
                 bull.ask(cmd="latency", runs=3, steps=CHAIN_LEN)
                 before = loadavg()
-                res = measure(s, bull, Counters(url, redis_pid), args.rounds, args.latency_runs, log, args.repeat)
+                res = measure(setups, bull, Counters(url, redis_pid), args.rounds, args.latency_runs, log, args.repeat)
                 res.update(loadavg_before=before, loadavg_after=loadavg(), revision=git_revision(), when=time.time())
         finally:
             if bull is not None:

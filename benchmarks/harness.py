@@ -39,6 +39,7 @@ __all__ = [
     "pct",
     "proc_cpu",
     "proc_memory",
+    "proc_tree",
     "profiled",
     "wait_until",
 ]
@@ -90,24 +91,52 @@ def _pdeathsig() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a process worker's children do the work)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += parents.get(p, [])
+    return tree
+
+
 def proc_memory(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak RSS) of a process, in MiB."""
+    """VmRSS and VmHWM (peak RSS) of a process, and ``Pss``: the proportional set size of
+    it and its descendants (pages shared after a fork counted once), in MiB."""
     out: dict[str, float] = {}
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(value.split()[0]) / 1024
+    pss = 0
+    for p in proc_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    out["Pss"] = pss / 1024
     return out
 
 
 def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds used so far by a process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds used so far by a process and its live descendants."""
+    total = 0.0
+    for p in proc_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if p == pid:
+                return float("nan")
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Child:
@@ -247,7 +276,10 @@ def open_setup(
     children: list[Child],
     redis_pid: int | None = None,
     worker_modules: Sequence[str] = (),
+    worker_kind: str = "thread",
 ) -> Iterator[Setup]:
+    """Both workers (raw Huey and autoflow) with ``WORKERS`` workers of ``worker_kind``
+    (``thread``: one process; ``process``: a process each), and a client."""
     ns = f"bench_{uuid.uuid4().hex[:8]}"
     raw_name = f"{ns}_raw"
     if kind == "redis":
@@ -266,6 +298,7 @@ def open_setup(
         client_url = f"sqlite:///{home / 'autoflow.db'}"
         settings = af.Settings(home=home, namespace=ns, workflow_concurrency=CHAINS)
     af_env.update({"AUTOFLOW_NAMESPACE": ns, "WORKFLOW_CONCURRENCY": str(CHAINS)})
+    raw_env["BENCH_WORKER_KIND"] = worker_kind
 
     huey = rawhuey.make_huey(kind, target, raw_name)
     starter = huey.task()(rawhuey.step.func)
@@ -282,7 +315,7 @@ def open_setup(
         "--workers",
         str(WORKERS),
         "--kind",
-        "thread",
+        worker_kind,
     ]
     af_proc = Child(f"{kind}-autoflow-worker", af_argv, _child_env(af_env), tmp)
     children.append(af_proc)

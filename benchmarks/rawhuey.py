@@ -29,7 +29,7 @@ __all__ = ["CONSUMER_OPTIONS", "huey", "make_huey", "step"]
 #: The polling parameters of autoflow's node consumer (engine/dispatch.py), for fairness.
 CONSUMER_OPTIONS = {
     "workers": 2,
-    "worker_type": "thread",
+    "worker_type": os.environ.get("BENCH_WORKER_KIND", "thread"),
     "periodic": False,
     "initial_delay": 0.005,
     "backoff": 1.2,
