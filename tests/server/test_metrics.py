@@ -88,6 +88,10 @@ def test_process_workers_share_their_counters(redis_url: str, settings: af.Setti
     try:
         runs = [client.execute(flows.api_flow, a=i) for i in range(6)]
         assert [r.result(timeout=60) for r in runs] == [2 * (i + 1) for i in range(6)]
+        # Two naps at once: each holds one process, so both processes count something
+        # (six short runs may all be taken by one of them).
+        naps = [client.execute(flows.api_slow, seconds=0.5) for _ in range(2)]
+        assert [r.result(timeout=60) for r in naps] == [0.5, 0.5]
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -96,12 +100,13 @@ def test_process_workers_share_their_counters(redis_url: str, settings: af.Setti
             except OSError:
                 text = ""
             done = value(text, "autoflow_node_runs_total", type=flows.api_double.key, outcome="completed")
-            if done == 6:
+            napped = value(text, "autoflow_node_runs_total", type=flows.api_nap.key, outcome="completed")
+            if done == 6 and napped == 2:
                 break
             assert time.monotonic() < deadline, f"the worker's /metrics never counted 6 (last {done}):\n{text[:2000]}"
             time.sleep(0.1)
         assert len(list((tmp_path / "prom").glob("counter_*.db"))) >= 2  # more than one process wrote
-        assert value(text, "autoflow_queue_completed", queue="workflow") == 6
+        assert value(text, "autoflow_queue_completed", queue="workflow") == 8
     finally:
         client.close()
         proc.terminate()
