@@ -166,9 +166,13 @@ def _convert(value: Any, path: list[Any], depth: int) -> Any:
         ) from exc
 
 
+#: One encoder for every :func:`dumps` (``json.dumps`` with options builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text of an already JSON-able value."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def json_checked(value: Any, *, where: str, limits: Limits) -> tuple[Any, str]:

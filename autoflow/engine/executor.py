@@ -115,12 +115,28 @@ class Executor:
         self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon, outage=outage)
         self.subflows = SubFlows(store, secret)
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
+        self._verified: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # see _verify
         self._lock = threading.Lock()
         self.accepts_code = code_secret is not None
         self._code_secret = code_secret
         self._shipped: OrderedDict[str, dict[str, Node[Any, Any]]] = OrderedDict()
 
     # -- definitions and functions ---------------------------------------------------------
+    def _verify(self, claim: Claim) -> None:
+        """Check the run's signature once per run and signature (its signed facts are the
+        same for every node of the run; an HMAC per node would be a fifth of a step)."""
+        if not self.secret:
+            return
+        seen = (claim.run_id, claim.signature)
+        with self._lock:
+            if seen in self._verified:
+                return
+        verify_claim(self.secret, claim)
+        with self._lock:
+            self._verified[seen] = None
+            while len(self._verified) > 1024:
+                self._verified.popitem(last=False)
+
     def _plan(self, claim: Claim) -> _Plan:
         with self._lock:
             plan = self._plans.get(claim.digest)
@@ -276,7 +292,7 @@ class Executor:
         ctx: Context | None = None
         still_running: threading.Event | None = None  # set when an abandoned call stops
         try:
-            verify_claim(self.secret, claim)
+            self._verify(claim)
             plan = self._plan(claim)
             spec = plan.specs[claim.map_of or node_id]
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
@@ -297,25 +313,28 @@ class Executor:
             if spec.options.concurrency:
                 slot = node.key
             timeout = spec.options.timeout
-            ctx = Context(
-                run_id,
-                node_id,
-                attempt,
-                workflow=claim.workflow,
-                log_sink=logs.add,
-                cancel_event=cancel,
-                deadline=None if timeout is None else started + timeout,
-                wake_at=claim.wake_at,
-                item=_item_index(node_id) if claim.map_of is not None else None,
-                credentials=self.credentials,
-                trigger=partial(self._trigger, run_id),
-                http_transport=self.http_transport,
-                starter=partial(self._start_workflow, claim),
-            )
+            if node.ctx_param:  # a node without a context parameter never sees one
+                ctx = Context(
+                    run_id,
+                    node_id,
+                    attempt,
+                    workflow=claim.workflow,
+                    log_sink=logs.add,
+                    cancel_event=cancel,
+                    deadline=None if timeout is None else started + timeout,
+                    wake_at=claim.wake_at,
+                    item=_item_index(node_id) if claim.map_of is not None else None,
+                    credentials=self.credentials,
+                    trigger=partial(self._trigger, run_id),
+                    http_transport=self.http_transport,
+                    starter=partial(self._start_workflow, claim),
+                )
             value = self.invoker.call(
-                lambda: node.invoke(values, ctx), is_async=node.is_async, timeout=timeout, cancel=cancel
+                partial(node.invoke, values, ctx), is_async=node.is_async, timeout=timeout, cancel=cancel
             )
-            output = ctx.scrub(self._output(value, node_id, node_id in plan.conditions))
+            output = self._output(value, node_id, node_id in plan.conditions)
+            if ctx is not None:  # secrets the node resolved through its context never reach the store
+                output = ctx.scrub(output)
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
             return _once(

@@ -44,6 +44,7 @@ _RUN_SCRIPTS = (
     *("create", "start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "pause", "resume"),
     *("reap", "defer", "await_child", "expand", "expand_items"),
 )
+_RUN_SCRIPT_NAMES = frozenset(_RUN_SCRIPTS)
 _GLOBAL_SCRIPTS = ("admit", "bucket", "slot", "book")
 #: Map items are uploaded this many at a time (one short script each), at most ~4 MB.
 _ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
@@ -155,7 +156,7 @@ class RedisStore(RedisControl, RedisCatalog):
     def _eval(self, name: str, keys: Sequence[str], *args: Any) -> Any:
         """Run a transition (a function where the server has them, else a script) or a
         global script on this thread's connection (see :meth:`_lane`)."""
-        function = self._run_scripts.function(name) if name in _RUN_SCRIPTS else None
+        function = self._run_scripts.function(name) if name in _RUN_SCRIPT_NAMES else None
         if function is not None:
             try:
                 return self._lane("FCALL", function, len(keys), *keys, *args)

@@ -89,8 +89,17 @@ local function bump(field, by)
   R.dirty = true
 end
 
+-- An engine log line. Its texts are the engine's own and node ids plain (define/node.py's
+-- ID_PATTERN, plus "[i]" for map items), so it is written as is; anything else that would
+-- need escaping goes through cjson.
 local function log(now, level, message, node)
-  LOGS[#LOGS + 1] = cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node})
+  if string.find(message, '[%c"\\]') or (node and string.find(node, '[%c"\\]')) then
+    LOGS[#LOGS + 1] = cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node})
+    return
+  end
+  local line = '{"ts":' .. now .. ',"level":"' .. level .. '","message":"' .. message
+  if node then line = line .. '","node_id":"' .. node end
+  LOGS[#LOGS + 1] = line .. '"}'
 end
 
 local function add_logs(first, count)
