@@ -7,9 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from autoflow import codec
 from autoflow.config import Settings
@@ -41,6 +39,9 @@ from autoflow.store.catalog import RunQuery, StoredWorkflow
 from autoflow.triggers.dbtriggers import DbTriggers
 from autoflow.triggers.schedules import Schedules
 from autoflow.triggers.service import TriggerService
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]  # the run handle lives in autoflow.run
 

@@ -23,11 +23,12 @@ import itertools
 import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from autoflow.models import NodeStatus
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
     "COMPACT_AT",
@@ -121,6 +122,8 @@ def _esc(value: object) -> str:
 
 
 def _layers(graph: nx.DiGraph) -> list[list[Hashable]]:
+    import networkx as nx  # imported where a graph is drawn, not by every worker
+
     try:
         return [list(gen) for gen in nx.topological_generations(graph)]
     except nx.NetworkXUnfeasible:
@@ -167,6 +170,8 @@ def _with_waypoints(
     """Give every edge that skips layers an invisible waypoint in each layer it crosses
     (Sugiyama's dummy nodes), so that it runs through a free slot instead of a box."""
     depth = {n: i for i, layer in enumerate(layers) for n in layer}
+    import networkx as nx
+
     layers = [list(layer) for layer in layers]
     augmented = nx.DiGraph(graph)
     via: dict[tuple[Hashable, Hashable], list[Hashable]] = {}

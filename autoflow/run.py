@@ -10,13 +10,14 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.draw import dag_svg
 from autoflow.models import LogEntry, RunInfo, RunStatus
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["DisplayHooks", "Run", "RunOwner", "display_hooks", "display_run"]
 

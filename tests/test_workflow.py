@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Optional
 
 import networkx as nx
@@ -13,6 +16,8 @@ import autoflow as af
 from autoflow.define.building import NodeRef
 from autoflow.define.definition import parse_definition
 from autoflow.templates import resolve_template
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @af.node
@@ -232,7 +237,7 @@ def test_optional_and_compatible_types_are_accepted() -> None:
 def test_from_dict_detects_cycles_and_bad_wiring() -> None:
     d = etl.to_dict()
     d["edges"].append({"source": "merge", "target": "fetch", "input": "url"})
-    with pytest.raises(af.WorkflowError, match="cycle"):
+    with pytest.raises(af.WorkflowError, match=r"has a cycle: fetch -> parse_doc -> merge$"):
         af.Workflow.from_dict(d)
     d = etl.to_dict()
     d["edges"].append({"source": "ghost", "target": "merge", "input": "parts"})
@@ -326,3 +331,18 @@ def test_async_node_called_directly_returns_a_coroutine() -> None:
 
     assert asyncio.run(later(1)) == 2
     assert later.is_async
+
+
+def test_defining_and_running_workflows_needs_no_networkx() -> None:
+    """Workers define workflows and run nodes without importing networkx (~7 MiB of
+    every worker): only drawing a graph or asking for ``.graph`` imports it."""
+    code = (
+        "import sys, autoflow as af\n"
+        "from autoflow.engine.worker import Worker\n"
+        "from tests.server.flows import api_flow\n"
+        "assert 'networkx' not in sys.modules, 'imported by defining workflows'\n"
+        "assert repr(api_flow).endswith('nodes=2 edges=1>'), repr(api_flow)\n"
+        "assert api_flow.graph.number_of_edges() == 1 and 'networkx' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]

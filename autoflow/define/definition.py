@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from autoflow.codec import dumps_checked, to_json_value
 from autoflow.config import Limits
@@ -20,6 +18,9 @@ from autoflow.define.node import ID_PATTERN, NodeOptions
 from autoflow.errors import OutputError, WorkflowError
 from autoflow.expressions import EXPRESSION_KINDS
 from autoflow.templates import marker, template_refs
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
     "FORMAT_VERSION",
@@ -29,6 +30,7 @@ __all__ = [
     "build_graph",
     "definition_edges",
     "expression_sources",
+    "find_cycle",
     "parse_definition",
     "sorted_json",
 ]
@@ -233,10 +235,42 @@ def expression_sources(template: Any) -> list[str]:
     return [source for child in children for source in expression_sources(child)]
 
 
+def find_cycle(specs: Mapping[str, NodeSpec]) -> list[str] | None:
+    """The nodes of a cycle among the edges of :func:`definition_edges`, in order, or None
+    for a DAG (checked without networkx, which workers need not import)."""
+    children: dict[str, list[str]] = {node_id: [] for node_id in specs}
+    for edge in definition_edges(specs)[0]:
+        if edge["source"] in specs and edge["target"] in specs:
+            children[edge["source"]].append(edge["target"])
+    done: set[str] = set()
+    for root in specs:
+        if root in done:
+            continue
+        path, on_path = [root], {root}
+        todo = [iter(children[root])]
+        while todo:
+            child = next(todo[-1], None)
+            if child is None:  # every child of the node on top is explored
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                todo.pop()
+                continue
+            if child in on_path:
+                return path[path.index(child) :]
+            if child not in done:
+                path.append(child)
+                on_path.add(child)
+                todo.append(iter(children[child]))
+    return None
+
+
 def build_graph(name: str, specs: Mapping[str, NodeSpec], labels: Mapping[str, str] | None = None) -> nx.DiGraph:
     """The DAG of node specs: one vertex per node (``type``, ``label``, ``options`` and its
     control-flow fields); edges carry the parameter they feed and a ``kind``: ``data``,
     ``branch`` (a when= condition) or ``error`` (into an error handler)."""
+    import networkx as nx  # here: drawing and graph queries need it, running nodes does not
+
     graph = nx.DiGraph(name=name)
     for spec in specs.values():
         label = (labels or {}).get(spec.id) or (spec.workflow[0] if spec.workflow else spec.id)

@@ -8,14 +8,14 @@ and an output template, in the JSON definition format of ``definition.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import networkx as nx
 from croniter import croniter
 from pydantic import TypeAdapter, ValidationError
 
@@ -28,6 +28,7 @@ from autoflow.define.definition import (
     NodeSpec,
     build_graph,
     definition_edges,
+    find_cycle,
     parse_definition,
     sorted_json,
 )
@@ -38,6 +39,9 @@ from autoflow.draw import dag_svg
 from autoflow.errors import InputError, OutputError, WorkflowError
 from autoflow.expressions import EXPRESSION_KINDS
 from autoflow.templates import marker, template_refs
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["RESERVED_INPUTS", "Workflow", "WorkflowRegistry", "workflow"]
 
@@ -88,7 +92,6 @@ class Workflow:
         self.input_types = dict(input_types or {})
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self._check_templates()
-        self.graph = self._build_graph()
         self.validate()
         try:
             text = codec.dumps_checked(sorted_json(self.to_dict()), where=f"workflow {name!r}")
@@ -106,7 +109,10 @@ class Workflow:
                 except WorkflowError as exc:
                     raise WorkflowError(f"node {call.spec.id!r}, argument {param!r}: {exc}") from None
 
-    def _build_graph(self) -> nx.DiGraph:
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """The DAG (a ``networkx.DiGraph``), built when first asked for (drawing, the
+        notebook): a worker that only runs nodes never imports networkx."""
         labels = {c.id: c.node.name for c in self.calls.values() if c.node is not None}
         return build_graph(self.name, self.specs, labels)
 
@@ -152,9 +158,9 @@ class Workflow:
                 node.check_config(constants, pending=frozenset(spec.args) - set(constants))
             except (InputError, WorkflowError) as exc:
                 raise WorkflowError(f"node {spec.id!r} ({spec.type}): {exc}") from None
-        if not nx.is_directed_acyclic_graph(self.graph):
-            cycle = " -> ".join(edge[0] for edge in nx.find_cycle(self.graph))
-            raise WorkflowError(f"workflow {self.name!r} has a cycle: {cycle}")
+        cycle = find_cycle(self.specs)
+        if cycle is not None:
+            raise WorkflowError(f"workflow {self.name!r} has a cycle: {' -> '.join(cycle)}")
         if _has_markers(self.output, EXPRESSION_KINDS):
             raise WorkflowError(
                 f"workflow {self.name!r}: the output may not hold an expression ($expr/$template); "
@@ -365,7 +371,8 @@ class Workflow:
         return self.to_svg()
 
     def __repr__(self) -> str:
-        return f"<Workflow {self.name} nodes={len(self.calls)} edges={self.graph.number_of_edges()}>"
+        pairs = {(e["source"], e["target"]) for e in definition_edges(self.specs)[0] if e["source"] in self.calls}
+        return f"<Workflow {self.name} nodes={len(self.calls)} edges={len(pairs)}>"
 
 
 def _has_markers(template: Any, kinds: tuple[str, ...] = ("$ref", "$input", *EXPRESSION_KINDS)) -> bool:

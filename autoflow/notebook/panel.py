@@ -22,8 +22,6 @@ from html import escape
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from autoflow.draw import COMPACT_AT, DagLayout
 from autoflow.models import LogEntry, NodeStatus, RunInfo, RunStatus
 from autoflow.notebook.html import (
@@ -43,6 +41,8 @@ from autoflow.notebook.html import (
 from autoflow.notebook.snapshot import fetch_logs, run_graph, snapshot_html
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from autoflow.run import Run
 
 __all__ = ["INSTALL_HINT", "RunPanel", "WidgetsMissing", "show_run"]

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from autoflow.draw import DagLayout
 from autoflow.errors import NotFoundError
 from autoflow.models import LogEntry, RunInfo
 from autoflow.notebook.html import MAX_LOG_LINES, run_html
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from autoflow.run import Run
 
 __all__ = ["fetch_logs", "run_graph", "snapshot_html"]
@@ -46,6 +46,8 @@ def run_graph(run: Run, info: RunInfo | None = None) -> nx.DiGraph:
             return graph
     except NotFoundError:
         pass
+    import networkx as nx  # imported where a graph is drawn, not by every worker
+
     graph = nx.DiGraph(name=info.workflow)
     for node_id, node in info.nodes.items():
         graph.add_node(node_id, type=node.type, label=node_id, options={})
