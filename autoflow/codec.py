@@ -256,12 +256,19 @@ def new_id() -> str:
 
 def _fresh_tokens() -> None:
     """A new random prefix and counter for :func:`new_token` (at import, and in a forked
-    child, which must not repeat its parent's tokens)."""
-    global _token_prefix, _token_seq
-    _token_prefix, _token_seq = os.urandom(6).hex(), itertools.count(1)
+    child, which must not repeat its parent's tokens), and the process id of
+    :func:`current_pid`."""
+    global _token_prefix, _token_seq, _pid
+    _token_prefix, _token_seq, _pid = os.urandom(6).hex(), itertools.count(1), os.getpid()
 
 
-_token_prefix, _token_seq = "", itertools.count(1)
+def current_pid() -> int:
+    """``os.getpid()`` without a system call (kept current in forked children): the hot
+    path asks it per node to notice a fork (per-process connections, threads)."""
+    return _pid
+
+
+_token_prefix, _token_seq, _pid = "", itertools.count(1), 0
 _fresh_tokens()
 if hasattr(os, "register_at_fork"):  # POSIX; elsewhere processes are spawned, not forked
     os.register_at_fork(after_in_child=_fresh_tokens)

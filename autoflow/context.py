@@ -123,6 +123,22 @@ def _secret_strings(value: Any) -> list[str]:
     return []
 
 
+class CancelEvent(threading.Event):
+    """The cancel event of one node attempt: a ``threading.Event`` whose condition is made
+    when first needed (a wait, or a ``set``), since almost no attempt is waited on or
+    cancelled and a condition costs a lock and a deque per node."""
+
+    def __init__(self) -> None:  # no super().__init__(): the condition comes later
+        self._flag = False
+
+    @property
+    def _cond(self) -> threading.Condition:
+        cond = self.__dict__.get("_lazy_cond")
+        if cond is None:  # setdefault: two threads asking at once get the same condition
+            cond = self.__dict__.setdefault("_lazy_cond", threading.Condition(threading.Lock()))
+        return cond  # type: ignore[no-any-return]
+
+
 class LogBuffer:
     """Thread-safe buffer of pending log records (plain dicts) until the store takes them."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import types
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 
 import autoflow as af
 from autoflow import codec
+from autoflow.context import CancelEvent
 from autoflow.define.schema import check_json_schema, compatible
 from autoflow.engine.planner import retry_delay
 from autoflow.store.rules import Decision, Rule, decide, final_status
@@ -180,3 +182,34 @@ def test_fencing_tokens_are_unique_in_a_forked_child() -> None:
     os.waitpid(pid, 0)
     assert len(parent) == 3 and len(child) == 3 and not parent & child
     assert {t[:12] for t in parent} != {t[:12] for t in child}  # another random prefix
+
+
+def test_the_cached_process_id_follows_a_fork() -> None:
+    """codec.current_pid (the hot path's fork check, without a system call) is the child's
+    own id in a forked child."""
+    assert codec.current_pid() == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, f"{codec.current_pid()} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(write)
+    cached, real = os.read(read, 4096).decode().split()
+    os.waitpid(pid, 0)
+    assert cached == real == str(pid)
+
+
+def test_a_cancel_event_behaves_as_a_threading_event() -> None:
+    """The executor's per-attempt CancelEvent makes its condition only when needed."""
+    event = CancelEvent()
+    assert not event.is_set() and "_lazy_cond" not in event.__dict__
+    assert event.wait(0.01) is False
+    waker = threading.Timer(0.05, event.set)
+    waker.start()
+    assert event.wait(5) is True and event.is_set()
+    waker.join()
+    event.clear()
+    assert not event.is_set()
+    unwaited = CancelEvent()
+    unwaited.set()
+    assert unwaited.is_set() and unwaited.wait(0) is True

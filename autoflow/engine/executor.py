@@ -22,7 +22,7 @@ from typing import Any
 from autoflow import codec
 from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
-from autoflow.context import Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
+from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
@@ -208,7 +208,7 @@ class Executor:
         store handed one over (``next_token``)."""
         run_id, node_id = claim.run_id, claim.node_id
         logs = LogBuffer()
-        cancel = threading.Event()
+        cancel = CancelEvent()
         started = time.monotonic()
         self.tracker.track(run_id, node_id, token, cancel, logs, self.invoker.interrupt)
         try:

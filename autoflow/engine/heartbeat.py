@@ -9,12 +9,12 @@ worker thread stays busy until the function returns; what it returns is then ref
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from autoflow import codec
 from autoflow.context import LogBuffer
 from autoflow.engine.outage import Outage
 from autoflow.errors import BackendError
@@ -96,11 +96,11 @@ class LeaseTracker:
         self._ensure_thread()
 
     def _ensure_thread(self) -> None:
-        if self._pid == os.getpid():  # the thread runs already (checked again under the lock)
+        if self._pid == codec.current_pid():  # the thread runs already (checked again under the lock)
             return
         with self._lock:
-            if self._pid != os.getpid():  # first use in this process (or after a fork)
-                self._pid = os.getpid()
+            if self._pid != codec.current_pid():  # first use in this process (or after a fork)
+                self._pid = codec.current_pid()
                 self._stop = threading.Event()
                 threading.Thread(target=self._loop, name="autoflow-heartbeat", daemon=True).start()
 

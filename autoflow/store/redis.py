@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -177,9 +176,9 @@ class RedisStore(RedisControl, RedisCatalog):
         the command sent once more."""
         lane = self._lanes
         conn = getattr(lane, "conn", None)
-        if conn is None or lane.pid != os.getpid():  # first use in this thread or process
+        if conn is None or lane.pid != codec.current_pid():  # first use in this thread or process
             conn = lane.conn = self.pool.connection_class(**self.pool.connection_kwargs)
-            lane.pid = os.getpid()
+            lane.pid = codec.current_pid()
             with self._lanes_lock:
                 self._lane_conns.append(conn)
         packed = _pack(conn, command)
