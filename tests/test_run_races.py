@@ -104,7 +104,7 @@ def redis_client(redis_url: str, settings: af.Settings) -> Iterator[af.Client]:
 def _killed_before_indexing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client dies after the creation script ran and before the indexes were written:
     only the journal entry and the run itself exist."""
-    monkeypatch.setattr(RedisStore, "_index", lambda self, pipe, *args: None)
+    monkeypatch.setattr(RedisStore, "_index_commands", lambda self, *args: [])
 
 
 def test_a_run_whose_creator_died_is_found_by_the_reaper(

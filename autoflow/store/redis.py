@@ -64,6 +64,11 @@ def _pack(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
         raise DataError(f"a Redis command argument cannot be sent: {exc}") from None
 
 
+def _lost_script(reply: Any) -> bool:
+    """An error reply saying the server lacks a script or function (it restarted)."""
+    return isinstance(reply, NoScriptError) or (isinstance(reply, ResponseError) and function_missing(reply))
+
+
 class _Facts(NamedTuple):
     """What a worker remembers of a run it claimed a node of: immutable for the run's life."""
 
@@ -174,13 +179,7 @@ class RedisStore(RedisControl, RedisCatalog):
         path of transitions skips the pool's checkout, retry and bookkeeping layers (and
         redis-py's argument packer: see :func:`_pack`). A broken connection is replaced and
         the command sent once more."""
-        lane = self._lanes
-        conn = getattr(lane, "conn", None)
-        if conn is None or lane.pid != codec.current_pid():  # first use in this thread or process
-            conn = lane.conn = self.pool.connection_class(**self.pool.connection_kwargs)
-            lane.pid = codec.current_pid()
-            with self._lanes_lock:
-                self._lane_conns.append(conn)
+        conn = self._lane_conn()
         packed = _pack(conn, command)
         try:
             conn.send_packed_command(packed, check_health=False)
@@ -189,6 +188,40 @@ class RedisStore(RedisControl, RedisCatalog):
             conn.disconnect()
             conn.send_packed_command(packed, check_health=False)
             return conn.read_response()
+
+    def _lane_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` at once on this thread's connection (one round trip, like a
+        pipeline without redis-py's per-command layers) and read every reply. An error
+        reply is returned as its exception, not raised: every reply is read first, so the
+        connection stays in step. On a broken connection they are sent once more (callers
+        send idempotent commands only)."""
+        conn = self._lane_conn()
+        packed = [chunk for command in commands for chunk in _pack(conn, command)]
+        try:
+            conn.send_packed_command(packed, check_health=False)
+            return [self._reply(conn) for _ in commands]
+        except (RedisConnectionError, RedisTimeoutError):
+            conn.disconnect()
+            conn.send_packed_command(packed, check_health=False)
+            return [self._reply(conn) for _ in commands]
+
+    @staticmethod
+    def _reply(conn: Any) -> Any:
+        try:
+            return conn.read_response()
+        except ResponseError as exc:
+            return exc
+
+    def _lane_conn(self) -> Any:
+        """This thread's own connection (a new one in a new thread or a forked process)."""
+        lane = self._lanes
+        conn = getattr(lane, "conn", None)
+        if conn is None or lane.pid != codec.current_pid():  # first use in this thread or process
+            conn = lane.conn = self.pool.connection_class(**self.pool.connection_kwargs)
+            lane.pid = codec.current_pid()
+            with self._lanes_lock:
+                self._lane_conns.append(conn)
+        return conn
 
     def close(self) -> None:
         self.pool.disconnect()
@@ -275,32 +308,40 @@ class RedisStore(RedisControl, RedisCatalog):
             ]
             for n in nodes
         ]
-        script = self._scripts["create"]
         keys = self._keys(run.id)
         args = [codec.dumps(fields), codec.dumps(seeds)]
         child = run.parent_run_id is not None
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self._g("creating"), {run.id: run.created_at})
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-        self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
-        self._index_org(pipe, run)
+        commands: list[tuple[Any, ...]] = [("ZADD", self._g("creating"), run.created_at, run.id)]
+        commands.append(self._run_command("create", keys, args))
+        commands += self._index_commands(run.id, run.workflow, run.priority, run.created_at, child)
+        if run.organization_id:  # the organization's history index (run queries by tenant)
+            commands.append(("ZADD", self._g(f"org:{run.organization_id}"), "NX", run.created_at, run.id))
         if admit is not None:
-            self._queue_admit(pipe, admit)
-        try:
-            replies = pipe.execute()
-        except NoScriptError:  # e.g. the server restarted: load the scripts and go again
-            script(keys=keys, args=args)
-            pipe = self.r.pipeline(transaction=False)
-            self._index(pipe, run.id, run.workflow, run.priority, run.created_at, child)
-            self._index_org(pipe, run)
-            pipe.execute()
-            return run.id, [] if admit is None else self._eval("admit", self._admit_keys(), admit)
+            admit_keys = self._admit_keys()
+            commands.append(("EVALSHA", self._scripts["admit"].sha, len(admit_keys), *admit_keys, admit))
+        replies = self._lane_many(commands)
+        if any(_lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
+            self._reload_scripts("create", "admit")
+            commands[1] = self._run_command("create", keys, args)
+            replies = self._lane_many(commands)  # every command is idempotent
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         return run.id, [] if admit is None else replies[-1]
 
-    def _index_org(self, pipe: Any, run: NewRun) -> None:
-        """The organization's history index (run queries by tenant, see catalog_redis.py)."""
-        if run.organization_id:
-            pipe.zadd(self._g(f"org:{run.organization_id}"), {run.id: run.created_at}, nx=True)
+    def _run_command(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The command that runs transition ``name``: FCALL where the server has the
+        functions, else EVALSHA."""
+        function = self._run_scripts.function(name)
+        if function is not None:
+            return ("FCALL", function, len(keys), *keys, *args)
+        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+
+    def _reload_scripts(self, *names: str) -> None:
+        """Load the function library and the scripts ``names`` (after a server lost them)."""
+        self._run_scripts.reload()
+        for name in names:
+            self.r.script_load(self._scripts[name].script)
 
     def _pending(self, child: bool) -> str:
         """The admission queue: sub-workflow runs wait apart, admitted whatever the limit
@@ -308,12 +349,22 @@ class RedisStore(RedisControl, RedisCatalog):
         return self._g("pending_sub" if child else "pending")
 
     def _index(self, pipe: Any, run_id: str, workflow: str, priority: int, created_at: float, child: bool) -> None:
-        """Queue the global index updates of a created run on ``pipe`` (all idempotent: a
-        run found again by its key keeps its place), then clear its journal entry."""
-        pipe.zadd(self._pending(child), {run_id: -priority}, nx=True)
-        pipe.zadd(self._g("runs"), {run_id: created_at}, nx=True)
-        pipe.zadd(self._g(f"wf:{workflow}"), {run_id: created_at}, nx=True)
-        pipe.zrem(self._g("creating"), run_id)
+        """Queue the global index updates of a created run on ``pipe`` (see
+        :meth:`_index_commands`)."""
+        for command in self._index_commands(run_id, workflow, priority, created_at, child):
+            pipe.execute_command(*command)
+
+    def _index_commands(
+        self, run_id: str, workflow: str, priority: int, created_at: float, child: bool
+    ) -> list[tuple[Any, ...]]:
+        """The global index updates of a created run (all idempotent: a run found again by
+        its key keeps its place), then the removal of its journal entry."""
+        return [
+            ("ZADD", self._pending(child), "NX", -priority, run_id),
+            ("ZADD", self._g("runs"), "NX", created_at, run_id),
+            ("ZADD", self._g(f"wf:{workflow}"), "NX", created_at, run_id),
+            ("ZREM", self._g("creating"), run_id),
+        ]
 
     def _ready(self, run_id: str, flat: Sequence[Any]) -> list[Ready]:
         out = []
@@ -328,10 +379,6 @@ class RedisStore(RedisControl, RedisCatalog):
 
     def _admit_keys(self) -> list[str]:
         return [self._g("pending"), self._g("active"), self._g("active_sub"), self._pending(True)]
-
-    def _queue_admit(self, pipe: Any, limit: int) -> None:
-        keys = self._admit_keys()
-        pipe.evalsha(self._scripts["admit"].sha, len(keys), *keys, limit)
 
     def _start_admitted(self, reply: Sequence[Any]) -> list[Ready]:
         """Start the runs an admission picked (its reply: {#sub-workflow runs, ids...})."""

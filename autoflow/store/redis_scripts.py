@@ -69,6 +69,11 @@ class RunScripts:
         """Run every transition as a script from now on (as on a server without functions)."""
         self._loaded = False
 
+    def reload(self) -> None:
+        """Load the library again if transitions run as functions (a server lost it)."""
+        if self._loaded:
+            self.load()
+
     def load(self) -> bool:
         """Load the library (again: after a server lost it). False where the server has no
         functions or refuses to load them; the scripts are used then."""

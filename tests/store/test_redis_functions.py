@@ -90,3 +90,17 @@ def test_a_client_refused_functions_runs_scripts(private: str) -> None:
         assert _libraries(private) == []
     finally:
         store.close()
+
+
+def test_a_server_that_lost_its_scripts_gets_them_again(private: str) -> None:
+    """The same for the scripts (a server without functions, after a restart)."""
+    store = RedisStore.from_url(private, namespace="sc")
+    store.use_scripts()
+    try:
+        _chain(store)
+        redis.Redis.from_url(private).script_flush()
+        run_id = _chain(store)  # creation (a pipeline), admission and transitions
+        assert _status(store, run_id) is RunStatus.COMPLETED
+        assert _libraries(private) == []
+    finally:
+        store.close()
