@@ -12,6 +12,8 @@ local ST, ATT, OWN, STARTED, FINISHED, STALL, WAKE, CHILD, OK, FAIL, SKIP, HANDL
   1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
 local NFIELDS = 15
 local R_RULE, R_PRIO, R_WHEN, R_NP, R_PARENTS, R_CHILDREN, R_IPARENTS, R_TYPE = 1, 2, 3, 4, 5, 6, 7, 8
+-- The eight fields of a K.topo entry in one match (the type, last, may hold anything).
+local TOPO_FIELDS = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
 
 local function split(s, sep, limit)
   local t, start = {}, 1
@@ -57,7 +59,8 @@ end
 local function get(node)
   local raw = redis.call('HGET', K.ns, node)
   if not raw then return nil end
-  local s = split(raw, '|')
+  local s = {}
+  for field in string.gmatch(raw .. '|', '([^|]*)|') do s[#s + 1] = field end
   for i = #s + 1, NFIELDS do s[i] = '' end
   return s
 end
@@ -69,7 +72,9 @@ end
 local function topo(node)
   local t = TOPO[node]
   if t == nil then
-    t = split(redis.call('HGET', K.topo, node) or 'all_success|0||0||||', '|', 8)
+    local raw = redis.call('HGET', K.topo, node) or 'all_success|0||0||||'
+    t = {string.match(raw, TOPO_FIELDS)}
+    if #t == 0 then t = split(raw, '|', 8) end
     TOPO[node] = t
   end
   return t
