@@ -79,7 +79,7 @@ class Executor:
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
-    (to admit the next pending runs).
+    (to admit the next pending runs, when the store says some may be waiting).
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class Executor:
         send: Callable[[Sequence[Ready]], None],
         *,
         lease: float,
-        on_finished: Callable[[str, RunStatus], None] | None = None,
+        on_finished: Callable[[str, RunStatus, bool], None] | None = None,
         invoker: Invoker | None = None,
         secret: bytes | None = None,
         code_secret: bytes | None = None,
@@ -281,7 +281,7 @@ class Executor:
         if parent is not None:
             self.after(*parent)
         if self.on_finished is not None:
-            self.on_finished(run_id, progress.finished)
+            self.on_finished(run_id, progress.finished, progress.admit)
 
     def _execute(self, claim: Claim, token: str, logs: LogBuffer, cancel: threading.Event) -> Settle:
         """Run the node; return the store transition that records its outcome."""

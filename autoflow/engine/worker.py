@@ -158,11 +158,12 @@ class Worker:
         for progress, run_id in self.executor.subflows.settle_lost():
             self.executor.after(progress, run_id)
 
-    def _on_finished(self, run_id: str, status: RunStatus) -> None:
+    def _on_finished(self, run_id: str, status: RunStatus, admit: bool = True) -> None:
         log.info("run %s %s", run_id, status.value)
         if self.observer is not None:
             self.observer.run_finished(status)
-        self.admit()
+        if admit:  # False: no run was waiting for the slot when it freed (see Progress.admit)
+            self.admit()
 
     # -- lifecycle -------------------------------------------------------------------------
     def _dispatcher(self) -> HueyDispatcher:

@@ -117,6 +117,9 @@ class Progress:
     ready: list[Ready] = field(default_factory=list)
     finished: RunStatus | None = None
     claim: Claim | None = None
+    #: The run finished and runs may be waiting for its slot (False: the store saw none
+    #: pending, so admitting now would find nothing; a run created later admits itself).
+    admit: bool = True
 
 
 @dataclass(frozen=True)

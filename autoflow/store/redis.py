@@ -485,11 +485,10 @@ class RedisStore(RedisControl, RedisCatalog):
         if not res or int(res[0]) == 0:
             return Progress(False)
         finished = RunStatus(_s(res[1])) if res[1] else None
-        if finished is not None:
-            self._finished(run_id, finished, res[2], res[3])
+        admit = finished is not None and self._finished(run_id, finished, res[2], res[3])
         end = 5 + 4 * int(res[4])
         claim = self._claim(run_id, res, end, self._run_facts(run_id)) if len(res) > end else None
-        return Progress(True, self._ready(run_id, res[5:end]), finished, claim)
+        return Progress(True, self._ready(run_id, res[5:end]), finished, claim, admit)
 
     def _transition(
         self,

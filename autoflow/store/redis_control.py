@@ -50,9 +50,10 @@ class RedisControl(RedisReads):
     def _logs(logs: Sequence[dict[str, Any]]) -> list[str]:
         return [codec.dumps(r) for r in logs]
 
-    def _finished(self, run_id: str, status: RunStatus, ok: Any, failed: Any) -> None:
+    def _finished(self, run_id: str, status: RunStatus, ok: Any, failed: Any) -> bool:
         """Global bookkeeping once a run ended: one atomic step on the global keys, which a
-        second call for the same run (the reaper after a crash) leaves alone."""
+        second call for the same run (the reaper after a crash) leaves alone. True if runs
+        are waiting for admission."""
         now = time.time()
         keys = [
             self._g("active"),
@@ -62,7 +63,7 @@ class RedisControl(RedisReads):
             self._g(f"done:{status.value}"),
             self._g("nstat"),
         ]
-        self._eval("book", keys, run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600))
+        return int(self._eval("book", keys, run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600))) > 0
 
     # -- leases, logs, control -------------------------------------------------------------
     @_guard

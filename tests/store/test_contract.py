@@ -638,3 +638,20 @@ def test_purge_pages_through_many_finished_runs_and_expired_history(store: Store
         for index in ("runs", "wf:wf"):  # the global history and the workflow's
             assert store.r.zscore(store._g(index), gone) is None
             assert store.r.zscore(store._g(index), live) is not None
+
+
+def test_a_finished_run_says_whether_runs_wait_for_its_slot(store: Store) -> None:
+    """A worker admits after a run ends only when runs may be waiting (Redis counts them
+    in the run's bookkeeping; SQLite always says so: its admission is one transaction)."""
+    first, _ = start(store, {"a": []})
+    second = seed(store, {"a": []})  # created while the first runs: waits for admission
+    claim = store.claim(first, "a", 1, "t1", LEASE)
+    assert claim is not None
+    progress = store.complete(first, "a", "t1", "1", [])
+    assert progress.finished is RunStatus.COMPLETED and progress.admit
+    assert [r.run_id for r in store.admit(1000)] == [second]
+    claim = store.claim(second, "a", 1, "t2", LEASE)
+    assert claim is not None
+    progress = store.complete(second, "a", "t2", "2", [])
+    assert progress.finished is RunStatus.COMPLETED
+    assert progress.admit is not isinstance(store, RedisStore)  # nothing waits any more
