@@ -1,5 +1,6 @@
-"""Redis store: production. Every transition of a run is one Lua script over that run's
-keys, which share the hash tag ``{run_id}`` (so Redis Cluster could hold them); global
+"""Redis store: production. Every transition of a run is one Lua function (a script on
+servers without functions: ``redis_lane.py``) over that run's keys, which share the hash
+tag ``{run_id}`` (so Redis Cluster could hold them); global
 indexes (pending runs, active runs, history, stats) are updated beside the scripts, in the
 same round trip where possible, and repaired by the reaper if a worker dies in between.
 
@@ -15,13 +16,10 @@ import base64
 import dataclasses
 import threading
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, NamedTuple
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from autoflow import codec
 from autoflow.errors import BackendError
@@ -29,13 +27,8 @@ from autoflow.models import ErrorInfo, RunStatus
 from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, map_window
 from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_control import RedisControl
+from autoflow.store.redis_lane import RedisLane, lost_script
 from autoflow.store.redis_reads import ERR, NS, OUT, RUN_KEYS, _guard, _s
-from autoflow.store.redis_scripts import RunScripts, function_missing
-
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency; redis-py's packer otherwise
-    _pack_command = None  # type: ignore[assignment]
 
 __all__ = ["RedisStore"]
 
@@ -43,7 +36,6 @@ _RUN_SCRIPTS = (
     *("create", "start", "claim", "complete", "fail", "cancel_node", "heartbeat", "cancel_run", "pause", "resume"),
     *("reap", "defer", "await_child", "expand", "expand_items"),
 )
-_RUN_SCRIPT_NAMES = frozenset(_RUN_SCRIPTS)
 _GLOBAL_SCRIPTS = ("admit", "bucket", "slot", "book")
 #: Map items are uploaded this many at a time (one short script each), at most ~4 MB.
 _ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
@@ -51,22 +43,6 @@ _ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
 _SAFE_POLICIES = ("noeviction",)
 #: The fixed fields of a claim in a script's reply (see claim_data in lua/lib.lua).
 _CLAIM_FIELDS = 13
-
-
-def _pack(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
-    """The RESP bytes of one command. hiredis packs str, bytes, int and float itself, at a
-    third of the cost of redis-py's packer (which wraps it) on the hot path."""
-    if _pack_command is None:  # pragma: no cover - redis[hiredis] is a dependency
-        return list(conn.pack_command(*command))
-    try:
-        return [_pack_command(command)]
-    except TypeError as exc:
-        raise DataError(f"a Redis command argument cannot be sent: {exc}") from None
-
-
-def _lost_script(reply: Any) -> bool:
-    """An error reply saying the server lacks a script or function (it restarted)."""
-    return isinstance(reply, NoScriptError) or (isinstance(reply, ResponseError) and function_missing(reply))
 
 
 class _Facts(NamedTuple):
@@ -97,15 +73,10 @@ class RedisStore(RedisControl, RedisCatalog):
         self.retention = retention
         self.pool = client.connection_pool
         self._key_cache: dict[str, list[str]] = {}
-        self._lanes = threading.local()  # one connection per thread for transitions (see _lane)
-        self._lanes_lock = threading.Lock()
-        self._lane_conns: list[Any] = []
         self._facts: dict[str, _Facts] = {}  # see _run_facts
-        lua = resources.files("autoflow.store").joinpath("lua")
-        self._run_scripts = RunScripts(client, _RUN_SCRIPTS)
-        self._scripts = dict(self._run_scripts.scripts)
-        for name in _GLOBAL_SCRIPTS:
-            self._scripts[name] = client.register_script(lua.joinpath(f"{name}.lua").read_text())
+        self._facts_lock = threading.Lock()
+        self._wire = RedisLane(client, _RUN_SCRIPTS, _GLOBAL_SCRIPTS)  # the hot path's connections and Lua
+        self._scripts = self._wire.scripts
 
     @classmethod
     def from_url(
@@ -155,80 +126,15 @@ class RedisStore(RedisControl, RedisCatalog):
 
     def use_scripts(self) -> None:
         """Send transitions as scripts (EVALSHA) even where the server has functions."""
-        self._run_scripts.use_scripts()
+        self._wire.use_scripts()
 
     def _eval(self, name: str, keys: Sequence[str], *args: Any) -> Any:
-        """Run a transition (a function where the server has them, else a script) or a
-        global script on this thread's connection (see :meth:`_lane`)."""
-        function = self._run_scripts.function(name) if name in _RUN_SCRIPT_NAMES else None
-        if function is not None:
-            try:
-                return self._lane("FCALL", function, len(keys), *keys, *args)
-            except ResponseError as exc:  # e.g. the server restarted: load them and go on
-                if not function_missing(exc) or not self._run_scripts.load():
-                    raise
-                return self._lane("FCALL", function, len(keys), *keys, *args)
-        script = self._scripts[name]
-        try:
-            return self._lane("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # e.g. the server restarted: load it and go on
-            return script(keys=list(keys), args=list(args))
-
-    def _lane(self, *command: Any) -> Any:
-        """Send one command on this thread's own connection and read the reply: the hot
-        path of transitions skips the pool's checkout, retry and bookkeeping layers (and
-        redis-py's argument packer: see :func:`_pack`). A broken connection is replaced and
-        the command sent once more."""
-        conn = self._lane_conn()
-        packed = _pack(conn, command)
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            return conn.read_response()
-        except (RedisConnectionError, RedisTimeoutError):
-            conn.disconnect()
-            conn.send_packed_command(packed, check_health=False)
-            return conn.read_response()
-
-    def _lane_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` at once on this thread's connection (one round trip, like a
-        pipeline without redis-py's per-command layers) and read every reply. An error
-        reply is returned as its exception, not raised: every reply is read first, so the
-        connection stays in step. On a broken connection they are sent once more (callers
-        send idempotent commands only)."""
-        conn = self._lane_conn()
-        packed = [chunk for command in commands for chunk in _pack(conn, command)]
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            return [self._reply(conn) for _ in commands]
-        except (RedisConnectionError, RedisTimeoutError):
-            conn.disconnect()
-            conn.send_packed_command(packed, check_health=False)
-            return [self._reply(conn) for _ in commands]
-
-    @staticmethod
-    def _reply(conn: Any) -> Any:
-        try:
-            return conn.read_response()
-        except ResponseError as exc:
-            return exc
-
-    def _lane_conn(self) -> Any:
-        """This thread's own connection (a new one in a new thread or a forked process)."""
-        lane = self._lanes
-        conn = getattr(lane, "conn", None)
-        if conn is None or lane.pid != codec.current_pid():  # first use in this thread or process
-            conn = lane.conn = self.pool.connection_class(**self.pool.connection_kwargs)
-            lane.pid = codec.current_pid()
-            with self._lanes_lock:
-                self._lane_conns.append(conn)
-        return conn
+        """Run a transition or a global script (see ``redis_lane.RedisLane.call``)."""
+        return self._wire.call(name, keys, *args)
 
     def close(self) -> None:
         self.pool.disconnect()
-        with self._lanes_lock:
-            conns, self._lane_conns = self._lane_conns, []
-        for conn in conns:
-            conn.disconnect()
+        self._wire.close()
 
     # -- definitions and runs --------------------------------------------------------------
     @_guard
@@ -312,36 +218,22 @@ class RedisStore(RedisControl, RedisCatalog):
         args = [codec.dumps(fields), codec.dumps(seeds)]
         child = run.parent_run_id is not None
         commands: list[tuple[Any, ...]] = [("ZADD", self._g("creating"), run.created_at, run.id)]
-        commands.append(self._run_command("create", keys, args))
+        commands.append(self._wire.command("create", keys, args))
         commands += self._index_commands(run.id, run.workflow, run.priority, run.created_at, child)
         if run.organization_id:  # the organization's history index (run queries by tenant)
             commands.append(("ZADD", self._g(f"org:{run.organization_id}"), "NX", run.created_at, run.id))
         if admit is not None:
             admit_keys = self._admit_keys()
             commands.append(("EVALSHA", self._scripts["admit"].sha, len(admit_keys), *admit_keys, admit))
-        replies = self._lane_many(commands)
-        if any(_lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
-            self._reload_scripts("create", "admit")
-            commands[1] = self._run_command("create", keys, args)
-            replies = self._lane_many(commands)  # every command is idempotent
+        replies = self._wire.send_many(commands)
+        if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
+            self._wire.reload("create", "admit")
+            commands[1] = self._wire.command("create", keys, args)
+            replies = self._wire.send_many(commands)  # every command is idempotent
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return run.id, [] if admit is None else replies[-1]
-
-    def _run_command(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
-        """The command that runs transition ``name``: FCALL where the server has the
-        functions, else EVALSHA."""
-        function = self._run_scripts.function(name)
-        if function is not None:
-            return ("FCALL", function, len(keys), *keys, *args)
-        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
-
-    def _reload_scripts(self, *names: str) -> None:
-        """Load the function library and the scripts ``names`` (after a server lost them)."""
-        self._run_scripts.reload()
-        for name in names:
-            self.r.script_load(self._scripts[name].script)
 
     def _pending(self, child: bool) -> str:
         """The admission queue: sub-workflow runs wait apart, admitted whatever the limit
@@ -424,7 +316,7 @@ class RedisStore(RedisControl, RedisCatalog):
 
     def _remember(self, run_id: str, facts: _Facts) -> _Facts:
         """Keep a run's facts for the continuations of its nodes (the newest 1,024 runs)."""
-        with self._lanes_lock:
+        with self._facts_lock:
             self._facts[run_id] = facts
             while len(self._facts) > 1024:
                 self._facts.pop(next(iter(self._facts)))

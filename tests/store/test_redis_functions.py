@@ -53,7 +53,7 @@ def test_transitions_are_functions_of_one_library_named_by_its_text(private: str
     try:
         run_id = _chain(store)
         assert _status(store, run_id) is RunStatus.COMPLETED
-        function = store._run_scripts.function("complete")
+        function = store._wire.function("complete")
         assert function is not None and function.startswith("autoflow_")
         assert _libraries(private) == [function.rsplit("_", 1)[0]]
         calls = redis.Redis.from_url(private).info("commandstats")
@@ -86,7 +86,7 @@ def test_a_client_refused_functions_runs_scripts(private: str) -> None:
     try:
         run_id = _chain(store)
         assert _status(store, run_id) is RunStatus.COMPLETED
-        assert store._run_scripts.function("complete") is None
+        assert store._wire.function("complete") is None
         assert _libraries(private) == []
     finally:
         store.close()
