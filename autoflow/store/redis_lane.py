@@ -49,7 +49,7 @@ class RedisLane:
 
     def function(self, name: str) -> str | None:
         """The function that runs transition ``name``, or None where scripts are used."""
-        return self._run.function(name) if name in self._run.function_names else None
+        return self._run.function(name)
 
     def use_scripts(self) -> None:
         """Send transitions as scripts (EVALSHA) even where the server has functions."""
@@ -58,7 +58,7 @@ class RedisLane:
     def call(self, name: str, keys: Sequence[str], *args: Any) -> Any:
         """Run transition or global script ``name`` over ``keys``; a server that lost the
         functions or scripts (it restarted) gets them again."""
-        function = self.function(name)
+        function = self._run.function(name)
         if function is not None:
             try:
                 return self.send("FCALL", function, len(keys), *keys, *args)
@@ -76,7 +76,7 @@ class RedisLane:
 
     def command(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         """The command that runs ``name`` (FCALL or EVALSHA), to send in a batch."""
-        function = self.function(name)
+        function = self._run.function(name)
         if function is not None:
             return ("FCALL", function, len(keys), *keys, *args)
         return ("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)

@@ -60,10 +60,11 @@ class RunScripts:
         self._loaded: bool | None = None  # None: not tried yet; False: this server has no functions for us
 
     def function(self, name: str) -> str | None:
-        """The function to FCALL for transition ``name``, or None to EVALSHA its script."""
+        """The function to FCALL for transition ``name``, or None to EVALSHA its script
+        (also for a name that is no transition)."""
         if self._loaded is None:
             self.load()
-        return self.function_names[name] if self._loaded else None
+        return self.function_names.get(name) if self._loaded else None
 
     def use_scripts(self) -> None:
         """Run every transition as a script from now on (as on a server without functions)."""
