@@ -11,12 +11,7 @@ if ARGV[4] == '1' then
 else
   s[ST] = 'queued'
 end
-s[OWN] = ''
-put(node, s)
-redis.call('ZREM', K.lease, node)
-redis.call('ZADD', K.due, until_, node)
-bump('running', -1)
-bump('queued', 1)
+requeue(node, s, until_)
 local res = {}
 ready(res, node, s[ATT], until_)
 save()

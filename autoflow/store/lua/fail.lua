@@ -13,13 +13,8 @@ elseif ARGV[4] ~= '' then
   redis.call('HSET', K.err, node, err)
   s[ATT] = tostring(num(s[ATT]) + 1)
   s[ST] = 'retrying'
-  s[OWN] = ''
   s[FINISHED] = now
-  put(node, s)
-  redis.call('ZREM', K.lease, node)
-  redis.call('ZADD', K.due, retry_at, node)
-  bump('running', -1)
-  bump('queued', 1)
+  requeue(node, s, retry_at)
   ready(res, node, s[ATT], retry_at)
   save()
   return reply('', res)

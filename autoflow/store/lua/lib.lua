@@ -310,6 +310,17 @@ local function settle(node, outcome, value, now, res)
   end
 end
 
+-- Running -> back among the run's due nodes at `at` (its state, set by the caller: queued,
+-- retrying or waiting), holding no worker and no lease.
+local function requeue(node, s, at)
+  s[OWN] = ''
+  put(node, s)
+  redis.call('ZREM', K.lease, node)
+  redis.call('ZADD', K.due, at, node)
+  bump('running', -1)
+  bump('queued', 1)
+end
+
 -- Running -> a final state: not running any more, lease gone.
 local function release(node, s, status, now)
   s[ST] = status

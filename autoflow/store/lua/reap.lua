@@ -28,13 +28,8 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', K.lease, '-inf', '(' .. now)) 
       if m then item_failed(m, node, s, err, now, res) else fail_node(node, s, err, now, res, true) end
     else
       s[ST] = 'queued'
-      s[OWN] = ''
       s[FINISHED] = ''
-      put(node, s)
-      redis.call('ZREM', K.lease, node)
-      redis.call('ZADD', K.due, now, node)
-      bump('running', -1)
-      bump('queued', 1)
+      requeue(node, s, now)
       log(now, 'warn', 'worker lost (lease expired); re-queued (stall ' .. stalls .. ')', node)
       ready(res, node, s[ATT], '')
     end
