@@ -171,7 +171,7 @@ class RedisStore(RedisControl, RedisCatalog):
 
     def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
         """Create (see :meth:`create_run`); with ``admit``, the admission script's reply
-        follows in the same pipeline."""
+        follows in the same batch."""
         if run.idempotency_key:  # one key names one run: its id comes from the key
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
         fields = {
@@ -223,8 +223,7 @@ class RedisStore(RedisControl, RedisCatalog):
         if run.organization_id:  # the organization's history index (run queries by tenant)
             commands.append(("ZADD", self._g(f"org:{run.organization_id}"), "NX", run.created_at, run.id))
         if admit is not None:
-            admit_keys = self._admit_keys()
-            commands.append(("EVALSHA", self._scripts["admit"].sha, len(admit_keys), *admit_keys, admit))
+            commands.append(self._wire.command("admit", self._admit_keys(), [admit]))
         replies = self._wire.send_many(commands)
         if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
             self._wire.reload("create", "admit")
