@@ -169,9 +169,9 @@ def _with_waypoints(
 ) -> tuple[nx.DiGraph, list[list[Hashable]], dict[tuple[Hashable, Hashable], list[Hashable]]]:
     """Give every edge that skips layers an invisible waypoint in each layer it crosses
     (Sugiyama's dummy nodes), so that it runs through a free slot instead of a box."""
-    depth = {n: i for i, layer in enumerate(layers) for n in layer}
-    import networkx as nx
+    import networkx as nx  # imported where a graph is drawn, not by every worker
 
+    depth = {n: i for i, layer in enumerate(layers) for n in layer}
     layers = [list(layer) for layer in layers]
     augmented = nx.DiGraph(graph)
     via: dict[tuple[Hashable, Hashable], list[Hashable]] = {}

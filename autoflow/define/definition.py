@@ -31,6 +31,7 @@ __all__ = [
     "definition_edges",
     "expression_sources",
     "find_cycle",
+    "node_children",
     "parse_definition",
     "sorted_json",
 ]
@@ -235,13 +236,20 @@ def expression_sources(template: Any) -> list[str]:
     return [source for child in children for source in expression_sources(child)]
 
 
-def find_cycle(specs: Mapping[str, NodeSpec]) -> list[str] | None:
-    """The nodes of a cycle among the edges of :func:`definition_edges`, in order, or None
-    for a DAG (checked without networkx, which workers need not import)."""
-    children: dict[str, list[str]] = {node_id: [] for node_id in specs}
+def node_children(specs: Mapping[str, NodeSpec]) -> dict[str, list[str]]:
+    """Each node's children among the edges of :func:`definition_edges`, once each (the
+    vertices and edges of the graph, without networkx, which workers need not import)."""
+    children: dict[str, dict[str, None]] = {node_id: {} for node_id in specs}
     for edge in definition_edges(specs)[0]:
         if edge["source"] in specs and edge["target"] in specs:
-            children[edge["source"]].append(edge["target"])
+            children[edge["source"]][edge["target"]] = None
+    return {node_id: list(targets) for node_id, targets in children.items()}
+
+
+def find_cycle(specs: Mapping[str, NodeSpec]) -> list[str] | None:
+    """The nodes of a cycle among the edges of :func:`definition_edges`, in order, or None
+    for a DAG."""
+    children = node_children(specs)
     done: set[str] = set()
     for root in specs:
         if root in done:

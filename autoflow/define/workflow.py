@@ -29,6 +29,7 @@ from autoflow.define.definition import (
     build_graph,
     definition_edges,
     find_cycle,
+    node_children,
     parse_definition,
     sorted_json,
 )
@@ -371,8 +372,8 @@ class Workflow:
         return self.to_svg()
 
     def __repr__(self) -> str:
-        pairs = {(e["source"], e["target"]) for e in definition_edges(self.specs)[0] if e["source"] in self.calls}
-        return f"<Workflow {self.name} nodes={len(self.calls)} edges={len(pairs)}>"
+        edges = sum(len(targets) for targets in node_children(self.specs).values())
+        return f"<Workflow {self.name} nodes={len(self.calls)} edges={edges}>"
 
 
 def _has_markers(template: Any, kinds: tuple[str, ...] = ("$ref", "$input", *EXPRESSION_KINDS)) -> bool:
