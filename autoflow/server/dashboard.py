@@ -238,10 +238,16 @@ def run_fragment(request: Request, run_id: RunId) -> HTMLResponse:
     return HTMLResponse(_fragment(request, run_id), headers={"Cache-Control": "no-store"})
 
 
-def _actor(request: Request) -> Principal:
+def _ui_caller(request: Request, scope: str) -> Principal:
+    """The caller of a dashboard action: the page's own header (which a form posted from
+    another site cannot send), and a cookie or bearer token holding ``scope``."""
     if request.headers.get("x-autoflow-ui") != "1":
         raise ApiError(403, "dashboard actions need the X-Autoflow-UI header")
-    return caller(request, "execute", cookie=True)
+    return caller(request, scope, cookie=True)
+
+
+def _actor(request: Request) -> Principal:
+    return _ui_caller(request, "execute")
 
 
 @router.post("/runs/{run_id}/{action}")

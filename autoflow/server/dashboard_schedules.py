@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from autoflow.models import ScheduleInfo
 from autoflow.server.auth import Principal
-from autoflow.server.dashboard import _page, _viewer
-from autoflow.server.deps import ClientDep, caller
+from autoflow.server.dashboard import _page, _ui_caller, _viewer
+from autoflow.server.deps import ClientDep
 from autoflow.server.errors import ApiError
 from autoflow.server.schedules import own_schedule
 
@@ -78,10 +78,8 @@ def schedules_page(request: Request, client: ClientDep) -> Response:
     return _page("Schedules", body, script=_JS)
 
 
-def _actor(request: Request) -> Principal:
-    if request.headers.get("x-autoflow-ui") != "1":
-        raise ApiError(403, "dashboard actions need the X-Autoflow-UI header")
-    return caller(request, "read", cookie=True)
+def _actor(request: Request) -> Principal:  # each action checks its own scope below
+    return _ui_caller(request, "read")
 
 
 @router.post("/schedules/{schedule_id}/{action}")
