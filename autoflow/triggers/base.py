@@ -8,21 +8,25 @@ starting it twice returns the first run.
 
 from __future__ import annotations
 
+import builtins
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from autoflow import codec
-from autoflow.define.workflow import Workflow
+from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.errors import InputError, NotFoundError
 from autoflow.models import DbTriggerInfo, RunStatus, ScheduleInfo
-from autoflow.store.schedules import SCHEDULE, TriggerStore
+from autoflow.store.base import Store
+from autoflow.store.schedules import TriggerStore, trigger_store
 
 __all__ = [
     "ID_PATTERN",
     "StartedRun",
     "Starter",
+    "TriggerBook",
     "check_id",
     "load",
     "start_run",
@@ -88,36 +92,59 @@ def load(model: type[M], got: tuple[str, int] | None) -> M | None:
     return model.model_validate({**codec.loads(body), "version": version})
 
 
-def load_existing(records: TriggerStore, kind: str, model: type[M], record_id: str, where: str) -> M:
-    """The record ``record_id`` of ``kind`` as its model; NotFoundError naming it if absent."""
-    info = load(model, records.get_record(kind, record_id))
-    if info is None:
-        label = "schedule" if kind == SCHEDULE else "database trigger"
-        raise NotFoundError(f"no {label} {record_id!r} on {where}")
-    return info
-
-
-def load_all(
-    records: TriggerStore, kind: str, model: type[M], workflow: str | None, organization_id: str | None
-) -> list[M]:
-    """Every record of ``kind`` (of one workflow / organization), by id."""
-    out = []
-    for got in records.list_records(kind):
-        info = load(model, got)
-        if info is None or (workflow and info.workflow != workflow):
-            continue
-        if organization_id and info.organization_id != organization_id:
-            continue
-        out.append(info)
-    return out
-
-
 def write(
     records: TriggerStore, kind: str, info: ScheduleInfo | DbTriggerInfo, *, create: bool, wake_at: float | None
 ) -> int | None:
     """CAS-write ``info`` (its ``version`` is the one read); the new version or None."""
     body = codec.dumps(info.model_dump(mode="json", exclude={"version"}))
     return records.put_record(kind, info.id, body, version=None if create else info.version, wake_at=wake_at)
+
+
+class TriggerBook(Generic[M]):
+    """The records of one kind of trigger in one store, and what starts their runs: what
+    ``client.schedules`` and ``client.db_triggers`` share. ``kind`` is the record kind,
+    ``model`` its model and ``label`` how errors name one."""
+
+    kind: str
+    model: type[M]
+    label: str
+
+    def __init__(
+        self,
+        store: Store,
+        starter: Starter,
+        registry: WorkflowRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        resolve: Resolve | None = None,
+    ) -> None:
+        self.store = store
+        self.starter = starter
+        self.registry = registry
+        # Workflow names resolve like Client.execute: a stored workflow of the organization
+        # first (when the client offers it), else a registered one.
+        self.resolve: Resolve = resolve or (lambda name, organization_id: registry.workflow(name))
+        self.clock = clock
+        self.records: TriggerStore = trigger_store(store)
+
+    def get(self, record_id: str) -> M:
+        """The record ``record_id``; NotFoundError naming it if absent."""
+        info = load(self.model, self.records.get_record(self.kind, record_id))
+        if info is None:
+            raise NotFoundError(f"no {self.label} {record_id!r} on {self.store.url}")
+        return info
+
+    def list(self, workflow: str | None = None, organization_id: str | None = None) -> builtins.list[M]:
+        """Every record (of one workflow / organization), by id."""
+        out = []
+        for got in self.records.list_records(self.kind):
+            info = load(self.model, got)
+            if info is None or (workflow and info.workflow != workflow):
+                continue
+            if organization_id and info.organization_id != organization_id:
+                continue
+            out.append(info)
+        return out
 
 
 def start_run(

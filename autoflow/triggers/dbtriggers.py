@@ -14,7 +14,6 @@ and where listeners run) or let libpq find the password (``PGPASSWORD``, ``~/.pg
 
 from __future__ import annotations
 
-import builtins
 import os
 import re
 import time
@@ -27,8 +26,8 @@ from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.errors import InputError, OutputError
 from autoflow.models import DbTriggerInfo
 from autoflow.store.base import Store
-from autoflow.store.schedules import DB_TRIGGER, TriggerStore, trigger_store
-from autoflow.triggers.base import Resolve, Starter, check_id, load, load_all, load_existing, write
+from autoflow.store.schedules import DB_TRIGGER
+from autoflow.triggers.base import Resolve, Starter, TriggerBook, check_id, load, write
 from autoflow.triggers.outbox import Event, Listeners, Source
 from autoflow.triggers.postgres import PostgresSource
 from autoflow.triggers.spec import to_datetime
@@ -42,7 +41,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
-class DbTriggers:
+class DbTriggers(TriggerBook[DbTriggerInfo]):
     """The database-change triggers of one backend (``client.db_triggers``).
 
     Example::
@@ -52,6 +51,8 @@ class DbTriggers:
         client.db_triggers.list()
         client.db_triggers.deactivate("on_order")
     """
+
+    kind, model, label = DB_TRIGGER, DbTriggerInfo, "database trigger"
 
     def __init__(
         self,
@@ -63,14 +64,8 @@ class DbTriggers:
         environ: Mapping[str, str] | None = None,
         resolve: Resolve | None = None,
     ) -> None:
-        self.store = store
-        self.starter = starter
-        self.registry = registry
-        # Workflow names resolve like Client.execute (stored workflows first, when offered).
-        self.resolve: Resolve = resolve or (lambda name, organization_id: registry.workflow(name))
-        self.clock = clock
+        super().__init__(store, starter, registry, clock=clock, resolve=resolve)
         self.environ = os.environ if environ is None else environ
-        self.records: TriggerStore = trigger_store(store)
 
     def activate(
         self,
@@ -176,13 +171,6 @@ class DbTriggers:
         if self.get(trigger_id).active:
             self.deactivate(trigger_id)
         self.records.delete_record(DB_TRIGGER, trigger_id)
-
-    def get(self, trigger_id: str) -> DbTriggerInfo:
-        return load_existing(self.records, DB_TRIGGER, DbTriggerInfo, trigger_id, self.store.url)
-
-    def list(self, workflow: str | None = None, organization_id: str | None = None) -> builtins.list[DbTriggerInfo]:
-        """All database triggers (of one workflow / organization), by id."""
-        return load_all(self.records, DB_TRIGGER, DbTriggerInfo, workflow, organization_id)
 
     # -- listeners -------------------------------------------------------------------------
     def open_source(self, info: DbTriggerInfo, *, listen: bool = True) -> Source:

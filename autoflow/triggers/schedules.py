@@ -26,9 +26,8 @@ from autoflow.models import (
     ScheduleEventKind,
     ScheduleInfo,
 )
-from autoflow.store.base import Store
-from autoflow.store.schedules import SCHEDULE, TriggerStore, trigger_store
-from autoflow.triggers.base import Resolve, StartedRun, Starter, check_id, load, load_all, load_existing, ts, write
+from autoflow.store.schedules import SCHEDULE
+from autoflow.triggers.base import StartedRun, TriggerBook, check_id, load, ts, write
 from autoflow.triggers.spec import Spec, parse_interval, slot_key, to_datetime, zone
 from autoflow.triggers.ticker import MAX_EVENTS, Ticker, fire_slot, spec_of
 
@@ -63,7 +62,7 @@ def preview(
     return spec.preview("", _count(n), _when(after, time.time()))
 
 
-class Schedules:
+class Schedules(TriggerBook[ScheduleInfo]):
     """The schedules of one backend (``client.schedules``).
 
     Example::
@@ -76,23 +75,7 @@ class Schedules:
         client.schedules.backfill(s.id, datetime(2026, 1, 1), datetime(2026, 1, 31))
     """
 
-    def __init__(
-        self,
-        store: Store,
-        starter: Starter,
-        registry: WorkflowRegistry,
-        *,
-        clock: Callable[[], float] = time.time,
-        resolve: Resolve | None = None,
-    ) -> None:
-        self.store = store
-        self.starter = starter
-        self.registry = registry
-        # Workflow names resolve like Client.execute: a stored workflow of the organization
-        # first (when the client offers it), else a registered one.
-        self.resolve: Resolve = resolve or (lambda name, organization_id: registry.workflow(name))
-        self.clock = clock
-        self.records: TriggerStore = trigger_store(store)
+    kind, model, label = SCHEDULE, ScheduleInfo, "schedule"
 
     # -- create and read -------------------------------------------------------------------
     def create(
@@ -140,13 +123,6 @@ class Schedules:
         if write(self.records, SCHEDULE, info, create=True, wake_at=_wake(info)) is None:
             raise InputError(f"schedule id {info.id!r} is taken; choose another id or update that schedule")
         return self.get(info.id)
-
-    def get(self, schedule_id: str) -> ScheduleInfo:
-        return load_existing(self.records, SCHEDULE, ScheduleInfo, schedule_id, self.store.url)
-
-    def list(self, workflow: str | None = None, organization_id: str | None = None) -> builtins.list[ScheduleInfo]:
-        """All schedules (of one workflow / organization), by id."""
-        return load_all(self.records, SCHEDULE, ScheduleInfo, workflow, organization_id)
 
     def preview(self, schedule_id: str, n: int = 5, after: datetime | float | None = None) -> builtins.list[datetime]:
         """The next ``n`` fire times (slot plus its jitter) in the schedule's time zone."""
