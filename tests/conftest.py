@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -31,17 +32,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _need_redis(reason: str) -> None:
+def need(reason: str, what: str = "Redis") -> NoReturn:
+    """Skip a test that lacks a part (``what``) here, but fail it under ``CI=true``."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI must run the Redis tests: {reason}")
+        pytest.fail(f"CI must run the {what} tests: {reason}")
     pytest.skip(reason)
+
+
+def chromium() -> str:
+    """Debian's chromium (or ``AUTOFLOW_CHROMIUM``), for the browser tests."""
+    for candidate in (os.environ.get("AUTOFLOW_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    need("chromium is not installed (apt-get install -y chromium)", "browser")
 
 
 def start_redis(workdir: Path, *extra: str) -> tuple[str, Callable[[], None]]:
     """Start a private redis-server on a free loopback port: its URL and a stop function."""
     binary = shutil.which("redis-server")
     if binary is None:
-        _need_redis("redis-server is not installed")
+        need("redis-server is not installed")
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -74,7 +84,7 @@ def start_redis(workdir: Path, *extra: str) -> tuple[str, Callable[[], None]]:
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            _need_redis(f"redis-server did not start on port {port}")
+            need(f"redis-server did not start on port {port}")
         time.sleep(0.05)
 
     def stop() -> None:

@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import chromium, need
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,20 +45,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _need(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI must run the browser tests: {reason}")
-    pytest.skip(reason)
-
-
-def _chromium() -> str:
-    for candidate in (os.environ.get("AUTOFLOW_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    _need("chromium is not installed (apt-get install -y chromium)")
-    raise AssertionError("unreachable")
 
 
 def _free_port() -> int:
@@ -102,8 +90,8 @@ def front_end_deps() -> str:
         ("ipykernel", "pip install ipykernel"),
     ):
         if importlib.util.find_spec(module) is None:
-            _need(f"{module} is not installed ({hint})")
-    return _chromium()
+            need(f"{module} is not installed ({hint})", "browser")
+    return chromium()
 
 
 @pytest.fixture

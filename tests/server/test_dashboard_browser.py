@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import chromium, need
 from tests.server.conftest import Api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -24,25 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"]
 
 
-def _need(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI must run the browser tests: {reason}")
-    pytest.skip(reason)
-
-
-def _chromium() -> str:
-    for candidate in (os.environ.get("AUTOFLOW_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    _need("chromium is not installed (apt-get install -y chromium)")
-    raise AssertionError("unreachable")
-
-
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
 def test_dashboard_in_the_browser(make_api: Callable[..., Api], tmp_path: Path) -> None:
     if importlib.util.find_spec("playwright") is None:
-        _need("playwright is not installed")
-    chromium = _chromium()
+        need("playwright is not installed", "browser")
+    binary = chromium()
     from playwright.sync_api import expect, sync_playwright
 
     api = make_api()
@@ -58,7 +45,7 @@ def test_dashboard_in_the_browser(make_api: Callable[..., Api], tmp_path: Path) 
     shots = {name: tmp_path / f"dashboard-{name}.png" for name in ("runs", "run")}
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=binary, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(20_000)
         expect.set_options(timeout=20_000)
