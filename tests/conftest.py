@@ -26,6 +26,17 @@ IMPLEMENTATIONS = ["sqlite", "redis", "redis-scripts"]  # redis: transitions as 
 BACKENDS = ["memory", "sqlite", "redis"]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The environment of an ``autoflow`` subprocess: none of the developer's
+    ``AUTOFLOW_*``/``REDIS_*`` settings, this checkout importable, then ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
+    env.update(PYTHONPATH=str(ROOT), **values)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

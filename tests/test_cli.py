@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import clean_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,9 +30,7 @@ def autoflow(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    clean.update(AUTOFLOW_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
-    return clean
+    return clean_env(AUTOFLOW_HOME=str(tmp_path / "home"))
 
 
 def test_run_on_the_embedded_default_shows_progress_logs_and_result(env: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 import autoflow as af
 from autoflow.models import NodeStatus, RunStatus
+from tests.conftest import clean_env
 from tests.resources import dags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def client(redis_url: str, settings: af.Settings) -> Iterator[af.Client]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace, PYTHONPATH=str(ROOT))
+    env = clean_env(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace)
     worker = subprocess.Popen(
         [sys.executable, "-m", "autoflow.cli", "worker", "tests.resources.dags", "--workers", "1", "--kind", "process"],
         cwd=ROOT,
@@ -90,8 +90,7 @@ def test_process_workers_die_with_a_killed_parent_before_running_any_node(
 ) -> None:
     """Killed before its children ran a node, `autoflow worker --kind process` leaves no
     orphan behind: each child asks to die with its parent as soon as it starts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace, PYTHONPATH=str(ROOT))
+    env = clean_env(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace)
     worker = subprocess.Popen(
         [sys.executable, "-m", "autoflow.cli", "worker", "tests.resources.dags", "--workers", "2", "--kind", "process"],
         cwd=ROOT,

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 import autoflow as af
 from autoflow.engine.shipping import CodeRefused, blob_key, code_hash, pack, unpack
+from tests.conftest import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "correct horse battery staple"
@@ -55,8 +56,7 @@ def test_pack_and_unpack_round_trip_with_the_same_secret() -> None:
 
 
 def _worker(redis_url: str, namespace: str, *extra: str, secret: str | None = SECRET) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=namespace, PYTHONPATH=str(ROOT))
+    env = clean_env(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=namespace)
     if secret:
         env["AUTOFLOW_SECRET"] = secret
     return subprocess.Popen(

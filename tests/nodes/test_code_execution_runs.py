@@ -16,6 +16,7 @@ import pytest
 import autoflow as af
 from autoflow.models import NodeStatus, RunStatus
 from autoflow.nodes import code_execution
+from tests.conftest import clean_env
 from tests.nodes.sandbox_fixtures import (  # noqa: F401
     MARK_CODE,
     alive,
@@ -117,8 +118,7 @@ def test_the_nodes_timeout_kills_the_sandbox(client: af.Client) -> None:
 
 @pytest.fixture
 def process_worker(redis_url: str, settings: af.Settings) -> Iterator[tuple[subprocess.Popen[bytes], af.Client]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    env.update(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace, PYTHONPATH=str(ROOT))
+    env = clean_env(AUTOFLOW_REDIS_URL=redis_url, AUTOFLOW_NAMESPACE=settings.namespace)
     command = ["worker", "tests.nodes.test_code_execution_runs", "--kind", "process", "--workers", "1"]
     worker = subprocess.Popen(
         [sys.executable, "-m", "autoflow.cli", *command],

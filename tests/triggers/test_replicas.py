@@ -4,7 +4,6 @@ replicas, and two Huey consumers with periodic tasks on. One run per slot, alway
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import autoflow as af
+from tests.conftest import clean_env
 from tests.triggers import flows
 from tests.triggers.conftest import wait_for
 
@@ -25,14 +25,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def env(tmp_path: Path, settings: af.Settings) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    clean.update(
+    return clean_env(
         AUTOFLOW_HOME=str(settings.home),
         AUTOFLOW_NAMESPACE=settings.namespace,
         AUTOFLOW_SCHEDULER_LEASE_SECONDS="2",
-        PYTHONPATH=str(ROOT),
     )
-    return clean
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

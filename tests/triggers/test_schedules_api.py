@@ -3,7 +3,6 @@ decorator schedules, bad input; and an embedded client firing a schedule for rea
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -14,6 +13,7 @@ import pytest
 
 import autoflow as af
 from autoflow.triggers import MAX_BACKFILL, Schedules, TriggerService
+from tests.conftest import clean_env
 from tests.triggers import flows
 from tests.triggers.conftest import wait_for
 
@@ -219,8 +219,7 @@ def test_the_service_syncs_workflows_declared_later(idle_client: af.Client) -> N
 def test_cli_lists_schedules(sqlite_idle_client: af.Client, tmp_path: Path) -> None:
     idle_client = sqlite_idle_client
     sched(idle_client).create(flows.tick, cron="0 9 * * MON", timezone="America/Sao_Paulo", id="weekly")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFLOW_", "REDIS_"))}
-    env.update(AUTOFLOW_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env = clean_env(AUTOFLOW_HOME=str(tmp_path))
     done = subprocess.run(
         [sys.executable, "-m", "autoflow.cli", "schedules", "--url", idle_client.url],
         cwd=ROOT,
