@@ -206,14 +206,14 @@ def test_a_run_created_without_the_secret_is_not_executed(signed: af.Client) -> 
 
 def test_a_signed_run_whose_inputs_were_changed_is_not_executed(signed: af.Client) -> None:
     signed.start()
-    signed.workers = 0  # keep it pending: stop nothing, just do not admit yet
     store = signed.backend.store
     assert isinstance(store, RedisStore)
     settings_one = signed.settings.model_copy(update={"workflow_concurrency": 1})
-    blocker = signed.execute(effect_flow, x=2)  # admitted
-    signed.result(blocker.id, timeout=20)
+    store.r.sadd(store._g("active"), "a-run-holding-the-only-slot")  # the new run waits: pending
     run = af.Client(signed.url, settings=settings_one, workers=0).execute(effect_flow, x=3)
+    assert signed.status(run.id).status is af.RunStatus.PENDING
     store.r.hset(store._keys(run.id)[0], "inputs", codec.dumps({"x": 999}))  # tampered in Redis
+    store.r.srem(store._g("active"), "a-run-holding-the-only-slot")
     store.admit(50)
     with pytest.raises(af.RunFailed, match="not signed with this worker's AUTOFLOW_SECRET"):
         signed.result(run.id, timeout=20)

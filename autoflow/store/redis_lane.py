@@ -1,31 +1,22 @@
 """How the Redis store reaches the server on its hot path.
 
-Each thread (and each forked process) has a connection of its own: a transition is one
-command sent and one reply read, without the pool's checkout, retry and bookkeeping layers
-or redis-py's argument packer (hiredis packs the command itself). Transitions run as the
+Each thread (and each forked process) has a connection of its own, used at the socket
+(``redis_line.Lines``): a transition is one command sent and one reply read. Transitions run as the
 functions of ``redis_scripts.RunScripts`` where the server has them, else as scripts; the
 store's global scripts (admission, bookkeeping, rate and concurrency limits) as scripts.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, ResponseError
 
-from autoflow import codec
+from autoflow.store.redis_line import Lines
 from autoflow.store.redis_scripts import RunScripts, function_missing
-
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency; redis-py's packer otherwise
-    _pack_command = None  # type: ignore[assignment]
 
 __all__ = ["RedisLane", "lost_script"]
 
@@ -36,10 +27,7 @@ class RedisLane:
 
     def __init__(self, client: Any, run_scripts: Iterable[str], global_scripts: Iterable[str]) -> None:
         self._client = client
-        self._pool = client.connection_pool
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns: list[Any] = []
+        self._lines = Lines(client.connection_pool)
         self._run = RunScripts(client, run_scripts)
         lua = resources.files("autoflow.store").joinpath("lua")
         #: Every script by name (a run script in its EVALSHA form), for redis-py pipelines.
@@ -88,69 +76,19 @@ class RedisLane:
             self._client.script_load(self.scripts[name].script)
 
     def send(self, *command: Any) -> Any:
-        """Send one command on this thread's connection and read its reply. A broken
-        connection is replaced and the command sent once more."""
-        conn = self._conn()
-        packed = _pack(conn, command)
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            return conn.read_response()
-        except (RedisConnectionError, RedisTimeoutError):
-            conn.disconnect()
-            conn.send_packed_command(packed, check_health=False)
-            return conn.read_response()
+        """Send one command on this thread's connection and read its reply (see
+        ``redis_line.Lines``)."""
+        return self._lines.send(*command)
 
     def send_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` at once (one round trip, like a pipeline without redis-py's
-        per-command layers) and read every reply. An error reply is returned as its
-        exception, not raised: every reply is read first, so the connection stays in step.
-        On a broken connection they are sent once more (send idempotent commands only)."""
-        conn = self._conn()
-        packed = [chunk for command in commands for chunk in _pack(conn, command)]
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            return [_reply(conn) for _ in commands]
-        except (RedisConnectionError, RedisTimeoutError):
-            conn.disconnect()
-            conn.send_packed_command(packed, check_health=False)
-            return [_reply(conn) for _ in commands]
-
-    def _conn(self) -> Any:
-        """This thread's connection (a new one in a new thread or a forked process)."""
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != codec.current_pid():
-            conn = local.conn = self._pool.connection_class(**self._pool.connection_kwargs)
-            local.pid = codec.current_pid()
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        """Send ``commands`` at once and read every reply, errors returned, not raised
+        (see ``redis_line.Lines.send_many``; send idempotent commands only)."""
+        return self._lines.send_many(commands)
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.disconnect()
+        self._lines.close()
 
 
 def lost_script(reply: Any) -> bool:
     """An error reply saying the server lacks a script or function (it restarted)."""
     return isinstance(reply, NoScriptError) or (isinstance(reply, ResponseError) and function_missing(reply))
-
-
-def _reply(conn: Any) -> Any:
-    try:
-        return conn.read_response()
-    except ResponseError as exc:
-        return exc
-
-
-def _pack(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
-    """The RESP bytes of one command. hiredis packs str, bytes, int and float itself, at a
-    third of the cost of redis-py's packer (which wraps it) on the hot path."""
-    if _pack_command is None:  # pragma: no cover - redis[hiredis] is a dependency
-        return list(conn.pack_command(*command))
-    try:
-        return [_pack_command(command)]
-    except TypeError as exc:
-        raise DataError(f"a Redis command argument cannot be sent: {exc}") from None

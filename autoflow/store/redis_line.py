@@ -1,0 +1,185 @@
+"""Per-thread Redis connections used at the socket: a command out, its reply in.
+
+A hot-path round trip through redis-py costs a connection-pool checkout, a retry layer,
+an argument packer and, since redis-py reads with a socket timeout, a ``poll`` system
+call before every read. On this path the command is packed by hiredis, written with one
+``sendall`` and its reply parsed by a hiredis reader fed straight from ``recv_into``. The
+socket blocks, its timeouts set in the kernel (``SO_RCVTIMEO``/``SO_SNDTIMEO``): no
+``poll`` per read, and a server that stops answering still ends in a TimeoutError.
+
+redis-py still makes each connection (TCP or unix socket, AUTH, SELECT, client name),
+so every URL option keeps working; a TLS connection is used through redis-py as before.
+
+Each thread (and each forked process) has its own connection. Error replies come back
+as redis-py's exception classes (NoScriptError, ResponseError, ...).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from hiredis import Reader as _Reader  # redis[hiredis] is a dependency
+from hiredis import pack_command as _pack_command
+from redis._parsers.base import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from autoflow import codec
+
+__all__ = ["Lines"]
+
+_MORE = object()  # the reader's "not enough data yet"
+_BUFFER = 65536
+
+
+class _Line:
+    """One connection: redis-py's (it connected and authenticated), and where the socket
+    is plain TCP or unix, that socket used directly."""
+
+    __slots__ = ("buf", "conn", "reader", "sock")
+
+    def __init__(self, conn: Any, timeout: float | None) -> None:
+        self.conn = conn
+        self.sock: socket.socket | None = None
+        self.reader: Any = None
+        self.buf = bytearray(_BUFFER)
+        conn.connect()
+        sock = conn._sock
+        if type(sock) is not socket.socket:  # TLS: redis-py reads it
+            return
+        encoder = conn.encoder
+        options: dict[str, Any] = {
+            "protocolError": InvalidResponse,
+            "replyError": BaseParser.parse_error,
+            "notEnoughData": _MORE,
+            "errors": encoder.encoding_errors,
+        }
+        if encoder.decode_responses:
+            options["encoding"] = encoder.encoding
+        self.reader = _Reader(**options)
+        if timeout:
+            seconds = int(timeout)
+            limit = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        sock.settimeout(None)  # blocking: the kernel times out, Python need not poll
+        self.sock = sock
+
+    def write(self, packed: bytes) -> None:
+        sock = self.sock
+        if sock is None:
+            self.conn.send_packed_command(packed, check_health=False)
+            return
+        try:
+            sock.sendall(packed)
+        except OSError as exc:
+            raise self._broken(exc, "writing to") from None
+
+    def read(self) -> Any:
+        """The next reply; an error reply is returned as its exception."""
+        if self.sock is None:
+            try:
+                return self.conn.read_response()
+            except ResponseError as exc:
+                return exc
+        reader = self.reader
+        reply = reader.gets()
+        while reply is _MORE:
+            try:
+                n = self.sock.recv_into(self.buf)
+            except OSError as exc:
+                raise self._broken(exc, "reading from") from None
+            if not n:
+                raise self._broken(None, "reading from")
+            reader.feed(self.buf, 0, n)
+            reply = reader.gets()
+        return reply
+
+    def _broken(self, exc: OSError | None, doing: str) -> Exception:
+        self.close()
+        where = f"{doing} {self.conn._host_error()}"
+        if isinstance(exc, (BlockingIOError, TimeoutError)):  # SO_RCVTIMEO/SO_SNDTIMEO ran out
+            return RedisTimeoutError(f"Timeout {where}")
+        if exc is None:
+            return RedisConnectionError(f"Connection closed by server while {where}")
+        return RedisConnectionError(f"Error {exc.errno} while {where}: {exc.strerror or exc}")
+
+    def close(self) -> None:
+        self.sock = None
+        self.conn.disconnect()
+
+
+class Lines:
+    """This thread's connection of a redis-py pool's server, used at the socket.
+
+    Example::
+
+        lines = Lines(redis.ConnectionPool.from_url("redis://localhost:6379/0"))
+        lines.send("ZADD", "queue", 1, b"message")
+        lines.send_many([("HGET", "h", "a"), ("HGET", "h", "b")])
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._lines: list[_Line] = []
+
+    def send(self, *command: Any) -> Any:
+        """Send one command and return its reply (an error reply is raised). A broken
+        connection is replaced and the command sent once more (idempotent commands only)."""
+        reply = self.send_many([command])[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def send_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` at once (one round trip) and read every reply. An error reply
+        is returned as its exception, not raised: every reply is read first, so the
+        connection stays in step. On a broken connection they are sent once more."""
+        packed = b"".join([_pack(command) for command in commands])
+        try:
+            return self._exchange(packed, len(commands))
+        except (RedisConnectionError, RedisTimeoutError):
+            return self._exchange(packed, len(commands))
+
+    def _exchange(self, packed: bytes, count: int) -> list[Any]:
+        line = self._line()
+        try:
+            line.write(packed)
+            return [line.read() for _ in range(count)]
+        except BaseException:
+            line.close()  # replies may be left unread: the connection is out of step
+            raise
+
+    def _line(self) -> _Line:
+        """This thread's connection (a new one in a new thread, a forked process, or after
+        the last one broke)."""
+        local = self._local
+        line: _Line | None = getattr(local, "line", None)
+        if line is None or local.pid != codec.current_pid() or not line.conn._sock:
+            kwargs = self._pool.connection_kwargs
+            line = _Line(self._pool.connection_class(**kwargs), kwargs.get("socket_timeout"))
+            local.line, local.pid = line, codec.current_pid()
+            with self._lock:  # forget the closed ones (a broken connection, a fork)
+                self._lines = [old for old in self._lines if old.sock is not None or old.conn._sock] + [line]
+        return line
+
+    def close(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        for line in lines:
+            line.close()
+
+
+def _pack(command: tuple[Any, ...]) -> bytes:
+    """The RESP bytes of one command (hiredis packs str, bytes, int and float)."""
+    try:
+        return _pack_command(command)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise DataError(f"a Redis command argument cannot be sent: {exc}") from None
