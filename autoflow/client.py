@@ -485,8 +485,9 @@ class Client:
     def _create(self, new: NewRun, seeds: Sequence[NodeSeed]) -> str:
         """Create the run and admit pending runs from here when a slot is free (in the same
         round trip or transaction), so that a new run starts without a hop through the
-        workflow queue: the same atomic admission a worker runs (the best pending runs
-        first, never more than ``WORKFLOW_CONCURRENCY``). Runs that find no free slot wait;
+        workflow queue (on Redis its first messages go with its start): the same atomic
+        admission a worker runs (the best pending runs first, never more than
+        ``WORKFLOW_CONCURRENCY``). Runs that find no free slot wait;
         a worker admits them when one frees. If this process dies before the node messages
         are sent, the reaper re-sends them."""
         store = self.backend.store
@@ -494,9 +495,12 @@ class Client:
             run_id = store.create_run(new, seeds)
             self.backend.dispatcher.nudge(new.priority)
             return run_id
-        run_id, ready = store.create_and_admit(new, seeds, self.settings.workflow_concurrency)
+        dispatcher = self.backend.dispatcher
+        run_id, ready = store.create_and_admit(
+            new, seeds, self.settings.workflow_concurrency, enqueue=dispatcher.queue_commands
+        )
         if ready:
-            self.backend.dispatcher.send(ready)
+            dispatcher.send(ready)
         return run_id
 
     def _settle_parent(self, run_id: str) -> None:

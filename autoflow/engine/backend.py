@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from autoflow import codec
 from autoflow.config import Settings
@@ -34,6 +34,8 @@ class Dispatcher(Protocol):
     admit_handler: Callable[[], None] | None
 
     def send(self, items: Sequence[Ready]) -> None: ...
+
+    def queue_commands(self, items: Sequence[Ready]) -> list[tuple[Any, ...]] | None: ...
 
     def nudge(self, priority: int = 0) -> None: ...
 

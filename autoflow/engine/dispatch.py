@@ -27,10 +27,12 @@ from huey.consumer import Consumer, ConsumerStopped, ProcessEnvironment, Schedul
 from huey.registry import Message
 from huey.serializer import Serializer
 from huey.storage import PriorityRedisStorage, SqliteStorage
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoflow import codec
 from autoflow.engine.outage import Outage
 from autoflow.store.base import Ready
+from autoflow.store.redis_line import Lines
 
 __all__ = ["ChildHooks", "HueyDispatcher", "JsonSerializer", "MessageError"]
 
@@ -155,17 +157,42 @@ class _SqliteStorage(SqliteStorage):  # type: ignore[misc]
 
 
 class _RedisStorage(PriorityRedisStorage):  # type: ignore[misc]
-    """Huey's priority queue on Redis, with batched enqueues (one ZADD)."""
+    """Huey's priority queue on Redis, its messages sent and taken on this thread's own
+    connection at the socket (``redis_line.Lines``: no pool checkout, no ``poll`` per
+    read), and enqueued in batches (one ZADD)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines = Lines(self.pool)
+
+    def enqueue(self, data: bytes, priority: int | None = None) -> None:
+        self.lines.send(*self.enqueue_command([(data, priority or 0)]))
 
     def enqueue_many(self, items: Sequence[tuple[bytes, int]]) -> None:
-        # Same member layout as RedisPriorityQueue.enqueue: a big-endian microsecond
-        # prefix keeps FIFO order within a priority (consecutive here, so unique).
+        self.lines.send(*self.enqueue_command(items))
+
+    def enqueue_command(self, items: Sequence[tuple[bytes, int]]) -> tuple[Any, ...]:
+        """The ZADD that enqueues ``items`` (message, priority). Same member layout as
+        Huey's RedisPriorityQueue.enqueue: a big-endian microsecond prefix keeps FIFO order
+        within a priority (consecutive here, so unique)."""
         base = int(time.time() * 1e6)
-        mapping = {struct.pack(">Q", base + i) + data: -priority for i, (data, priority) in enumerate(items)}
-        self.conn.zadd(self.queue_key, mapping)
+        args: list[Any] = []
+        for i, (data, priority) in enumerate(items):
+            args += [-priority, struct.pack(">Q", base + i) + data]
+        return ("ZADD", self.queue_key, *args)
+
+    def dequeue(self) -> bytes | None:
+        if not self.blocking:
+            return super().dequeue()  # type: ignore[no-any-return]
+        try:
+            popped = self.lines.send("BZPOPMIN", self.queue_key, self.read_timeout)
+        except RedisTimeoutError:
+            return None
+        return None if not popped else bytes(popped[1][8:])  # (key, prefix + message, score)
 
     def close(self) -> bool:
         """Huey's Redis storage keeps its connections on close; release them."""
+        self.lines.close()
         self.conn.connection_pool.disconnect()
         return True
 
@@ -347,19 +374,8 @@ class HueyDispatcher:
         schedule."""
         now: list[tuple[bytes, int]] = []
         for item in items:
-            eta = (
-                dt.datetime.fromtimestamp(item.eta, tz=dt.timezone.utc).replace(tzinfo=None)
-                if item.eta is not None
-                else None
-            )
-            task = self._node_task.task_class(
-                (item.run_id, item.node_id, item.attempt),
-                {},
-                id=f"{item.run_id}:{item.node_id}:{item.attempt}",
-                eta=eta,
-                priority=item.priority,
-            )
-            if eta is not None:
+            task = self._task(item)
+            if task.eta is not None:
                 self.nodes.add_schedule(task)
             else:
                 now.append((self.nodes.serialize_task(task), item.priority))
@@ -369,6 +385,29 @@ class HueyDispatcher:
             self.nodes.storage.enqueue_many(now)
         if items:
             self._notify()
+
+    def queue_commands(self, items: Sequence[Ready]) -> list[tuple[Any, ...]] | None:
+        """The Redis command that enqueues ``items`` (ready now, no eta), for a store to
+        send in the same round trip as the transition that makes them ready; None when
+        the queue is not on Redis."""
+        storage = self.nodes.storage
+        if not isinstance(storage, _RedisStorage) or not items:
+            return None
+        return [storage.enqueue_command([(self.nodes.serialize_task(self._task(i)), i.priority) for i in items])]
+
+    def _task(self, item: Ready) -> Any:
+        eta = (
+            dt.datetime.fromtimestamp(item.eta, tz=dt.timezone.utc).replace(tzinfo=None)
+            if item.eta is not None
+            else None
+        )
+        return self._node_task.task_class(
+            (item.run_id, item.node_id, item.attempt),
+            {},
+            id=f"{item.run_id}:{item.node_id}:{item.attempt}",
+            eta=eta,
+            priority=item.priority,
+        )
 
     def nudge(self, priority: int = 0) -> None:
         """Ask the workflow queue to admit pending runs."""

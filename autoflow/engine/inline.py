@@ -31,6 +31,10 @@ class InlineDispatcher:
         for item in items:
             heapq.heappush(self._heap, (item.eta or 0.0, -item.priority, next(self._seq), item))
 
+    def queue_commands(self, items: Sequence[Ready]) -> None:
+        """Not a Redis queue: messages go through :meth:`send`."""
+        return None
+
     def nudge(self, priority: int = 0) -> None:
         heapq.heappush(self._heap, (0.0, -priority, next(self._seq), None))
 

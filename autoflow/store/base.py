@@ -11,7 +11,7 @@ node was handed to another worker) cannot write a second result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ __all__ = [
     "NewRun",
     "NodeSeed",
     "Progress",
+    "QueueCommands",
     "Ready",
     "Store",
     "child_token",
@@ -81,6 +82,12 @@ class Ready:
     attempt: int
     priority: int = 0
     eta: float | None = None
+
+
+#: The Redis commands that enqueue node messages (``Dispatcher.queue_commands``; None
+#: when the queue is elsewhere), for a store that can send them with the transition
+#: that makes the messages ready.
+QueueCommands = Callable[[Sequence[Ready]], "list[tuple[Any, ...]] | None"]
 
 
 @dataclass(frozen=True)
@@ -187,9 +194,13 @@ class Store(Catalog, Protocol):
         """Start pending runs, highest priority first, while fewer than ``limit`` runs are
         running; their root nodes become queued and are returned."""
 
-    def create_and_admit(self, run: NewRun, nodes: Sequence[NodeSeed], limit: int) -> tuple[str, list[Ready]]:
+    def create_and_admit(
+        self, run: NewRun, nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[str, list[Ready]]:
         """:meth:`create_run` then :meth:`admit` (in one round trip or transaction where
-        the store can): the run's id and what the admission made ready."""
+        the store can): the run's id and what the admission made ready and is still to
+        be sent. A store that can sends the first messages of the run it just admitted
+        itself, with ``enqueue``'s commands, in the round trip that starts it."""
 
     def start_run(self, run_id: str) -> list[Ready]:
         """Start one pending run now, whatever the limit (a sub-workflow run)."""

@@ -24,11 +24,12 @@ from redis.exceptions import RedisError
 from autoflow import codec
 from autoflow.errors import BackendError
 from autoflow.models import ErrorInfo, RunStatus
-from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, Ready, map_window
+from autoflow.store.base import Claim, NewRun, NodeSeed, Progress, QueueCommands, Ready, map_window
 from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_control import RedisControl
 from autoflow.store.redis_lane import RedisLane, lost_script
 from autoflow.store.redis_reads import ERR, NS, OUT, RUN_KEYS, _guard, _s
+from autoflow.store.rules import message_priority
 
 __all__ = ["RedisStore"]
 
@@ -163,11 +164,30 @@ class RedisStore(RedisControl, RedisCatalog):
         return self._create(run, nodes, None)[0]
 
     @_guard
-    def create_and_admit(self, run: NewRun, nodes: Sequence[NodeSeed], limit: int) -> tuple[str, list[Ready]]:
+    def create_and_admit(
+        self, run: NewRun, nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[str, list[Ready]]:
         """:meth:`create_run` with the admission in the same round trip (a client's
-        execute), then the admitted runs started."""
+        execute), then the admitted runs started. With ``enqueue``, the new run starts
+        in one more round trip that also sends the messages of its roots: the ones a start
+        makes ready (a message the start did not confirm is dropped at its claim)."""
         run_id, admitted = self._create(run, nodes, limit)
-        return run_id, self._start_admitted(admitted)
+        others = [_s(i) for i in admitted[1:] if _s(i) != run_id]
+        ready = [r for other in others for r in self._start(other)]
+        if len(others) == len(admitted) - 1:  # the new run was not admitted (or found)
+            return run_id, ready
+        guess = [Ready(run_id, n.id, 1, message_priority(run.priority, n.priority)) for n in nodes if not n.parents]
+        sent = enqueue(guess) if enqueue is not None else None
+        if not sent:
+            return run_id, ready + self._start(run_id)
+        start = self._wire.command("start", self._keys(run_id), [])
+        reply = self._wire.send_many([start, *sent])[0]
+        if isinstance(reply, Exception):  # e.g. the server lost the functions: start as usual
+            if not lost_script(reply):
+                raise reply
+            return run_id, ready + self._start(run_id)
+        started = self._started(run_id, reply)
+        return run_id, ready + [r for r in started if r not in guess]
 
     def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
         """Create (see :meth:`create_run`); with ``admit``, the admission script's reply
@@ -291,7 +311,10 @@ class RedisStore(RedisControl, RedisCatalog):
         return self._start(run_id)
 
     def _start(self, run_id: str) -> list[Ready]:
-        res = self._call("start", run_id)
+        return self._started(run_id, self._call("start", run_id))
+
+    def _started(self, run_id: str, res: Sequence[Any]) -> list[Ready]:
+        """The messages of a run's start (``res``: start.lua's reply)."""
         status = _s(res[0])
         if status == "started":
             return self._ready(run_id, res[1:])

@@ -23,7 +23,7 @@ from autoflow.errors import BackendError
 from autoflow.models import (
     LogLevel,
 )
-from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, Ready
+from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, QueueCommands, Ready
 from autoflow.store.catalog_sqlite import CATALOG_SCHEMA, SQLiteCatalog
 from autoflow.store.rules import message_priority
 from autoflow.store.sqlite_control import SQLiteControl
@@ -135,8 +135,11 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
         with self._tx() as db:
             return self._insert_run(db, run, nodes)
 
-    def create_and_admit(self, run: NewRun, nodes: Sequence[NodeSeed], limit: int) -> tuple[str, list[Ready]]:
-        """:meth:`create_run` then :meth:`admit`, in one transaction (a client's execute)."""
+    def create_and_admit(
+        self, run: NewRun, nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[str, list[Ready]]:
+        """:meth:`create_run` then :meth:`admit`, in one transaction (a client's execute);
+        the messages go through the dispatcher (``enqueue`` is for Redis queues)."""
         with self._tx() as db:
             run_id = self._insert_run(db, run, nodes)
             return run_id, self._admit(db, limit)
