@@ -143,3 +143,65 @@ def _noop(x: int = 0) -> int:
 @af.workflow
 def _noop_flow(x: int = 0):
     return _noop(x)
+
+
+@af.node
+def _two(x: int = 0) -> int:
+    return x
+
+
+@af.workflow(name="two_roots")
+def _two_roots(x: int = 0):
+    return [_two(x), _two(x)]
+
+
+def _queued(redis_url: str, settings: af.Settings) -> list[tuple[str, str, int]]:
+    """The node messages waiting in the Redis queue: (run, node, attempt)."""
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        members = raw.zrange(f"huey.redis.{settings.namespace}_nodes", 0, -1)
+    finally:
+        raw.close()
+    return [tuple(JsonSerializer().deserialize(m[8:]).args) for m in members]  # type: ignore[misc]
+
+
+def test_execute_starts_a_run_and_queues_its_roots_in_its_second_round_trip(
+    redis_url: str, settings: af.Settings
+) -> None:
+    """On Redis the start of an admitted run and its roots' messages go out together:
+    each root gets exactly one message, with the start's attempt."""
+    client = af.Client(redis_url, settings=settings, workers=0)
+    try:
+        run = client.execute(_two_roots, x=1)
+        assert run.status().status is af.RunStatus.RUNNING
+        assert sorted(_queued(redis_url, settings)) == sorted([(run.id, "_two", 1), (run.id, "_two_2", 1)])
+    finally:
+        client.close()
+
+
+def test_a_run_waiting_for_a_slot_sends_no_message(redis_url: str, settings: af.Settings) -> None:
+    one = settings.model_copy(update={"workflow_concurrency": 1})
+    client = af.Client(redis_url, settings=one, workers=0)
+    try:
+        first = client.execute(_two_roots, x=1)
+        second = client.execute(_two_roots, x=2)
+        assert second.status().status is af.RunStatus.PENDING
+        assert {run for run, _, _ in _queued(redis_url, settings)} == {first.id}
+    finally:
+        client.close()
+
+
+def test_a_root_message_of_a_run_cancelled_before_any_worker_took_it_is_dropped(
+    redis_url: str, settings: af.Settings
+) -> None:
+    """Messages are only hints: the claim (fenced by the node's state) refuses one whose
+    run no longer wants it, so nothing runs."""
+    client = af.Client(redis_url, settings=settings, workers=0)
+    try:
+        run = client.execute(_two_roots, x=1)
+        client.cancel(run.id)
+        store = client.backend.store
+        assert store.claim(run.id, "_two", 1, "token", 5.0) is None
+        assert run.status().status is af.RunStatus.CANCELLED
+    finally:
+        client.close()

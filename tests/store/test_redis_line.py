@@ -1,0 +1,105 @@
+"""The hot path's connections used at the socket (store/redis_line.py): replies, errors,
+broken connections, a server that stops answering, threads and forks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from autoflow.store.redis_line import Lines
+
+
+@pytest.fixture
+def lines(redis_url: str) -> Iterator[Lines]:
+    made = Lines(redis.ConnectionPool.from_url(redis_url, decode_responses=True))
+    yield made
+    made.close()
+
+
+def test_replies_come_back_decoded_as_redis_py_would(lines: Lines) -> None:
+    key = f"line:{os.getpid()}:{time.time_ns()}"
+    assert lines.send("RPUSH", key, "a", b"b", 3, 1.5) == 4
+    assert lines.send("LRANGE", key, 0, -1) == ["a", "b", "3", "1.5"]
+    assert lines.send("GET", f"{key}:missing") is None
+    assert lines.send("DEL", key) == 1
+
+
+def test_a_batch_reads_every_reply_and_returns_errors_in_place(lines: Lines) -> None:
+    key = f"line:{time.time_ns()}"
+    replies = lines.send_many([("SET", key, "x"), ("LPUSH", key, "y"), ("EVALSHA", "0" * 40, 0), ("GET", key)])
+    assert replies[0] == "OK"
+    assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert isinstance(replies[2], NoScriptError)  # redis-py's class, as callers expect
+    assert replies[3] == "x"  # the connection stayed in step
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        lines.send("LPUSH", key, "y")
+    assert lines.send("DEL", key) == 1
+
+
+def test_a_killed_connection_is_replaced_and_the_command_sent_again(lines: Lines, redis_url: str) -> None:
+    first = lines.send("CLIENT", "ID")
+    admin = redis.Redis.from_url(redis_url)
+    assert admin.client_kill_filter(_id=first) == 1
+    admin.close()
+    assert lines.send("ECHO", "again") == "again"  # sent once more on a new connection
+    assert lines.send("CLIENT", "ID") != first
+
+
+def test_a_server_that_stops_answering_times_out_instead_of_hanging() -> None:
+    """A listener that accepts and then says nothing: the kernel timeout ends the read."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.recv(65536)  # the handshake-free connection's first command, never answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    silent = Lines(redis.ConnectionPool(host="127.0.0.1", port=port, socket_timeout=0.3, socket_connect_timeout=1))
+    started = time.monotonic()
+    with pytest.raises(RedisTimeoutError):
+        silent.send("PING")
+    assert time.monotonic() - started < 3  # two tries of 0.3 s each, not a hang
+    silent.close()
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_each_thread_and_each_forked_process_has_its_own_connection(lines: Lines, redis_url: str) -> None:
+    ids: dict[str, int] = {"main": lines.send("CLIENT", "ID")}
+
+    def other() -> None:
+        ids["thread"] = lines.send("CLIENT", "ID")
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join()
+    assert ids["thread"] != ids["main"]
+    assert lines.send("CLIENT", "ID") == ids["main"]  # kept, not reopened
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not use its parent's socket
+        try:
+            os.write(write, str(lines.send("CLIENT", "ID")).encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(os.read(read, 64)) not in (ids["main"], ids["thread"])
+    assert lines.send("CLIENT", "ID") == ids["main"]  # the parent's connection is intact
