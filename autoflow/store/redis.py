@@ -76,6 +76,7 @@ class RedisStore(RedisControl, RedisCatalog):
         self._key_cache: dict[str, list[str]] = {}
         self._facts: dict[str, _Facts] = {}  # see _run_facts
         self._facts_lock = threading.Lock()
+        self._topologies: dict[int, tuple[Sequence[NodeSeed], tuple[str, list[Any]]]] = {}  # see _topology
         self._wire = RedisLane(client, _RUN_SCRIPTS, _GLOBAL_SCRIPTS)  # the hot path's connections and Lua
         self._scripts = self._wire.scripts
 
@@ -194,7 +195,8 @@ class RedisStore(RedisControl, RedisCatalog):
         follows in the same batch."""
         if run.idempotency_key:  # one key names one run: its id comes from the key
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
-        fields = {
+        topology = self._topology(nodes)
+        fields: dict[str, Any] = {
             "id": run.id,
             "workflow": run.workflow,
             "digest": run.digest,
@@ -215,27 +217,14 @@ class RedisStore(RedisControl, RedisCatalog):
             "queued": 0,
             "failed": 0,
             "n_ok": 0,
-            "roots": ",".join(n.id for n in nodes if not n.parents),
+            "roots": topology[0],
             "parent_run": run.parent_run_id or "",
             "parent_node": run.parent_node_id or "",
             "workflow_id": run.workflow_id or "",
             "workflow_version": run.workflow_version or "",
         }
-        seeds = [
-            [
-                n.id,
-                n.type,
-                ",".join(n.parents),
-                ",".join(n.children),
-                n.rule,
-                n.priority,
-                f"{n.when[0]}:{int(n.when[1])}" if n.when else False,
-                ",".join(n.item_parents) if n.item_parents is not None else False,
-            ]
-            for n in nodes
-        ]
         keys = self._keys(run.id)
-        args = [codec.dumps(fields), codec.dumps(seeds)]
+        args = [len(fields) * 2, *(x for pair in fields.items() for x in pair), *topology[1]]
         child = run.parent_run_id is not None
         commands: list[tuple[Any, ...]] = [("ZADD", self._g("creating"), run.created_at, run.id)]
         commands.append(self._wire.command("create", keys, args))
@@ -253,6 +242,35 @@ class RedisStore(RedisControl, RedisCatalog):
             if isinstance(reply, Exception):
                 raise reply
         return run.id, [] if admit is None else replies[-1]
+
+    def _topology(self, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any]]:
+        """The roots and create.lua's node arguments (count, ids, TOPO entries) of a run's
+        seeds: the same for every run of a definition, so formatted once per seeds object
+        (the planner hands the same one to every run of a digest)."""
+        cached = self._topologies.get(id(nodes))
+        if cached is not None and cached[0] is nodes:
+            return cached[1]
+        topos = [
+            "|".join(
+                (
+                    n.rule,
+                    str(n.priority),
+                    f"{n.when[0]}:{int(n.when[1])}" if n.when else "",
+                    str(len(n.parents)),
+                    ",".join(n.parents),
+                    ",".join(n.children),
+                    ",".join(n.item_parents) if n.item_parents is not None else "-",
+                    n.type,
+                )
+            )
+            for n in nodes
+        ]
+        made = (",".join(n.id for n in nodes if not n.parents), [len(nodes), *(n.id for n in nodes), *topos])
+        with self._facts_lock:
+            if len(self._topologies) > 256:
+                self._topologies.clear()
+            self._topologies[id(nodes)] = (nodes, made)
+        return made
 
     def _pending(self, child: bool) -> str:
         """The admission queue: sub-workflow runs wait apart, admitted whatever the limit
