@@ -415,8 +415,23 @@ class Node(Generic[P, R]):
         the arguments known only at run time (subclasses may check the rest together)."""
         self.validate_inputs(values)
 
+    @functools.cached_property
+    def _keyword_names(self) -> frozenset[str] | None:
+        """The parameter names when every parameter can be passed by keyword (the usual
+        case: the call needs no positional sorting), else None."""
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if all(p.kind in plain for p in self.params.values()):
+            return frozenset(self.params)
+        return None
+
     def invoke(self, values: Mapping[str, Any], ctx: Context | None) -> Any:
         """Call the function with validated parameter values (and the context)."""
+        names = self._keyword_names
+        if names is not None and values.keys() <= names:
+            fn: Callable[..., Any] = self.fn
+            if self.ctx_param:
+                return fn(**values, **{self.ctx_param: ctx or Context.local(self.name)})
+            return fn(**values)
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for name, param in self.params.items():

@@ -22,7 +22,16 @@ from typing import Any
 from autoflow import codec
 from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
-from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
+from autoflow.context import (
+    CancelEvent,
+    Context,
+    Credentials,
+    Defer,
+    LogBuffer,
+    TriggerInfo,
+    engine_record,
+    log_record,
+)
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
@@ -138,11 +147,9 @@ class Executor:
                 self._verified.popitem(last=False)
 
     def _plan(self, claim: Claim) -> _Plan:
-        with self._lock:
-            plan = self._plans.get(claim.digest)
-            if plan is not None:
-                self._plans.move_to_end(claim.digest)
-                return plan
+        plan = self._plans.get(claim.digest)  # a dict read needs no lock; the cache keeps the newest 256
+        if plan is not None:
+            return plan
         body = self.store.get_definition(claim.digest)
         if body is None:
             raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
@@ -361,7 +368,7 @@ class Executor:
         elapsed = (time.monotonic() - started) * 1000
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
-        done = log_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id, trusted=True)
+        done = engine_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
         return Settle("completed", partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done]))
 
     def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:

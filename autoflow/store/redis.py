@@ -447,8 +447,20 @@ class RedisStore(RedisControl, RedisCatalog):
         next_token: str | None = None,
         lease: float = 0.0,
     ) -> Progress:
-        args = (output_json, self._retention_ms, next_token or "", repr(float(lease)))
-        return self._progress(run_id, self._transition("complete", run_id, node_id, token, args, logs))
+        entries = [codec.dumps(r) for r in logs]  # a node's hot path: _transition spelled out
+        res = self._wire.call(
+            "complete",
+            self._keys(run_id),
+            node_id,
+            token,
+            output_json,
+            self._retention_ms,
+            next_token or "",
+            repr(float(lease)),
+            len(entries),
+            *entries,
+        )
+        return self._progress(run_id, res)
 
     @_guard
     def fail(

@@ -133,7 +133,11 @@ class Lines:
     def send(self, *command: Any) -> Any:
         """Send one command and return its reply (an error reply is raised). A broken
         connection is replaced and the command sent once more (idempotent commands only)."""
-        reply = self.send_many([command])[0]
+        packed = _pack(command)
+        try:
+            reply = self._exchange(packed, 1)[0]
+        except (RedisConnectionError, RedisTimeoutError):
+            reply = self._exchange(packed, 1)[0]
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -152,6 +156,8 @@ class Lines:
         line = self._line()
         try:
             line.write(packed)
+            if count == 1:
+                return [line.read()]
             return [line.read() for _ in range(count)]
         except BaseException:
             line.close()  # replies may be left unread: the connection is out of step
