@@ -69,9 +69,21 @@ class SQLiteTransitions:
             return self._claim(db, run_id, node_id, attempt, token, lease, now)
 
     def _claim(
-        self, db: sqlite3.Connection, run_id: str, node_id: str, attempt: int, token: str, lease: float, now: float
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        token: str,
+        lease: float,
+        now: float,
+        known: dict[str, str] | None = None,
+        logs: list[dict[str, Any]] | None = None,
     ) -> Claim | None:
-        """Queued/retrying/waiting → running for this attempt, in the open transaction."""
+        """Queued/retrying/waiting → running for this attempt, in the open transaction.
+        ``known``: outputs (JSON) of parents that just completed in this transaction (not
+        read again); ``logs``: where the claim's log line goes (written by the caller),
+        else it is written here."""
         row = db.execute(
             "SELECT n.status, n.attempt, n.parents, n.map_of, n.item, n.wake_at, n.n_items, r.priority,"
             " r.status AS run_status, r.cancel_requested, r.workflow, r.digest, r.inputs, r.code, r.signature"
@@ -96,14 +108,22 @@ class SQLiteTransitions:
         gather = row["n_items"] if row["map_of"] is None else None
         parents = [] if gather is not None else json.loads(row["parents"])
         values = {}
-        if parents:
-            marks = ",".join("?" * len(parents))
+        unknown = [p for p in parents if known is None or p not in known]
+        if unknown:
+            marks = ",".join("?" * len(unknown))
             for r in db.execute(
                 f"SELECT node_id, status, output, error FROM nodes WHERE run_id = ? AND node_id IN ({marks})",
-                (run_id, *parents),
+                (run_id, *unknown),
             ):
                 values[r["node_id"]] = _parent_value(r)
-        self._log(db, run_id, [engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)])
+        if known and len(unknown) < len(parents):
+            values.update({p: codec.loads(known[p]) for p in parents if p in known})
+            values = {p: values[p] for p in parents if p in values}  # in the parents' order
+        started = engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)
+        if logs is None:
+            self._log(db, run_id, [started])
+        else:
+            logs.append(started)
         return Claim(
             run_id,
             node_id,
@@ -128,7 +148,7 @@ class SQLiteTransitions:
         None (and nothing written) otherwise."""
         row = db.execute(
             "SELECT n.status, n.owner, n.attempt, n.priority AS node_priority, n.map_of, n.rule, n.parents,"
-            " r.priority, r.cancel_requested FROM nodes n JOIN runs r ON r.id = n.run_id"
+            " n.children, r.priority, r.cancel_requested FROM nodes n JOIN runs r ON r.id = n.run_id"
             " WHERE n.run_id = ? AND n.node_id = ?",
             (run_id, node_id),
         ).fetchone()
@@ -150,9 +170,10 @@ class SQLiteTransitions:
     ) -> Progress:
         with self._tx() as db:
             now = time.time()  # under the write lock: times follow the order of commits
-            row = self._held(db, run_id, node_id, token, logs)
+            row = self._held(db, run_id, node_id, token, ())
             if row is None:
                 return Progress(False)
+            lines = list(logs)  # the worker's lines and the continuation's, in one insert
             db.execute(
                 "UPDATE nodes SET status = 'completed', output = ?, error = NULL, finished_at = ?,"
                 " owner = NULL, lease_until = NULL WHERE run_id = ? AND node_id = ?",
@@ -162,15 +183,27 @@ class SQLiteTransitions:
                 db.execute("UPDATE runs SET running = running - 1 WHERE id = ?", (run_id,))
                 ready = self._item_done(db, run_id, row["priority"], row["map_of"], now)
             else:
-                ready = self._completed(db, run_id, row["priority"], node_id, row["rule"], row["parents"], now)
+                ready = self._completed(
+                    db,
+                    run_id,
+                    row["priority"],
+                    node_id,
+                    row["rule"],
+                    row["parents"],
+                    now,
+                    (row["children"], output_json),
+                )
             claim = None
             now_ready = [r for r in ready if r.eta is None]
             if next_token and now_ready:  # continue with the first ready node, in this transaction
                 first = now_ready[0]
-                claim = self._claim(db, run_id, first.node_id, first.attempt, next_token, lease, now)
+                known = None if row["map_of"] else {node_id: output_json}
+                claim = self._claim(db, run_id, first.node_id, first.attempt, next_token, lease, now, known, lines)
                 if claim is not None:
                     ready = [r for r in ready if r is not first]
-            finished = self._maybe_finish(db, run_id, now)
+            self._log(db, run_id, lines)
+            # A node of the run now runs (the continuation): it cannot have finished.
+            finished = None if claim is not None else self._maybe_finish(db, run_id, now)
         return self._done(Progress(True, ready, finished, claim))
 
     def _completed(
@@ -182,8 +215,10 @@ class SQLiteTransitions:
         rule: str,
         parents: str,
         now: float,
+        known: tuple[str, str] | None = None,
     ) -> list[Ready]:
-        """A node (not an item) completed: count it, handle failures it handled, settle."""
+        """A node (not an item) completed: count it, handle failures it handled, settle
+        (``known``: its children and output, as the caller read and wrote them)."""
         db.execute("UPDATE runs SET running = running - 1, remaining = remaining - 1 WHERE id = ?", (run_id,))
         if rule in HANDLER_RULES:
             names = json.loads(parents)
@@ -195,7 +230,7 @@ class SQLiteTransitions:
                     (run_id, *names),
                 ).rowcount
                 db.execute("UPDATE runs SET failed = failed - ? WHERE id = ?", (handled, run_id))
-        return self._settle(db, run_id, run_priority, node_id, "ok", now)
+        return self._settle(db, run_id, run_priority, node_id, "ok", now, known)
 
     def fail(
         self,
@@ -428,18 +463,29 @@ class SQLiteTransitions:
         return self._settle(db, run_id, run_priority, node_id, "fail", now)
 
     def _settle(
-        self, db: sqlite3.Connection, run_id: str, run_priority: int, node_id: str, outcome: str, now: float
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        run_priority: int,
+        node_id: str,
+        outcome: str,
+        now: float,
+        known: tuple[str, str] | None = None,
     ) -> list[Ready]:
         """Tell the children of a finished node its outcome; cascade skips. O(out-degree)
         per finished node. A child whose when= condition is this node is skipped at once
-        when the node returned the other boolean (a branch not taken)."""
+        when the node returned the other boolean (a branch not taken). ``known``: the
+        node's children and output (JSON), when the caller holds them."""
         ready: list[Ready] = []
         stack = [(node_id, outcome)]
         while stack:
             parent, result = stack.pop()
-            found = db.execute(
-                "SELECT children, output FROM nodes WHERE run_id = ? AND node_id = ?", (run_id, parent)
-            ).fetchone()
+            if parent == node_id and known is not None:
+                found: Any = {"children": known[0], "output": known[1]}
+            else:
+                found = db.execute(
+                    "SELECT children, output FROM nodes WHERE run_id = ? AND node_id = ?", (run_id, parent)
+                ).fetchone()
             for child in json.loads(found["children"]):
                 row = db.execute(
                     "SELECT status, when_node, when_value FROM nodes WHERE run_id = ? AND node_id = ?",
