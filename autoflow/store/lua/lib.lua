@@ -56,10 +56,17 @@ local function blank_state()
   return {'pending', '1', '', '', '', '0', '', '', '0', '0', '0', '0', '', '', ''}
 end
 
+-- The NFIELDS fields of a state in one match (a state written with fewer is read field by
+-- field below). Spelled out: a function library cannot call string.rep when it loads.
+local STATE_FIELDS = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|'
+  .. '([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
+
 local function get(node)
   local raw = redis.call('HGET', K.ns, node)
   if not raw then return nil end
-  local s = {}
+  local s = {string.match(raw, STATE_FIELDS)}
+  if #s == NFIELDS then return s end
+  s = {}
   for field in string.gmatch(raw .. '|', '([^|]*)|') do s[#s + 1] = field end
   for i = #s + 1, NFIELDS do s[i] = '' end
   return s
