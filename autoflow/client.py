@@ -274,7 +274,9 @@ class Client:
             workflow_id=stored.id if stored else None,
             workflow_version=stored.version if stored else None,
         )
-        new = dataclasses.replace(new, signature=sign_run(self.settings.secret_bytes, new))
+        signature = sign_run(self.settings.secret_bytes, new)
+        if signature is not None:
+            new = dataclasses.replace(new, signature=signature)
         self.start()
         run_id = self._create(new, workflow_seeds(wf))  # also admits a run found by its key
         created = True
