@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import types
@@ -125,3 +126,21 @@ def test_immediate_mode_needs_no_server(settings: af.Settings) -> None:
     assert run.status().status is RunStatus.COMPLETED  # done by the time execute returns
     assert client.backend.kind == "memory" and isinstance(client.backend.store, object)
     assert types.SimpleNamespace(x=Ready("r", "n", 1)).x.attempt == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_run_waiting_for_the_slot_starts_as_soon_as_the_run_holding_it_ends(
+    kind: str, request: pytest.FixtureRequest, settings: af.Settings
+) -> None:
+    """On Redis a worker books an ended run ahead of its next queue read (no round trip of
+    its own); the run waiting for the slot still starts at once, not after a queue poll."""
+    client = _client(kind, request, settings, workflow_concurrency=1, node_concurrency=1)
+    try:
+        runs = [client.execute(marked, tag=f"r{i}") for i in range(4)]
+        infos = [run.wait(timeout=20) for run in runs]
+        for before, after in itertools.pairwise(infos):
+            assert after.started_at is not None and before.finished_at is not None
+            assert (after.started_at - before.finished_at).total_seconds() < 0.3
+        assert client.stats().workflow.active == 0  # every run booked: no slot still held
+    finally:
+        client.close()

@@ -184,6 +184,7 @@ class _RedisStorage(PriorityRedisStorage):  # type: ignore[misc]
     def dequeue(self) -> bytes | None:
         if not self.blocking:
             return super().dequeue()  # type: ignore[no-any-return]
+        self.lines.returning()  # this thread comes back here after each message (see Lines.later)
         try:
             popped = self.lines.send("BZPOPMIN", self.queue_key, self.read_timeout)
         except RedisTimeoutError:

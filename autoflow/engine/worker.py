@@ -27,6 +27,7 @@ from autoflow.engine.reaper import Reaper
 from autoflow.engine.shipping import CodeRefused
 from autoflow.engine.signing import KEYCHECK_BLOB, keycheck
 from autoflow.models import RunStatus
+from autoflow.store.redis import RedisStore
 
 __all__ = ["Worker"]
 
@@ -96,6 +97,8 @@ class Worker:
         self.observer = observer
         dispatcher.node_handler = self._handle_node
         dispatcher.admit_handler = self.admit
+        if isinstance(store, RedisStore):  # an ended run's bookkeeping may go ahead of a queue read
+            store.on_runs_waiting = dispatcher.nudge
         self.reaper = Reaper(
             store,
             dispatcher.send,

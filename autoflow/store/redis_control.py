@@ -3,17 +3,21 @@ passes, sub-workflow bookkeeping, rate and concurrency limits, purge and waits."
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autoflow import codec
 from autoflow.models import RunStatus
 from autoflow.store.base import CRASH_MESSAGE, HeartbeatResult, Ready
+from autoflow.store.redis_lane import RedisLane
 from autoflow.store.redis_reads import DONE, DUE, LEASE, LOGS, RUN, RedisReads, _guard, _s
 
 __all__ = ["RedisControl"]
+
+log = logging.getLogger("autoflow.store")
 
 #: Seconds after which an entry of the creation journal is repaired by the reaper.
 CREATING_GRACE = 10.0
@@ -23,6 +27,10 @@ class RedisControl(RedisReads):
     """Run-level operations of :class:`~autoflow.store.redis.RedisStore`."""
 
     _scripts: dict[str, Any]
+    _wire: RedisLane
+    #: Called when an ended run's bookkeeping, sent ahead of a queue read, finds runs
+    #: waiting for admission (a worker sets it to nudge its admission consumer).
+    on_runs_waiting: Callable[[], None] | None = None
 
     def _call(self, name: str, run_id: str, *args: Any) -> Any:
         raise NotImplementedError
@@ -63,7 +71,21 @@ class RedisControl(RedisReads):
             self._g(f"done:{status.value}"),
             self._g("nstat"),
         ]
-        return int(self._eval("book", keys, run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600))) > 0
+        args = (run_id, repr(now), int(ok or 0), int(failed or 0), int(now // 3600))
+        # Put off, it goes as EVAL: a server that has not cached the script runs it all the same.
+        if self._wire.later(("EVAL", self._wire.scripts["book"].script, len(keys), *keys, *args), self._booked):
+            return False  # its reply says whether runs wait (see _booked)
+        return int(self._eval("book", keys, *args)) > 0
+
+    def _booked(self, reply: Any) -> None:
+        """The reply of a run's bookkeeping that went ahead of a queue read: when runs wait
+        for the slot it freed, ask for an admission (the workflow queue's consumer runs it,
+        as this connection's trip is not over). A failed one (the server lost its scripts)
+        is left to the reaper, which books every ended run still counted as active."""
+        if isinstance(reply, Exception):
+            log.warning("bookkeeping of an ended run failed (the reaper repeats it): %s", reply)
+        elif int(reply) > 0 and self.on_runs_waiting is not None:
+            self.on_runs_waiting()
 
     # -- leases, logs, control -------------------------------------------------------------
     @_guard

@@ -8,7 +8,7 @@ store's global scripts (admission, bookkeeping, rate and concurrency limits) as 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -84,6 +84,11 @@ class RedisLane:
         """Send ``commands`` at once and read every reply, errors returned, not raised
         (see ``redis_line.Lines.send_many``; send idempotent commands only)."""
         return self._lines.send_many(commands)
+
+    def later(self, command: tuple[Any, ...], done: Callable[[Any], None]) -> bool:
+        """Put ``command`` off until this thread's next round trip to the server (see
+        ``redis_line.Lines.later``); False: send it now."""
+        return self._lines.later(command, done)
 
     def close(self) -> None:
         self._lines.close()

@@ -16,10 +16,11 @@ as redis-py's exception classes (NoScriptError, ResponseError, ...).
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hiredis import Reader as _Reader  # redis[hiredis] is a dependency
@@ -35,6 +36,12 @@ __all__ = ["Lines"]
 
 _MORE = object()  # the reader's "not enough data yet"
 _BUFFER = 65536
+
+log = logging.getLogger("autoflow.store")
+
+#: Per thread: the servers it goes back to soon (``Lines.returning``), and the commands it
+#: put off until then (``Lines.later``), by server.
+_later = threading.local()
 
 
 class _Line:
@@ -129,6 +136,31 @@ class Lines:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._lines: list[_Line] = []
+        kwargs = pool.connection_kwargs
+        #: The server (and database) of this pool: commands put off by one pool's user go
+        #: ahead of the next trip of another pool to the same server (a store, a queue).
+        self.server = tuple(kwargs.get(k) for k in ("host", "port", "path", "db", "username"))
+
+    def returning(self) -> None:
+        """This thread makes a round trip to this server again soon and at every turn (a
+        queue consumer between messages): :meth:`later` may put commands off until then."""
+        servers: set[tuple[Any, ...]] | None = getattr(_later, "servers", None)
+        if servers is None:
+            servers = _later.servers = set()
+            _later.pending = {}
+        servers.add(self.server)
+
+    def later(self, command: tuple[Any, ...], done: Callable[[Any], None]) -> bool:
+        """Put ``command`` off until this thread's next round trip to this server, on any
+        Lines (it goes ahead of that trip's commands): one round trip less. ``done`` gets
+        its reply (an error as its exception) as soon as it is read; it must not use the
+        connection being read, whose trip is not over. False where this thread makes no
+        such trip soon (see :meth:`returning`): send the command now."""
+        servers: set[tuple[Any, ...]] | None = getattr(_later, "servers", None)
+        if servers is None or self.server not in servers:
+            return False
+        _later.pending.setdefault(self.server, []).append((command, done))
+        return True
 
     def send(self, *command: Any) -> Any:
         """Send one command and return its reply (an error reply is raised). A broken
@@ -154,13 +186,22 @@ class Lines:
 
     def _exchange(self, packed: bytes, count: int) -> list[Any]:
         line = self._line()
+        held = _later.pending.pop(self.server, None) if getattr(_later, "servers", None) else None
+        if held:  # commands this thread put off go first
+            packed = b"".join([_pack(command) for command, _ in held]) + packed
         try:
             line.write(packed)
+            if held:
+                replies = [line.read() for _ in held]
+                for (_, done), reply in zip(held, replies, strict=True):
+                    _deliver(done, reply)
             if count == 1:
                 return [line.read()]
             return [line.read() for _ in range(count)]
         except BaseException:
             line.close()  # replies may be left unread: the connection is out of step
+            if held and not _later.pending.get(self.server):  # sent again with the retry
+                _later.pending[self.server] = held
             raise
 
     def _line(self) -> _Line:
@@ -181,6 +222,15 @@ class Lines:
             lines, self._lines = self._lines, []
         for line in lines:
             line.close()
+
+
+def _deliver(done: Callable[[Any], None], reply: Any) -> None:
+    """Hand a put-off command its reply; its failure is logged, never raised into the
+    trip that carried it (whose replies must all be read)."""
+    try:
+        done(reply)
+    except Exception:
+        log.exception("handling the reply of a command sent ahead of a round trip failed")
 
 
 def _pack(command: tuple[Any, ...]) -> bytes:

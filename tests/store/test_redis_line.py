@@ -14,7 +14,15 @@ import redis
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from autoflow.store import redis_line
 from autoflow.store.redis_line import Lines
+
+
+@pytest.fixture(autouse=True)
+def _not_returning() -> Iterator[None]:
+    """A test that marks its thread as a queue consumer's (``returning``) unmarks it."""
+    yield
+    redis_line._later.__dict__.clear()
 
 
 @pytest.fixture
@@ -103,3 +111,45 @@ def test_each_thread_and_each_forked_process_has_its_own_connection(lines: Lines
     os.waitpid(pid, 0)
     assert int(os.read(read, 64)) not in (ids["main"], ids["thread"])
     assert lines.send("CLIENT", "ID") == ids["main"]  # the parent's connection is intact
+
+
+def test_a_command_put_off_goes_ahead_of_the_next_trip_to_the_same_server(redis_url: str) -> None:
+    """A queue consumer's thread (``returning``) may put a command off: it rides ahead of
+    the next round trip to that server, on any pool, and its reply is handed over first."""
+    store = Lines(redis.ConnectionPool.from_url(redis_url, decode_responses=True))
+    queue = Lines(redis.ConnectionPool.from_url(redis_url))  # another pool: bytes, like Huey's
+    key = f"later:{time.time_ns()}"
+    seen: list[object] = []
+    try:
+        assert not store.later(("SET", key, "x"), seen.append)  # not a returning thread: send now
+        queue.returning()
+        assert store.later(("INCR", key), seen.append)
+        assert store.later(("LPUSH", key, "wrong type"), seen.append)
+        assert seen == []
+        assert store.send("EXISTS", key) == 1  # the store's own next trip carried them
+        assert seen[0] == 1 and isinstance(seen[1], ResponseError)
+        assert store.later(("INCR", key), lambda reply: seen.append(("second", reply)))
+        assert queue.send("GET", key) == b"2"  # carried by the queue's trip, before its GET
+        assert seen[-1] == ("second", 2)
+    finally:
+        store.send("DEL", key)
+        store.close()
+        queue.close()
+
+
+def test_a_command_put_off_survives_a_broken_trip(redis_url: str) -> None:
+    lines = Lines(redis.ConnectionPool.from_url(redis_url, decode_responses=True))
+    key = f"later:{time.time_ns()}"
+    seen: list[object] = []
+    try:
+        lines.returning()
+        first = lines.send("CLIENT", "ID")
+        admin = redis.Redis.from_url(redis_url)
+        admin.client_kill_filter(_id=first)
+        admin.close()
+        assert lines.later(("INCR", key), seen.append)
+        assert lines.send("ECHO", "after") == "after"  # the trip is made again, with it
+        assert seen == [1] and lines.send("GET", key) == "1"
+    finally:
+        lines.send("DEL", key)
+        lines.close()
