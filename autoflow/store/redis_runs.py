@@ -1,0 +1,232 @@
+"""Redis store, runs coming to life: definitions and blobs, creation (journaled,
+idempotent, in one batch with the admission), admission and start. A client's own new run
+starts in the round trip that also sends its first queue messages."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from autoflow import codec
+from autoflow.store.base import NewRun, NodeSeed, QueueCommands, Ready
+from autoflow.store.redis_control import RedisControl
+from autoflow.store.redis_lane import lost_script
+from autoflow.store.redis_reads import _guard, _s
+from autoflow.store.rules import message_priority
+
+__all__ = ["RedisRuns"]
+
+
+class RedisRuns(RedisControl):
+    """Run creation, admission and start of :class:`~autoflow.store.redis.RedisStore`."""
+
+    ns: str
+    _facts_lock: threading.Lock
+    _topologies: dict[int, tuple[Sequence[NodeSeed], tuple[str, list[Any]]]]  # see _topology
+
+    @_guard
+    def put_definition(self, digest: str, body: str) -> None:
+        self.r.set(f"{self.ns}:def:{digest}", body, nx=True)
+
+    @_guard
+    def get_definition(self, digest: str) -> str | None:
+        value = self.r.get(f"{self.ns}:def:{digest}")
+        return None if value is None else _s(value)
+
+    @_guard
+    def put_blob(self, key: str, data: bytes) -> None:
+        self.r.set(f"{self.ns}:blob:{key}", base64.b64encode(data).decode())
+
+    @_guard
+    def get_blob(self, key: str) -> bytes | None:
+        value = self.r.get(f"{self.ns}:blob:{key}")
+        return None if value is None else base64.b64decode(value)
+
+    @_guard
+    def create_run(self, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
+        """One round trip: journal the creation, create the run atomically (unless its id,
+        derived from an idempotency key, exists), then index it. A client dying half-way
+        leaves a journal entry the reaper repairs, never an invisible pending run."""
+        return self._create(run, nodes, None)[0]
+
+    @_guard
+    def create_and_admit(
+        self, run: NewRun, nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[str, list[Ready]]:
+        """:meth:`create_run` with the admission in the same round trip (a client's
+        execute), then the admitted runs started. With ``enqueue``, the new run starts
+        in one more round trip that also sends the messages of its roots: the ones a start
+        makes ready (a message the start did not confirm is dropped at its claim)."""
+        run_id, admitted = self._create(run, nodes, limit)
+        others = [_s(i) for i in admitted[1:] if _s(i) != run_id]
+        ready = [r for other in others for r in self._start(other)]
+        if len(others) == len(admitted) - 1:  # the new run was not admitted (or found)
+            return run_id, ready
+        guess = [Ready(run_id, n.id, 1, message_priority(run.priority, n.priority)) for n in nodes if not n.parents]
+        sent = enqueue(guess) if enqueue is not None else None
+        if not sent:
+            return run_id, ready + self._start(run_id)
+        start = self._wire.command("start", self._keys(run_id), [])
+        reply = self._wire.send_many([start, *sent])[0]
+        if isinstance(reply, Exception):  # e.g. the server lost the functions: start as usual
+            if not lost_script(reply):
+                raise reply
+            return run_id, ready + self._start(run_id)
+        started = self._started(run_id, reply)
+        return run_id, ready + [r for r in started if r not in guess]
+
+    def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
+        """Create (see :meth:`create_run`); with ``admit``, the admission script's reply
+        follows in the same batch."""
+        if run.idempotency_key:  # one key names one run: its id comes from the key
+            run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
+        topology = self._topology(nodes)
+        fields: dict[str, Any] = {
+            "id": run.id,
+            "workflow": run.workflow,
+            "digest": run.digest,
+            "status": "pending",
+            "priority": run.priority,
+            "inputs": codec.dumps(run.inputs),
+            "output_tpl": codec.dumps(run.output),
+            "user_id": run.user_id or "",
+            "organization_id": run.organization_id or "",
+            "trigger": run.trigger,
+            "trigger_data": codec.dumps(run.trigger_data),
+            "idempotency_key": run.idempotency_key or "",
+            "signature": run.signature or "",
+            "code": run.code or "",
+            "created_at": repr(run.created_at),
+            "remaining": len(nodes),
+            "running": 0,
+            "queued": 0,
+            "failed": 0,
+            "n_ok": 0,
+            "roots": topology[0],
+            "parent_run": run.parent_run_id or "",
+            "parent_node": run.parent_node_id or "",
+            "workflow_id": run.workflow_id or "",
+            "workflow_version": run.workflow_version or "",
+        }
+        keys = self._keys(run.id)
+        args = [len(fields) * 2, *(x for pair in fields.items() for x in pair), *topology[1]]
+        child = run.parent_run_id is not None
+        commands: list[tuple[Any, ...]] = [("ZADD", self._g("creating"), run.created_at, run.id)]
+        commands.append(self._wire.command("create", keys, args))
+        commands += self._index_commands(run.id, run.workflow, run.priority, run.created_at, child)
+        if run.organization_id:  # the organization's history index (run queries by tenant)
+            commands.append(("ZADD", self._g(f"org:{run.organization_id}"), "NX", run.created_at, run.id))
+        if admit is not None:
+            commands.append(self._wire.command("admit", self._admit_keys(), [admit]))
+        replies = self._wire.send_many(commands)
+        if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
+            self._wire.reload("create", "admit")
+            commands[1] = self._wire.command("create", keys, args)
+            replies = self._wire.send_many(commands)  # every command is idempotent
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return run.id, [] if admit is None else replies[-1]
+
+    def _topology(self, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any]]:
+        """The roots and create.lua's node arguments (count, ids, TOPO entries) of a run's
+        seeds: the same for every run of a definition, so formatted once per seeds object
+        (the planner hands the same one to every run of a digest)."""
+        cached = self._topologies.get(id(nodes))
+        if cached is not None and cached[0] is nodes:
+            return cached[1]
+        topos = [
+            "|".join(
+                (
+                    n.rule,
+                    str(n.priority),
+                    f"{n.when[0]}:{int(n.when[1])}" if n.when else "",
+                    str(len(n.parents)),
+                    ",".join(n.parents),
+                    ",".join(n.children),
+                    ",".join(n.item_parents) if n.item_parents is not None else "-",
+                    n.type,
+                )
+            )
+            for n in nodes
+        ]
+        made = (",".join(n.id for n in nodes if not n.parents), [len(nodes), *(n.id for n in nodes), *topos])
+        with self._facts_lock:
+            if len(self._topologies) > 256:
+                self._topologies.clear()
+            self._topologies[id(nodes)] = (nodes, made)
+        return made
+
+    def _pending(self, child: bool) -> str:
+        """The admission queue: sub-workflow runs wait apart, admitted whatever the limit
+        (their parent already holds a slot; waiting for another would deadlock)."""
+        return self._g("pending_sub" if child else "pending")
+
+    def _index(self, pipe: Any, run_id: str, workflow: str, priority: int, created_at: float, child: bool) -> None:
+        """Queue the global index updates of a created run on ``pipe`` (see
+        :meth:`_index_commands`)."""
+        for command in self._index_commands(run_id, workflow, priority, created_at, child):
+            pipe.execute_command(*command)
+
+    def _index_commands(
+        self, run_id: str, workflow: str, priority: int, created_at: float, child: bool
+    ) -> list[tuple[Any, ...]]:
+        """The global index updates of a created run (all idempotent: a run found again by
+        its key keeps its place), then the removal of its journal entry."""
+        return [
+            ("ZADD", self._pending(child), "NX", -priority, run_id),
+            ("ZADD", self._g("runs"), "NX", created_at, run_id),
+            ("ZADD", self._g(f"wf:{workflow}"), "NX", created_at, run_id),
+            ("ZREM", self._g("creating"), run_id),
+        ]
+
+    def _ready(self, run_id: str, flat: Sequence[Any]) -> list[Ready]:
+        out = []
+        for i in range(0, len(flat), 4):
+            eta = _s(flat[i + 3])
+            out.append(Ready(run_id, _s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), float(eta) if eta else None))
+        return out
+
+    @_guard
+    def admit(self, limit: int) -> list[Ready]:
+        return self._start_admitted(self._eval("admit", self._admit_keys(), limit))
+
+    def _admit_keys(self) -> list[str]:
+        return [self._g("pending"), self._g("active"), self._g("active_sub"), self._pending(True)]
+
+    def _start_admitted(self, reply: Sequence[Any]) -> list[Ready]:
+        """Start the runs an admission picked (its reply: {#sub-workflow runs, ids...})."""
+        ready: list[Ready] = []
+        for run_id in reply[1:]:
+            ready += self._start(_s(run_id))
+        return ready
+
+    @_guard
+    def start_run(self, run_id: str) -> list[Ready]:
+        """Start one pending run now, whatever the concurrency (sub-workflow runs: their
+        parent already holds a slot)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self._pending(True), run_id)
+        pipe.zrem(self._pending(False), run_id)
+        pipe.sadd(self._g("active"), run_id)
+        pipe.sadd(self._g("active_sub"), run_id)
+        pipe.execute()
+        return self._start(run_id)
+
+    def _start(self, run_id: str) -> list[Ready]:
+        return self._started(run_id, self._call("start", run_id))
+
+    def _started(self, run_id: str, res: Sequence[Any]) -> list[Ready]:
+        """The messages of a run's start (``res``: start.lua's reply)."""
+        status = _s(res[0])
+        if status == "started":
+            return self._ready(run_id, res[1:])
+        # Not pending any more: a run started earlier stays active (it was picked again
+        # from a stray index entry); one that ended, vanished or never started leaves.
+        if status not in ("running", "paused") or len(res) < 2 or _s(res[1]) != "1":
+            self.r.srem(self._g("active"), run_id)
+            self.r.srem(self._g("active_sub"), run_id)
+        return []
