@@ -12,6 +12,7 @@ import pytest
 import autoflow as af
 from autoflow.models import RunStatus
 from autoflow.store.base import Ready
+from autoflow.store.redis import RedisStore
 
 _order: list[str] = []
 _order_lock = threading.Lock()
@@ -144,3 +145,32 @@ def test_a_run_waiting_for_the_slot_starts_as_soon_as_the_run_holding_it_ends(
         assert client.stats().workflow.active == 0  # every run booked: no slot still held
     finally:
         client.close()
+
+
+@af.node(retries=0)
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@af.workflow(name="napping")
+def _napping(seconds: float = 0.5):
+    return _nap(seconds)
+
+
+def test_a_run_that_ends_while_its_worker_stops_is_booked(redis_url: str, settings: af.Settings) -> None:
+    """A worker thread puts an ended run's bookkeeping off until its next queue read; a
+    stopping worker makes none, so it sends it as it stops: the slot is freed at once."""
+    client = af.Client(redis_url, settings=settings.model_copy(update={"workflow_concurrency": 1}), workers=1)
+    run = client.execute(_napping, seconds=0.5)
+    time.sleep(0.2)
+    client.close()  # graceful: the running node finishes first
+    watcher = af.Client(redis_url, settings=settings, workers=0)
+    try:
+        assert watcher.status(run.id).status is RunStatus.COMPLETED
+        store = watcher.backend.store
+        assert isinstance(store, RedisStore)
+        assert store.r.smembers(store._g("active")) == set()  # its slot is free
+        assert store.r.zscore(store._g("done:completed"), run.id) is not None  # in the history
+    finally:
+        watcher.close()

@@ -186,7 +186,8 @@ class _RedisStorage(PriorityRedisStorage):  # type: ignore[misc]
             return super().dequeue()  # type: ignore[no-any-return]
         self.lines.returning()  # this thread comes back here after each message (see Lines.later)
         try:
-            popped = self.lines.send("BZPOPMIN", self.queue_key, self.read_timeout)
+            # Not sent again after a timeout: the pop may have happened, its reply lost.
+            popped = self.lines.send("BZPOPMIN", self.queue_key, self.read_timeout, again_after_timeout=False)
         except RedisTimeoutError:
             return None
         return None if not popped else bytes(popped[1][8:])  # (key, prefix + message, score)
@@ -318,6 +319,9 @@ class HueyDispatcher:
         self.node_handler: Callable[[str, str, int], None] | None = None
         self.admit_handler: Callable[[], None] | None = None
         self._wake = threading.Condition() if not nodes.storage.blocking else None
+        for huey in (nodes, workflows):
+            if isinstance(huey.storage, _RedisStorage):  # a stopping consumer sends what it put off
+                huey.on_shutdown(name="autoflow-flush")(huey.storage.lines.flush)
         self._node_task = nodes.task(name=NODE_TASK)(self._on_node)
         self._admit_task = workflows.task(name=ADMIT_TASK)(self._on_admit)
 
@@ -387,12 +391,12 @@ class HueyDispatcher:
         if items:
             self._notify()
 
-    def queue_commands(self, items: Sequence[Ready]) -> list[tuple[Any, ...]] | None:
+    def queue_commands(self, items: Sequence[Ready], server: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
         """The Redis command that enqueues ``items`` (ready now, no eta), for a store to
-        send in the same round trip as the transition that makes them ready; None when
-        the queue is not on Redis."""
+        send to ``server`` (see ``redis_line.Lines.server``) in the same round trip as the
+        transition that makes them ready; None when the queue is not there."""
         storage = self.nodes.storage
-        if not isinstance(storage, _RedisStorage) or not items:
+        if not isinstance(storage, _RedisStorage) or storage.lines.server != server or not items:
             return None
         return [storage.enqueue_command([(self.nodes.serialize_task(self._task(i)), i.priority) for i in items])]
 

@@ -10,6 +10,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from autoflow.store.base import Ready
 
@@ -31,7 +32,7 @@ class InlineDispatcher:
         for item in items:
             heapq.heappush(self._heap, (item.eta or 0.0, -item.priority, next(self._seq), item))
 
-    def queue_commands(self, items: Sequence[Ready]) -> None:
+    def queue_commands(self, items: Sequence[Ready], server: tuple[Any, ...]) -> None:
         """Not a Redis queue: messages go through :meth:`send`."""
         return None
 

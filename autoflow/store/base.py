@@ -84,10 +84,10 @@ class Ready:
     eta: float | None = None
 
 
-#: The Redis commands that enqueue node messages (``Dispatcher.queue_commands``; None
-#: when the queue is elsewhere), for a store that can send them with the transition
-#: that makes the messages ready.
-QueueCommands = Callable[[Sequence[Ready]], "list[tuple[Any, ...]] | None"]
+#: The Redis commands that enqueue node messages (``Dispatcher.queue_commands``), given
+#: the server (and database) a store would send them to: None when the queue is elsewhere.
+#: For a store that can send them with the transition that makes the messages ready.
+QueueCommands = Callable[[Sequence[Ready], "tuple[Any, ...]"], "list[tuple[Any, ...]] | None"]
 
 
 @dataclass(frozen=True)

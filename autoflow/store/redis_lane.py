@@ -85,6 +85,11 @@ class RedisLane:
         (see ``redis_line.Lines.send_many``; send idempotent commands only)."""
         return self._lines.send_many(commands)
 
+    @property
+    def server(self) -> tuple[Any, ...]:
+        """The server (and database) these connections reach (``redis_line.Lines.server``)."""
+        return self._lines.server
+
     def later(self, command: tuple[Any, ...], done: Callable[[Any], None]) -> bool:
         """Put ``command`` off until this thread's next round trip to the server (see
         ``redis_line.Lines.later``); False: send it now."""

@@ -20,6 +20,7 @@ import logging
 import socket
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,18 +47,21 @@ _later = threading.local()
 
 class _Line:
     """One connection: redis-py's (it connected and authenticated), and where the socket
-    is plain TCP or unix, that socket used directly."""
+    is plain TCP or unix, that socket used directly (``raw``)."""
 
-    __slots__ = ("buf", "conn", "reader", "sock")
+    __slots__ = ("buf", "busy", "closed", "conn", "raw", "reader", "sock")
 
-    def __init__(self, conn: Any, timeout: float | None) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.sock: socket.socket | None = None
+        self.busy = False  # a trip is under way (see Lines._exchange)
+        self.closed = False
         self.reader: Any = None
         self.buf = bytearray(_BUFFER)
         conn.connect()
         sock = conn._sock
-        if type(sock) is not socket.socket:  # TLS: redis-py reads it
+        self.sock: socket.socket = sock
+        self.raw = type(sock) is socket.socket and _kernel_timeouts(sock, conn.socket_timeout)
+        if not self.raw:  # TLS, or no kernel timeouts here: redis-py reads it
             return
         encoder = conn.encoder
         options: dict[str, Any] = {
@@ -69,41 +73,33 @@ class _Line:
         if encoder.decode_responses:
             options["encoding"] = encoder.encoding
         self.reader = _Reader(**options)
-        if timeout:
-            seconds = int(timeout)
-            limit = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-        sock.settimeout(None)  # blocking: the kernel times out, Python need not poll
-        self.sock = sock
 
     def write(self, packed: bytes) -> None:
-        sock = self.sock
-        if sock is None:
+        if not self.raw:
             self.conn.send_packed_command(packed, check_health=False)
             return
         try:
-            sock.sendall(packed)
+            self.sock.sendall(packed)
         except OSError as exc:
             raise self._broken(exc, "writing to") from None
 
     def read(self) -> Any:
         """The next reply; an error reply is returned as its exception."""
-        if self.sock is None:
+        if not self.raw:
             try:
                 return self.conn.read_response()
             except ResponseError as exc:
                 return exc
-        reader = self.reader
+        reader, sock, buf = self.reader, self.sock, self.buf
         reply = reader.gets()
         while reply is _MORE:
             try:
-                n = self.sock.recv_into(self.buf)
-            except OSError as exc:
+                n = sock.recv_into(buf)
+            except OSError as exc:  # also a socket closed meanwhile by another thread (close())
                 raise self._broken(exc, "reading from") from None
             if not n:
                 raise self._broken(None, "reading from")
-            reader.feed(self.buf, 0, n)
+            reader.feed(buf, 0, n)
             reply = reader.gets()
         return reply
 
@@ -117,8 +113,28 @@ class _Line:
         return RedisConnectionError(f"Error {exc.errno} while {where}: {exc.strerror or exc}")
 
     def close(self) -> None:
-        self.sock = None
+        self.closed = True
         self.conn.disconnect()
+
+
+def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> bool:
+    """Make ``sock`` blocking with ``timeout`` kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO,
+    so Python need not poll before each read). False where the platform refuses that
+    timeval (the socket is left as it was)."""
+    if timeout:
+        seconds = int(timeout)
+        limit = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        except OSError:
+            return False
+    sock.settimeout(None)
+    return True
+
+
+class _Holder:
+    """Held in a thread's local storage: dropped with the thread, it closes its connection."""
 
 
 class Lines:
@@ -151,24 +167,31 @@ class Lines:
         servers.add(self.server)
 
     def later(self, command: tuple[Any, ...], done: Callable[[Any], None]) -> bool:
-        """Put ``command`` off until this thread's next round trip to this server, on any
-        Lines (it goes ahead of that trip's commands): one round trip less. ``done`` gets
-        its reply (an error as its exception) as soon as it is read; it must not use the
-        connection being read, whose trip is not over. False where this thread makes no
-        such trip soon (see :meth:`returning`): send the command now."""
+        """Put ``command`` (idempotent: a broken trip sends it again) off until this
+        thread's next round trip to this server, on any Lines (it goes ahead of that
+        trip's commands): one round trip less. ``done`` gets its reply (an error as its
+        exception) as soon as it is read, while that trip is still under way (a send it
+        makes on the same Lines goes on a spare connection). False where this thread makes
+        no such trip soon (see :meth:`returning`): send the command now."""
         servers: set[tuple[Any, ...]] | None = getattr(_later, "servers", None)
         if servers is None or self.server not in servers:
             return False
         _later.pending.setdefault(self.server, []).append((command, done))
         return True
 
-    def send(self, *command: Any) -> Any:
+    def send(self, *command: Any, again_after_timeout: bool = True) -> Any:
         """Send one command and return its reply (an error reply is raised). A broken
-        connection is replaced and the command sent once more (idempotent commands only)."""
+        connection is replaced and the command sent once more (idempotent commands only);
+        after a timeout too, unless ``again_after_timeout`` is False (a blocking pop: its
+        reply may have been lost, not its effect)."""
         packed = _pack(command)
         try:
             reply = self._exchange(packed, 1)[0]
-        except (RedisConnectionError, RedisTimeoutError):
+        except RedisTimeoutError:
+            if not again_after_timeout:
+                raise
+            reply = self._exchange(packed, 1)[0]
+        except RedisConnectionError:
             reply = self._exchange(packed, 1)[0]
         if isinstance(reply, ResponseError):
             raise reply
@@ -184,15 +207,30 @@ class Lines:
         except (RedisConnectionError, RedisTimeoutError):
             return self._exchange(packed, len(commands))
 
+    def flush(self) -> None:
+        """Send now what this thread put off for this server (a consumer thread that stops
+        makes no further trip); a failure is logged (the reaper repeats bookkeeping)."""
+        if getattr(_later, "servers", None) and _later.pending.get(self.server):
+            try:
+                self._exchange(b"", 0)
+            except Exception:
+                log.warning("sending put-off commands failed (the reaper repeats them)", exc_info=True)
+
     def _exchange(self, packed: bytes, count: int) -> list[Any]:
         line = self._line()
+        spare = line.busy  # a put-off command's callback sends while this connection's trip is on
+        if spare:
+            line = self._open()
         held = _later.pending.pop(self.server, None) if getattr(_later, "servers", None) else None
         if held:  # commands this thread put off go first
             packed = b"".join([_pack(command) for command, _ in held]) + packed
+        delivered = 0
+        line.busy = True
         try:
             line.write(packed)
             if held:
                 replies = [line.read() for _ in held]
+                delivered = len(held)
                 for (_, done), reply in zip(held, replies, strict=True):
                     _deliver(done, reply)
             if count == 1:
@@ -200,22 +238,29 @@ class Lines:
             return [line.read() for _ in range(count)]
         except BaseException:
             line.close()  # replies may be left unread: the connection is out of step
-            if held and not _later.pending.get(self.server):  # sent again with the retry
-                _later.pending[self.server] = held
+            if held and delivered < len(held):  # not done yet: with the next trip (the retry)
+                _later.pending[self.server] = held[delivered:] + _later.pending.get(self.server, [])
             raise
+        finally:
+            line.busy = False
+            if spare:
+                line.close()
 
     def _line(self) -> _Line:
         """This thread's connection (a new one in a new thread, a forked process, or after
-        the last one broke)."""
+        the last one broke). It is closed when the thread ends."""
         local = self._local
         line: _Line | None = getattr(local, "line", None)
-        if line is None or local.pid != codec.current_pid() or not line.conn._sock:
-            kwargs = self._pool.connection_kwargs
-            line = _Line(self._pool.connection_class(**kwargs), kwargs.get("socket_timeout"))
-            local.line, local.pid = line, codec.current_pid()
-            with self._lock:  # forget the closed ones (a broken connection, a fork)
-                self._lines = [old for old in self._lines if old.sock is not None or old.conn._sock] + [line]
+        if line is None or local.pid != codec.current_pid() or line.closed:
+            line = self._open()
+            local.line, local.pid, local.holder = line, codec.current_pid(), _Holder()
+            weakref.finalize(local.holder, line.close)
+            with self._lock:  # forget the closed ones (a broken connection, a fork, a thread gone)
+                self._lines = [old for old in self._lines if not old.closed] + [line]
         return line
+
+    def _open(self) -> _Line:
+        return _Line(self._pool.connection_class(**self._pool.connection_kwargs))
 
     def close(self) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ class RedisRuns(RedisControl):
 
     ns: str
     _facts_lock: threading.Lock
-    _topologies: dict[int, tuple[Sequence[NodeSeed], tuple[str, list[Any]]]]  # see _topology
+    _topologies: dict[str, tuple[tuple[NodeSeed, ...], tuple[str, list[Any]]]]  # see _topology
 
     @_guard
     def put_definition(self, digest: str, body: str) -> None:
@@ -66,16 +66,18 @@ class RedisRuns(RedisControl):
         if len(others) == len(admitted) - 1:  # the new run was not admitted (or found)
             return run_id, ready
         guess = [Ready(run_id, n.id, 1, message_priority(run.priority, n.priority)) for n in nodes if not n.parents]
-        sent = enqueue(guess) if enqueue is not None else None
+        sent = enqueue(guess, self._wire.server) if enqueue is not None else None
         if not sent:
             return run_id, ready + self._start(run_id)
         start = self._wire.command("start", self._keys(run_id), [])
-        reply = self._wire.send_many([start, *sent])[0]
+        reply, *queued = self._wire.send_many([start, *sent])
         if isinstance(reply, Exception):  # e.g. the server lost the functions: start as usual
             if not lost_script(reply):
                 raise reply
             return run_id, ready + self._start(run_id)
         started = self._started(run_id, reply)
+        if any(isinstance(q, Exception) for q in queued):  # not queued after all: the caller sends them
+            return run_id, ready + started
         return run_id, ready + [r for r in started if r not in guess]
 
     def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
@@ -83,7 +85,7 @@ class RedisRuns(RedisControl):
         follows in the same batch."""
         if run.idempotency_key:  # one key names one run: its id comes from the key
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
-        topology = self._topology(nodes)
+        topology = self._topology(run.digest, nodes)
         fields: dict[str, Any] = {
             "id": run.id,
             "workflow": run.workflow,
@@ -131,12 +133,13 @@ class RedisRuns(RedisControl):
                 raise reply
         return run.id, [] if admit is None else replies[-1]
 
-    def _topology(self, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any]]:
+    def _topology(self, digest: str, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any]]:
         """The roots and create.lua's node arguments (count, ids, TOPO entries) of a run's
-        seeds: the same for every run of a definition, so formatted once per seeds object
-        (the planner hands the same one to every run of a digest)."""
-        cached = self._topologies.get(id(nodes))
-        if cached is not None and cached[0] is nodes:
+        seeds: the same for every run of a definition, so formatted once per digest (and
+        checked to come from the same seeds: the planner hands the same object every time,
+        a sub-workflow's equal ones)."""
+        cached = self._topologies.get(digest)
+        if cached is not None and (cached[0] is nodes or cached[0] == tuple(nodes)):
             return cached[1]
         topos = [
             "|".join(
@@ -155,9 +158,9 @@ class RedisRuns(RedisControl):
         ]
         made = (",".join(n.id for n in nodes if not n.parents), [len(nodes), *(n.id for n in nodes), *topos])
         with self._facts_lock:
-            if len(self._topologies) > 256:
-                self._topologies.clear()
-            self._topologies[id(nodes)] = (nodes, made)
+            while len(self._topologies) >= 256:  # the oldest definition goes
+                self._topologies.pop(next(iter(self._topologies)))
+            self._topologies[digest] = (nodes if isinstance(nodes, tuple) else tuple(nodes), made)
         return made
 
     def _pending(self, child: bool) -> str:

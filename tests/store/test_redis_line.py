@@ -153,3 +153,55 @@ def test_a_command_put_off_survives_a_broken_trip(redis_url: str) -> None:
     finally:
         lines.send("DEL", key)
         lines.close()
+
+
+def test_a_finished_threads_connection_is_closed(redis_url: str) -> None:
+    lines = Lines(redis.ConnectionPool.from_url(redis_url))
+    ids: list[int] = []
+
+    def once() -> None:
+        ids.append(lines.send("CLIENT", "ID"))
+
+    for _ in range(5):
+        worker = threading.Thread(target=once)
+        worker.start()
+        worker.join()
+    admin = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and {c["id"] for c in admin.client_list()} & set(ids):
+        time.sleep(0.01)
+    assert not {c["id"] for c in admin.client_list()} & set(ids)
+    admin.close()
+    lines.close()
+
+
+def test_a_send_from_a_callback_during_a_trip_takes_a_spare_connection(redis_url: str) -> None:
+    """A put-off command's callback runs while its trip is under way: a send it makes on
+    the same Lines must not read that trip's replies."""
+    lines = Lines(redis.ConnectionPool.from_url(redis_url, decode_responses=True))
+    key = f"later:{time.time_ns()}"
+    nested: list[object] = []
+    try:
+        lines.returning()
+        assert lines.later(("INCR", key), lambda reply: nested.append(lines.send("INCRBY", key, 10)))
+        assert lines.send("ECHO", "outer") == "outer"
+        assert nested == [11]
+    finally:
+        lines.send("DEL", key)
+        lines.close()
+
+
+def test_a_put_off_command_whose_reply_was_handed_over_is_not_sent_again(redis_url: str) -> None:
+    lines = Lines(redis.ConnectionPool.from_url(redis_url, decode_responses=True, socket_timeout=0.3))
+    key = f"later:{time.time_ns()}"
+    seen: list[object] = []
+    try:
+        lines.returning()
+        assert lines.later(("INCR", key), seen.append)
+        with pytest.raises(RedisTimeoutError):  # the trip's own reply never comes in time
+            lines.send("BLPOP", f"{key}:empty", 2, again_after_timeout=False)
+        lines.flush()
+        assert seen == [1] and lines.send("GET", key) == "1"
+    finally:
+        lines.send("DEL", key)
+        lines.close()
