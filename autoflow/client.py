@@ -402,27 +402,31 @@ class Client:
         return self.catalog.load(stored)
 
     # -- one run ---------------------------------------------------------------------------
-    def run(self, run_id: str) -> Run:
+    def run(self, run_id: str | Run) -> Run:
         """A handle on an existing run (NotFoundError if unknown)."""
+        run_id = _run_id(run_id)
         self.status(run_id)
         return Run(self, run_id)
 
-    def status(self, run_id: str) -> RunInfo:
+    def status(self, run_id: str | Run) -> RunInfo:
+        run_id = _run_id(run_id)
         info = self.backend.store.get_run(run_id)
         if info is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return info
 
-    def run_status(self, run_id: str) -> RunStatus:
+    def run_status(self, run_id: str | Run) -> RunStatus:
         """Just the status of a run (one cheap read); NotFoundError if unknown."""
+        run_id = _run_id(run_id)
         status = self.backend.store.run_status(run_id)
         if status is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return status
 
-    def logs(self, run_id: str, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
+    def logs(self, run_id: str | Run, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         """Log lines with ``id > since``, oldest first, at most ``limit`` per call;
         NotFoundError for an unknown run."""
+        run_id = _run_id(run_id)
         entries = self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
         if not entries and self.backend.store.run_status(run_id) is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
@@ -439,8 +443,9 @@ class Client:
         data = codec.loads(body)
         return build_graph(str(data.get("name", "")), parse_definition(data)[0])
 
-    def wait(self, run_id: str, timeout: float | None = None) -> RunInfo:
+    def wait(self, run_id: str | Run, timeout: float | None = None) -> RunInfo:
         """Block until the run ends; RunTimeout after ``timeout`` seconds (it keeps running)."""
+        run_id = _run_id(run_id)
         self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.002  # short runs end within milliseconds: look again soon, then less often
@@ -456,8 +461,9 @@ class Client:
             self.backend.store.wait_finished(run_id, min(remaining, pause))
             pause = min(1.0, pause * 1.5)
 
-    def result(self, run_id: str, timeout: float | None = None) -> Any:
+    def result(self, run_id: str | Run, timeout: float | None = None) -> Any:
         """The workflow's output; RunFailed or RunCancelled if the run did not complete."""
+        run_id = _run_id(run_id)
         info = self.wait(run_id, timeout)
         if info.status is RunStatus.COMPLETED:
             return info.output
@@ -468,9 +474,10 @@ class Client:
             raise RunFailed(run_id, None, "RunFailed", "the run failed")
         raise RunFailed(run_id, error.node_id, error.type, error.message, error.traceback)
 
-    def cancel(self, run_id: str) -> RunStatus:
+    def cancel(self, run_id: str | Run) -> RunStatus:
         """Cancel a run: pending nodes never start; running ones are told to stop; its
         sub-workflow runs are cancelled too."""
+        run_id = _run_id(run_id)
         store = self.backend.store
         status = store.cancel_run(run_id)
         if status is None:
@@ -514,14 +521,16 @@ class Client:
             if progress.finished is not None:
                 self._settle_parent(parent)
 
-    def pause(self, run_id: str) -> RunStatus:
+    def pause(self, run_id: str | Run) -> RunStatus:
         """No new node of the run starts until :meth:`resume`; running nodes finish."""
+        run_id = _run_id(run_id)
         status = self.backend.store.pause_run(run_id)
         if status is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url}")
         return status
 
-    def resume(self, run_id: str) -> RunStatus:
+    def resume(self, run_id: str | Run) -> RunStatus:
+        run_id = _run_id(run_id)
         ready = self.backend.store.resume_run(run_id)
         self.backend.dispatcher.send(ready)
         self.backend.dispatcher.nudge()
@@ -567,3 +576,12 @@ def _check_label(label: str, value: object) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InputError(f"{label} is not valid Unicode (a lone surrogate)") from None
+
+
+def _run_id(run: str | Run) -> str:
+    """A run's id, given the id or its :class:`Run` handle."""
+    if isinstance(run, Run):
+        return run.id
+    if not isinstance(run, str):
+        raise TypeError(f"expected a run id (str) or a Run, got {type(run).__name__}")
+    return run

@@ -390,3 +390,13 @@ def _wait_for(condition: object, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not reached")
+
+
+def test_run_methods_take_the_run_handle_as_well_as_its_id(client: af.Client) -> None:
+    run = client.execute(diamond, x=2)
+    assert client.wait(run, timeout=20).status is RunStatus.COMPLETED
+    assert client.result(run) == client.result(run.id)
+    assert client.status(run).id == run.id and client.run_status(run) is RunStatus.COMPLETED
+    assert client.logs(run) == client.logs(run.id)
+    with pytest.raises(TypeError, match=r"a run id \(str\) or a Run, got int"):
+        client.status(42)  # type: ignore[arg-type]
