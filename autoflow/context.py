@@ -180,12 +180,6 @@ def log_record(
     return record
 
 
-def engine_record(level: LogLevel, message: str, node_id: str) -> dict[str, Any]:
-    """A log record of the engine's own words about a node (its id is checked at
-    definition): nothing in it to redact or bound, so it is built as is."""
-    return {"ts": time.time(), "level": level.value, "message": message, "node_id": node_id}
-
-
 def _log_data(data: dict[str, Any]) -> dict[str, Any]:
     """Log data as it can always be stored: JSON, redacted, NaN spelled out, bounded. A log
     line never fails its node: what cannot be kept is replaced by a note saying why."""

@@ -22,16 +22,7 @@ from typing import Any
 from autoflow import codec
 from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
-from autoflow.context import (
-    CancelEvent,
-    Context,
-    Credentials,
-    Defer,
-    LogBuffer,
-    TriggerInfo,
-    engine_record,
-    log_record,
-)
+from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
@@ -45,7 +36,7 @@ from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
 from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
 from autoflow.models import LogLevel, RunStatus
-from autoflow.store.base import Claim, NewRun, Progress, Ready, Store
+from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, engine_log
 from autoflow.templates import resolve_template
 
 __all__ = ["CONTINUE_FOR", "Executor"]
@@ -368,7 +359,7 @@ class Executor:
         elapsed = (time.monotonic() - started) * 1000
         # The closing line goes with the transition, not through the buffer: the heartbeat
         # could flush it although the store then refuses a claim whose lease was lost.
-        done = engine_record(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
+        done = engine_log(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
         return Settle("completed", partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done]))
 
     def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:

@@ -11,11 +11,12 @@ node was handed to another worker) cannot write a second result.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from autoflow.models import ErrorInfo, LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.models import ErrorInfo, LogEntry, LogLevel, QueueStats, RunInfo, RunStatus
 from autoflow.store.catalog import Catalog
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Store",
     "child_token",
     "crash_error",
+    "engine_log",
     "map_window",
 ]
 
@@ -82,6 +84,12 @@ class Ready:
     attempt: int
     priority: int = 0
     eta: float | None = None
+
+
+def engine_log(level: LogLevel, message: str, node_id: str | None = None, now: float | None = None) -> dict[str, Any]:
+    """A log record, as stores take it, of the engine's own words (about a node: its id is
+    checked at definition): nothing in it to redact or bound, so it is built as is."""
+    return {"ts": now or time.time(), "level": level.value, "message": message, "node_id": node_id}
 
 
 #: The Redis commands that enqueue node messages (``Dispatcher.queue_commands``), given

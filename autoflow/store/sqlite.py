@@ -23,12 +23,11 @@ from autoflow.errors import BackendError
 from autoflow.models import (
     LogLevel,
 )
-from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, QueueCommands, Ready
+from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, QueueCommands, Ready, engine_log
 from autoflow.store.catalog_sqlite import CATALOG_SCHEMA, SQLiteCatalog
 from autoflow.store.rules import message_priority
 from autoflow.store.sqlite_control import SQLiteControl
 from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA
-from autoflow.store.sqlite_transitions import engine_log
 
 __all__ = ["SQLiteStore"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from autoflow.models import LogLevel, RunStatus
-from autoflow.store.base import Progress, Ready, crash_error
+from autoflow.store.base import Progress, Ready, crash_error, engine_log
 from autoflow.store.rules import message_priority
 from autoflow.store.sqlite_reads import SQLiteReads
-from autoflow.store.sqlite_transitions import SQLiteTransitions, engine_log
+from autoflow.store.sqlite_transitions import SQLiteTransitions
 
 __all__ = ["SQLiteControl"]
 

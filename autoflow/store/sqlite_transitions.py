@@ -17,7 +17,7 @@ from typing import Any
 
 from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, RunStatus
-from autoflow.store.base import Claim, Progress, Ready, child_token, map_window
+from autoflow.store.base import Claim, Progress, Ready, child_token, engine_log, map_window
 from autoflow.store.rules import (
     HANDLER_RULES,
     Decision,
@@ -27,15 +27,11 @@ from autoflow.store.rules import (
     skip_outcome,
 )
 
-__all__ = ["SQLiteTransitions", "engine_log"]
+__all__ = ["SQLiteTransitions"]
 
 _OUTCOME_COLUMN = {"ok": "n_ok", "fail": "n_fail", "skip": "n_skip"}
 _ACTIVE = ("running", "paused")
 _WAITING = ("queued", "retrying", "waiting")
-
-
-def engine_log(level: LogLevel, message: str, node_id: str | None = None, now: float | None = None) -> dict[str, Any]:
-    return {"ts": now or time.time(), "level": level.value, "message": message, "node_id": node_id}
 
 
 def _parent_value(row: sqlite3.Row) -> Any:
@@ -107,8 +103,9 @@ class SQLiteTransitions:
         db.execute("UPDATE runs SET running = running + 1 WHERE id = ?", (run_id,))
         gather = row["n_items"] if row["map_of"] is None else None
         parents = [] if gather is not None else json.loads(row["parents"])
-        values = {}
-        unknown = [p for p in parents if known is None or p not in known]
+        known = known or {}
+        values = {p: codec.loads(known[p]) for p in parents if p in known}  # written in this transaction
+        unknown = [p for p in parents if p not in known]
         if unknown:
             marks = ",".join("?" * len(unknown))
             for r in db.execute(
@@ -116,9 +113,6 @@ class SQLiteTransitions:
                 (run_id, *unknown),
             ):
                 values[r["node_id"]] = _parent_value(r)
-        if known and len(unknown) < len(parents):
-            values.update({p: codec.loads(known[p]) for p in parents if p in known})
-            values = {p: values[p] for p in parents if p in values}  # in the parents' order
         started = engine_log(LogLevel.INFO, f"started (attempt {attempt})", node_id, now)
         if logs is None:
             self._log(db, run_id, [started])
