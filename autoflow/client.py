@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from autoflow import codec
@@ -217,6 +217,115 @@ class Client:
         ``workflow`` may be a stored workflow's id (see :meth:`save_workflow`, looked up in
         ``organization_id``'s catalog) or a registered workflow's name: on a clash the
         stored id wins. A run of a stored workflow records its id and version."""
+        wf, stored = self._workflow(workflow, organization_id, "execute")
+        self._check_options(priority, trigger, user_id, organization_id)
+        _check_label("idempotency_key", idempotency_key)
+        if inputs is not None and not isinstance(inputs, dict):
+            raise InputError(f"inputs must be a dict of workflow inputs, got {type(inputs).__name__}")
+        clash = set(inputs or {}) & set(kwargs)
+        if clash:
+            raise InputError(f"input(s) {sorted(clash)} given both in inputs= and as keywords")
+        values = self._values(wf, {**(inputs or {}), **kwargs}, "")
+        trigger_json = self._trigger_json(trigger_data)
+        self._prepare(wf)
+        new = self._new_run(
+            wf, stored, values, priority, user_id, organization_id, trigger, trigger_json, idempotency_key
+        )
+        self.start()
+        run_id = self._create(new, workflow_seeds(wf))  # also admits a run found by its key
+        created = True
+        if idempotency_key:  # the key names the run: was it made now, or found?
+            created = self._made_now(run_id, new)
+        log.info("run %s of %s %s", run_id, wf.name, "submitted" if created else "found by its idempotency key")
+        run = Run(self, run_id, created=created)
+        if self.backend.kind == "memory":
+            self._drain(run_id)
+        if display:
+            display_run(run)
+        return run
+
+    def execute_many(
+        self,
+        workflow: Workflow | StoredWorkflow | str,
+        inputs: Iterable[dict[str, Any]],
+        *,
+        priority: int = 0,
+        user_id: str | None = None,
+        organization_id: str | None = None,
+        trigger_data: Any = None,
+        trigger: str | None = None,
+        idempotency_keys: Sequence[str] | None = None,
+    ) -> list[Run]:
+        """Start one run of ``workflow`` per item of ``inputs`` (each a dict of its
+        inputs) and return their handles, in the same order. Submitting many runs this
+        way costs a few round trips (Redis) or transactions (SQLite) per 500 runs instead
+        of two per run.
+
+        Every item is validated before anything is stored: a bad one raises
+        :class:`InputError` naming its index, and no run is created. The options apply to
+        every run; ``idempotency_keys``, one per item, name the runs as
+        :meth:`execute`'s ``idempotency_key`` does (a run found by its key is not created
+        again; finding out costs one read per run)."""
+        wf, stored = self._workflow(workflow, organization_id, "execute_many")
+        self._check_options(priority, trigger, user_id, organization_id)
+        if isinstance(inputs, dict) or not isinstance(inputs, Iterable):
+            raise InputError(f"inputs must be a list of dicts of workflow inputs, got {type(inputs).__name__}")
+        items = list(inputs)
+        keys: list[str | None] = [None] * len(items)
+        if idempotency_keys is not None:
+            if isinstance(idempotency_keys, str) or len(idempotency_keys) != len(items):
+                raise InputError(
+                    f"idempotency_keys must be a list of one key per item ({len(items)}), got {idempotency_keys!r:.80}"
+                )
+            if len(set(idempotency_keys)) != len(idempotency_keys):
+                raise InputError("idempotency_keys must be different from each other: one key names one run")
+            keys = list(idempotency_keys)
+        for i, key in enumerate(keys):
+            _check_label(f"idempotency_keys[{i}]", key)
+        values = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise InputError(f"inputs[{i}] must be a dict of workflow inputs, got {type(item).__name__}")
+            values.append(self._values(wf, item, f"inputs[{i}]: "))
+        trigger_json = self._trigger_json(trigger_data)
+        if self.backend.kind == "memory":  # immediate mode runs each one through here
+            return [
+                self.execute(
+                    wf,
+                    v,
+                    priority=priority,
+                    user_id=user_id,
+                    organization_id=organization_id,
+                    trigger_data=trigger_data,
+                    trigger=trigger,
+                    idempotency_key=k,
+                )
+                for v, k in zip(values, keys, strict=True)
+            ]
+        self._prepare(wf)
+        runs = [
+            self._new_run(wf, stored, v, priority, user_id, organization_id, trigger, trigger_json, k)
+            for v, k in zip(values, keys, strict=True)
+        ]
+        self.start()
+        dispatcher = self.backend.dispatcher
+        ids, ready = self.backend.store.create_many_and_admit(
+            runs, workflow_seeds(wf), self.settings.workflow_concurrency, enqueue=dispatcher.queue_commands
+        )
+        if ready:
+            dispatcher.send(ready)
+        made = [
+            run.idempotency_key is None or self._made_now(run_id, run) for run_id, run in zip(ids, runs, strict=True)
+        ]
+        log.info(
+            "%d run(s) of %s submitted (%d found by their idempotency keys)", sum(made), wf.name, len(made) - sum(made)
+        )
+        return [Run(self, run_id, created=created) for run_id, created in zip(ids, made, strict=True)]
+
+    def _workflow(
+        self, workflow: Workflow | StoredWorkflow | str, organization_id: str | None, method: str
+    ) -> tuple[Workflow, StoredWorkflow | None]:
+        """The workflow to run, and the stored workflow it comes from (if it does)."""
         stored: StoredWorkflow | None = None
         if isinstance(workflow, str):
             stored = self.catalog.find(workflow, organization_id)
@@ -227,8 +336,13 @@ class Client:
             wf = workflow
         if not isinstance(wf, Workflow):
             raise TypeError(
-                f"execute() needs an af.Workflow, a stored workflow id or a registered name, got {workflow!r}"
+                f"{method}() needs an af.Workflow, a stored workflow id or a registered name, got {workflow!r}"
             )
+        return wf, stored
+
+    def _check_options(
+        self, priority: int, trigger: str | None, user_id: str | None, organization_id: str | None
+    ) -> None:
         limits = self.settings.limits
         if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > limits.max_priority:
             raise InputError(
@@ -236,27 +350,48 @@ class Client:
             )
         if trigger is not None and (not isinstance(trigger, str) or not trigger.isidentifier() or len(trigger) > 64):
             raise InputError(f"trigger must be a word like 'manual', 'webhook' or 'schedule', got {trigger!r}")
-        for label, text in (
-            ("user_id", user_id),
-            ("organization_id", organization_id),
-            ("idempotency_key", idempotency_key),
-        ):
-            _check_label(label, text)
-        if inputs is not None and not isinstance(inputs, dict):
-            raise InputError(f"inputs must be a dict of workflow inputs, got {type(inputs).__name__}")
-        clash = set(inputs or {}) & set(kwargs)
-        if clash:
-            raise InputError(f"input(s) {sorted(clash)} given both in inputs= and as keywords")
-        values = wf.validate_inputs({**(inputs or {}), **kwargs})
+        _check_label("user_id", user_id)
+        _check_label("organization_id", organization_id)
+
+    def _values(self, wf: Workflow, inputs: dict[str, Any], where: str) -> dict[str, Any]:
+        """The run's validated inputs (``where`` prefixes the error: which item)."""
         try:
-            codec.dumps_checked(values, where=f"the inputs of workflow {wf.name!r}", max_bytes=limits.max_value_bytes)
-            trigger_json, _text = codec.json_checked(trigger_data, where="trigger_data", limits=limits)
+            values = wf.validate_inputs(inputs)
+            codec.dumps_checked(
+                values, where=f"the inputs of workflow {wf.name!r}", max_bytes=self.settings.limits.max_value_bytes
+            )
+        except (InputError, OutputError) as exc:
+            if not where and isinstance(exc, InputError):
+                raise
+            raise InputError(f"{where}{exc}") from None
+        return values
+
+    def _trigger_json(self, trigger_data: Any) -> Any:
+        try:
+            return codec.json_checked(trigger_data, where="trigger_data", limits=self.settings.limits)[0]
         except OutputError as exc:
             raise InputError(str(exc)) from None
+
+    def _prepare(self, wf: Workflow) -> None:
+        """Checks and storage once per submission: the workflow runs here or on workers
+        that know it, the secret matches theirs, its definition is stored."""
         self._check_local(wf)
         self._check_secret()
         if wf.digest not in self._stored:
             self._store_definition(wf)
+
+    def _new_run(
+        self,
+        wf: Workflow,
+        stored: StoredWorkflow | None,
+        values: dict[str, Any],
+        priority: int,
+        user_id: str | None,
+        organization_id: str | None,
+        trigger: str | None,
+        trigger_json: Any,
+        idempotency_key: str | None,
+    ) -> NewRun:
         new = NewRun(
             id=codec.keyed_run_id(idempotency_key) if idempotency_key else codec.new_run_id(),
             code=self._ship(wf),
@@ -268,28 +403,19 @@ class Client:
             priority=priority,
             user_id=user_id,
             organization_id=organization_id,
-            trigger=trigger or ("webhook" if trigger_data is not None else "manual"),
+            trigger=trigger or ("webhook" if trigger_json is not None else "manual"),
             trigger_data=trigger_json,
             idempotency_key=idempotency_key,
             workflow_id=stored.id if stored else None,
             workflow_version=stored.version if stored else None,
         )
         signature = sign_run(self.settings.secret_bytes, new)
-        if signature is not None:
-            new = dataclasses.replace(new, signature=signature)
-        self.start()
-        run_id = self._create(new, workflow_seeds(wf))  # also admits a run found by its key
-        created = True
-        if idempotency_key:  # the key names the run: was it made now, or found?
-            found = self.backend.store.get_run(run_id)
-            created = found is not None and abs(found.created_at.timestamp() - new.created_at) < 1e-5
-        log.info("run %s of %s %s", run_id, wf.name, "submitted" if created else "found by its idempotency key")
-        run = Run(self, run_id, created=created)
-        if self.backend.kind == "memory":
-            self._drain(run_id)
-        if display:
-            display_run(run)
-        return run
+        return new if signature is None else dataclasses.replace(new, signature=signature)
+
+    def _made_now(self, run_id: str, new: NewRun) -> bool:
+        """Whether the run named by ``new``'s idempotency key was created by this call."""
+        found = self.backend.store.get_run(run_id)
+        return found is not None and abs(found.created_at.timestamp() - new.created_at) < 1e-5
 
     def _store_definition(self, wf: Workflow) -> None:
         """Store the definition and those of its sub-workflows (once per client)."""

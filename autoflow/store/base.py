@@ -210,6 +210,13 @@ class Store(Catalog, Protocol):
         be sent. A store that can sends the first messages of the run it just admitted
         itself, with ``enqueue``'s commands, in the round trip that starts it."""
 
+    def create_many_and_admit(
+        self, runs: Sequence[NewRun], nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[list[str], list[Ready]]:
+        """:meth:`create_and_admit` for many runs of one definition (``nodes``), in a few
+        round trips or transactions for all of them: their ids, in order, and what the
+        admissions made ready and is still to be sent."""
+
     def start_run(self, run_id: str) -> list[Ready]:
         """Start one pending run now, whatever the limit (a sub-workflow run)."""
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from autoflow import codec
 from autoflow.store.base import NewRun, NodeSeed, QueueCommands, Ready
@@ -18,6 +18,11 @@ from autoflow.store.redis_reads import _guard, _s
 from autoflow.store.rules import message_priority
 
 __all__ = ["RedisRuns"]
+
+_T = TypeVar("_T")
+
+#: Runs created per round trip by :meth:`RedisRuns.create_many_and_admit`.
+_BATCH = 500
 
 
 class RedisRuns(RedisControl):
@@ -61,28 +66,96 @@ class RedisRuns(RedisControl):
         in one more round trip that also sends the messages of its roots: the ones a start
         makes ready (a message the start did not confirm is dropped at its claim)."""
         run_id, admitted = self._create(run, nodes, limit)
-        others = [_s(i) for i in admitted[1:] if _s(i) != run_id]
-        ready = [r for other in others for r in self._start(other)]
-        if len(others) == len(admitted) - 1:  # the new run was not admitted (or found)
-            return run_id, ready
-        guess = [Ready(run_id, n.id, 1, message_priority(run.priority, n.priority)) for n in nodes if not n.parents]
-        sent = enqueue(guess, self._wire.server) if enqueue is not None else None
-        if not sent:
-            return run_id, ready + self._start(run_id)
-        start = self._wire.command("start", self._keys(run_id), [])
-        reply, *queued = self._wire.send_many([start, *sent])
-        if isinstance(reply, Exception):  # e.g. the server lost the functions: start as usual
-            if not lost_script(reply):
-                raise reply
-            return run_id, ready + self._start(run_id)
-        started = self._started(run_id, reply)
-        if any(isinstance(q, Exception) for q in queued):  # not queued after all: the caller sends them
-            return run_id, ready + started
-        return run_id, ready + [r for r in started if r not in guess]
+        ids = [_s(i) for i in admitted[1:]]
+        return run_id, self._start_many(ids, {run_id: run} if run_id in ids else {}, nodes, enqueue)
+
+    @_guard
+    def create_many_and_admit(
+        self, runs: Sequence[NewRun], nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[list[str], list[Ready]]:
+        """:meth:`create_and_admit` for many runs of one definition: per batch of
+        ``_BATCH`` runs, their creations and one admission in one round trip, the admitted
+        runs' starts (with the messages of the new ones' roots, given ``enqueue``) in one
+        more."""
+        ids: list[str] = []
+        ready: list[Ready] = []
+        for first in range(0, len(runs), _BATCH):
+            batch = runs[first : first + _BATCH]
+
+            def build(batch: Sequence[NewRun] = batch) -> tuple[list[str], list[tuple[Any, ...]]]:
+                made = [self._create_commands(run, nodes) for run in batch]
+                admit = self._wire.command("admit", self._admit_keys(), [limit])
+                return [run_id for run_id, _ in made], [c for _, commands in made for c in commands] + [admit]
+
+            made, replies = self._send_creation(build)
+            ids += made
+            new = {run_id: run for run_id, run in zip(made, batch, strict=True)}
+            admitted = [_s(i) for i in replies[-1][1:]]
+            ready += self._start_many(admitted, {r: new[r] for r in admitted if r in new}, nodes, enqueue)
+        return ids, ready
+
+    def _start_many(
+        self, run_ids: Sequence[str], new: dict[str, NewRun], nodes: Sequence[NodeSeed], enqueue: QueueCommands | None
+    ) -> list[Ready]:
+        """Start admitted runs in one round trip; the ones in ``new`` (created here, of
+        ``nodes``) send their roots' messages in it too (as in :meth:`create_and_admit`: a
+        message a start did not confirm is dropped at its claim). Returns the messages
+        still to be sent."""
+        if not run_ids:
+            return []
+        guess = [
+            Ready(run_id, n.id, 1, message_priority(new[run_id].priority, n.priority))
+            for run_id in run_ids
+            if run_id in new
+            for n in nodes
+            if not n.parents
+        ]
+        sent = (enqueue(guess, self._wire.server) if enqueue is not None and guess else None) or []
+        starts = [self._wire.command("start", self._keys(run_id), []) for run_id in run_ids]
+        replies = self._wire.send_many([*starts, *sent])
+        queued = bool(sent) and not any(isinstance(q, Exception) for q in replies[len(starts) :])
+        guessed = set(guess) if queued else set()  # not queued after all: the caller sends them
+        ready: list[Ready] = []
+        for run_id, reply in zip(run_ids, replies, strict=False):  # the queue replies follow
+            if isinstance(reply, Exception):  # e.g. the server lost the functions: start as usual
+                if not lost_script(reply):
+                    raise reply
+                self._wire.reload("start")
+                reply = self._call("start", run_id)
+            ready += [r for r in self._started(run_id, reply) if r not in guessed]
+        return ready
 
     def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
         """Create (see :meth:`create_run`); with ``admit``, the admission script's reply
         follows in the same batch."""
+
+        def build() -> tuple[str, list[tuple[Any, ...]]]:
+            run_id, commands = self._create_commands(run, nodes)
+            if admit is not None:
+                commands.append(self._wire.command("admit", self._admit_keys(), [admit]))
+            return run_id, commands
+
+        run_id, replies = self._send_creation(build)
+        return run_id, [] if admit is None else replies[-1]
+
+    def _send_creation(self, build: Callable[[], tuple[_T, list[tuple[Any, ...]]]]) -> tuple[_T, list[Any]]:
+        """Send the creation commands ``build`` makes (all idempotent); after a server lost
+        the scripts, load them and send the batch again, built anew. Raises the first error
+        reply."""
+        made, commands = build()
+        replies = self._wire.send_many(commands)
+        if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
+            self._wire.reload("create", "admit")
+            made, commands = build()
+            replies = self._wire.send_many(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return made, replies
+
+    def _create_commands(self, run: NewRun, nodes: Sequence[NodeSeed]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The run's id and the commands creating it: journal entry, creation (unless its
+        id exists), indexes, journal entry removed."""
         if run.idempotency_key:  # one key names one run: its id comes from the key
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
         topology = self._topology(run.digest, nodes)
@@ -121,17 +194,7 @@ class RedisRuns(RedisControl):
         commands += self._index_commands(run.id, run.workflow, run.priority, run.created_at, child)
         if run.organization_id:  # the organization's history index (run queries by tenant)
             commands.append(("ZADD", self._g(f"org:{run.organization_id}"), "NX", run.created_at, run.id))
-        if admit is not None:
-            commands.append(self._wire.command("admit", self._admit_keys(), [admit]))
-        replies = self._wire.send_many(commands)
-        if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
-            self._wire.reload("create", "admit")
-            commands[1] = self._wire.command("create", keys, args)
-            replies = self._wire.send_many(commands)  # every command is idempotent
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return run.id, [] if admit is None else replies[-1]
+        return run.id, commands
 
     def _topology(self, digest: str, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any]]:
         """The roots and create.lua's node arguments (count, ids, TOPO entries) of a run's

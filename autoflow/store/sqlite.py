@@ -31,6 +31,9 @@ from autoflow.store.sqlite_reads import MIGRATIONS, SCHEMA
 
 __all__ = ["SQLiteStore"]
 
+#: Runs created per transaction by :meth:`SQLiteStore.create_many_and_admit`.
+_BATCH = 500
+
 
 class SQLiteStore(SQLiteCatalog, SQLiteControl):
     """The embedded store. ``SQLiteStore(":memory:")`` for tests, a file path otherwise.
@@ -142,6 +145,19 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
         with self._tx() as db:
             run_id = self._insert_run(db, run, nodes)
             return run_id, self._admit(db, limit)
+
+    def create_many_and_admit(
+        self, runs: Sequence[NewRun], nodes: Sequence[NodeSeed], limit: int, enqueue: QueueCommands | None = None
+    ) -> tuple[list[str], list[Ready]]:
+        """:meth:`create_and_admit` for many runs of one definition: one transaction per
+        batch of ``_BATCH`` runs (workers get the database between them)."""
+        ids: list[str] = []
+        ready: list[Ready] = []
+        for first in range(0, len(runs), _BATCH):
+            with self._tx() as db:
+                ids += [self._insert_run(db, run, nodes) for run in runs[first : first + _BATCH]]
+                ready += self._admit(db, limit)
+        return ids, ready
 
     def _insert_run(self, db: sqlite3.Connection, run: NewRun, nodes: Sequence[NodeSeed]) -> str:
         if run.idempotency_key:  # one key names one run: its id comes from the key
