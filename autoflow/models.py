@@ -236,7 +236,11 @@ class QueueStats(BaseModel):
     """The seed's queue statistics: one :class:`QueueCounts` per queue.
 
     ``completed`` and ``failed`` count finished runs (and their nodes) still retained
-    by the store; ``waiting`` and ``active`` are the current numbers.
+    by the store; ``waiting`` and ``active`` are the current numbers. ``workflow.active``
+    counts the runs holding an admission slot (``WORKFLOW_CONCURRENCY``; a sub-workflow run
+    rides on its parent's and counts too): started runs, paused or not. On Redis a run that
+    just ended keeps its slot until its bookkeeping (its worker's next round trip, or the
+    reaper's if that worker died), and counts as active and as completed/failed until then.
     """
 
     workflow: QueueCounts = Field(default_factory=QueueCounts)

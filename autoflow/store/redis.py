@@ -74,14 +74,16 @@ class RedisStore(RedisRuns, RedisCatalog):
         self._facts: dict[str, _Facts] = {}  # see _run_facts
         self._facts_lock = threading.Lock()
         self._topologies: dict[str, tuple[tuple[NodeSeed, ...], tuple[str, list[Any]]]] = {}  # see RedisRuns._topology
-        self._wire = RedisLane(client, _RUN_SCRIPTS, _GLOBAL_SCRIPTS)  # the hot path's connections and Lua
+        # The hot path's connections and Lua.
+        self._wire = RedisLane(client, _RUN_SCRIPTS, _GLOBAL_SCRIPTS, url=self.url)
         self._scripts = self._wire.scripts
 
     @classmethod
     def from_url(
         cls, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400, timeout: float = 3.0
     ) -> RedisStore:
-        """Connect and check the server answers; BackendError (naming the URL) if not."""
+        """Connect, check the server answers and load the transitions' function library
+        (where the server has functions); BackendError (naming the URL) if not."""
         shown = codec.redact_text(url)
         try:
             client = redis.Redis.from_url(
@@ -104,7 +106,20 @@ class RedisStore(RedisRuns, RedisCatalog):
                 f"maxmemory-policy is {policy!r}: Redis may evict autoflow's keys and lose runs; "
                 "set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction)",
             )
-        return cls(client, url, namespace=namespace, retention=retention)
+        store = cls(client, url, namespace=namespace, retention=retention)
+        try:
+            store._load_functions()
+        except BackendError:
+            store.close()
+            raise
+        return store
+
+    @_guard
+    def _load_functions(self) -> None:
+        """Load the transitions' function library now (one round trip a first transition
+        would make anyway): a library the server refuses fails the store's opening, not a
+        worker's first node."""
+        self._wire.load()
 
     # -- keys ------------------------------------------------------------------------------
     def _keys(self, run_id: str) -> list[str]:

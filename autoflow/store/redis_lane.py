@@ -23,12 +23,13 @@ __all__ = ["RedisLane", "lost_script"]
 
 class RedisLane:
     """Per-thread connections of one client, and the Lua it runs: ``run_scripts`` (over one
-    run's keys) and ``global_scripts``, both named after their file in ``lua/``."""
+    run's keys) and ``global_scripts``, both named after their file in ``lua/``. ``url``
+    (without its password) names the server in errors."""
 
-    def __init__(self, client: Any, run_scripts: Iterable[str], global_scripts: Iterable[str]) -> None:
+    def __init__(self, client: Any, run_scripts: Iterable[str], global_scripts: Iterable[str], *, url: str) -> None:
         self._client = client
         self._lines = Lines(client.connection_pool)
-        self._run = RunScripts(client, run_scripts)
+        self._run = RunScripts(client, run_scripts, url=url)
         lua = resources.files("autoflow.store").joinpath("lua")
         #: Every script by name (a run script in its EVALSHA form), for redis-py pipelines.
         self.scripts: dict[str, Script] = dict(self._run.scripts)
@@ -42,6 +43,11 @@ class RedisLane:
     def use_scripts(self) -> None:
         """Send transitions as scripts (EVALSHA) even where the server has functions."""
         self._run.use_scripts()
+
+    def load(self) -> bool:
+        """Load the transitions' function library now (see ``RunScripts.load``): False where
+        scripts are used; BackendError if the server refuses the library itself."""
+        return self._run.load()
 
     def call(self, name: str, keys: Sequence[str], *args: Any) -> Any:
         """Run transition or global script ``name`` over ``keys``; a server that lost the

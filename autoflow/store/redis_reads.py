@@ -241,23 +241,23 @@ class RedisReads:
         counts = res[-1]
         buckets = list(zip(counts[0::2], counts[1::2], strict=True))
         node = QueueCounts()
-        running_runs = 0
+        holding = 0
         for queued, running, ok, bad, status in live:
-            if status is None:
+            if status is None:  # expired meanwhile: the reaper drops it from "active"
                 continue
+            holding += 1  # admitted: it holds its slot until booked, as admission counts it
             node.completed += int(ok or 0)
             node.failed += int(bad or 0)
-            if status in _FINISHED:  # ended a moment ago, not booked yet (booking leaves "active")
+            if status in _FINISHED:  # ended, not booked yet (a moment; the reaper's turn if its worker died)
                 completed += status == RunStatus.COMPLETED.value
                 failed += status == RunStatus.FAILED.value
                 continue
-            running_runs += 1
             node.waiting += int(queued or 0)
             node.active += int(running or 0)
         for ok, bad in buckets:
             node.completed += int(ok or 0)
             node.failed += int(bad or 0)
         return QueueStats(
-            workflow=QueueCounts(waiting=waiting, active=running_runs, completed=completed, failed=failed),
+            workflow=QueueCounts(waiting=waiting, active=holding, completed=completed, failed=failed),
             node=node,
         )

@@ -5,8 +5,10 @@ Sent as a script (EVALSHA), the helpers come with every call and Redis re-declar
 each time (~5 µs of its CPU per call, more than a tenth of a chain step's). On Redis 7 and
 later they are loaded once as a function library (``FUNCTION LOAD``) and each transition
 is a function called with ``FCALL``; servers without functions, or clients not allowed to
-load them (ACL), keep the scripts. Both forms run the same text: each call starts with
-``begin(keys, args)``, which resets the helpers' per-call state.
+load them (ACL), keep the scripts. Any other refusal (the library does not compile: a bug
+in our Lua) is a BackendError: the scripts would only hide it at a cost. Both forms run
+the same text: each call starts with ``begin(keys, args)``, which resets the helpers'
+per-call state.
 
 The library and its functions are named after the hash of their text, so workers of two
 autoflow versions on one server each call their own. A server that lost the library
@@ -23,9 +25,12 @@ from importlib import resources
 from typing import Any
 
 from redis.commands.core import Script
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
-__all__ = ["RunScripts", "function_missing"]
+from autoflow import codec
+from autoflow.errors import BackendError
+
+__all__ = ["RunScripts", "function_missing", "functions_unavailable"]
 
 log = logging.getLogger("autoflow.store")
 
@@ -35,10 +40,20 @@ def function_missing(exc: ResponseError) -> bool:
     return "function not found" in str(exc).lower()
 
 
+def functions_unavailable(exc: ResponseError) -> bool:
+    """True for a ``FUNCTION LOAD`` refused because functions are not there for this client:
+    a server without them (Redis < 7) or with FUNCTION renamed or disabled ("unknown
+    command"/"unknown subcommand"), or a user whose ACL forbids them (NOPERM)."""
+    if isinstance(exc, NoPermissionError):
+        return True
+    text = str(exc).lower().removeprefix("err ")
+    return text.startswith(("unknown command", "unknown subcommand"))
+
+
 class RunScripts:
     """The run transitions ``names`` of one client: scripts, and functions once loaded."""
 
-    def __init__(self, client: Any, names: Iterable[str]) -> None:
+    def __init__(self, client: Any, names: Iterable[str], *, url: str) -> None:
         lua = resources.files("autoflow.store").joinpath("lua")
         lib = lua.joinpath("lib.lua").read_text()
         bodies = {name: lua.joinpath(f"{name}.lua").read_text() for name in names}
@@ -54,8 +69,10 @@ class RunScripts:
             f"begin(keys, args)\n{body}\nend)\n"
             for name, body in bodies.items()
         )
-        self.library = f"#!lua name=autoflow_{tag}\nlocal KEYS, ARGV\n{lib}\n{registrations}"
+        self.library_name = f"autoflow_{tag}"
+        self.library = f"#!lua name={self.library_name}\nlocal KEYS, ARGV\n{lib}\n{registrations}"
         self._client = client
+        self._url = url  # for errors (without its password)
         self._lock = threading.Lock()
         self._loaded: bool | None = None  # None: not tried yet; False: this server has no functions for us
 
@@ -77,12 +94,16 @@ class RunScripts:
 
     def load(self) -> bool:
         """Load the library (again: after a server lost it). False where the server has no
-        functions or refuses to load them; the scripts are used then."""
+        functions or does not let this client load them (see :func:`functions_unavailable`);
+        the scripts are used then. Any other refusal raises BackendError quoting the server."""
         with self._lock:
             try:
                 self._client.execute_command("FUNCTION", "LOAD", "REPLACE", self.library)
                 self._loaded = True
             except ResponseError as exc:
+                if not functions_unavailable(exc):
+                    reason = f"Redis refused autoflow's function library {self.library_name!r} (FUNCTION LOAD): {exc}"
+                    raise BackendError(self._url, codec.redact_text(reason)) from None
                 self._loaded = False
                 log.info("Redis functions unavailable (%s): running transitions as scripts", exc)
         return self._loaded

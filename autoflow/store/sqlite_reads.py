@@ -168,12 +168,20 @@ class SQLiteReads:
         ]
 
     def stats(self) -> QueueStats:
-        runs = {r[0]: r[1] for r in self._read("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+        # A run paused before it was admitted holds no slot: counted apart (the status
+        # index answers both parts; paused runs are few).
+        runs = {
+            r[0]: r[1]
+            for r in self._read(
+                "SELECT status, COUNT(*) FROM runs GROUP BY status UNION ALL"
+                " SELECT 'paused before admission', COUNT(*) FROM runs WHERE status = 'paused' AND started_at IS NULL"
+            )
+        }
         nodes = {r[0]: r[1] for r in self._read("SELECT status, COUNT(*) FROM nodes GROUP BY status")}
         return QueueStats(
             workflow=QueueCounts(
                 waiting=runs.get("pending", 0),
-                active=runs.get("running", 0) + runs.get("paused", 0),
+                active=runs.get("running", 0) + runs.get("paused", 0) - runs.get("paused before admission", 0),
                 completed=runs.get("completed", 0),
                 failed=runs.get("failed", 0),
             ),

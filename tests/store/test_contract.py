@@ -304,6 +304,22 @@ def test_pausing_a_pending_run_keeps_it_out_of_admission(store: Store) -> None:
     assert [r.run_id for r in store.admit(10)] == [run_id]
 
 
+def test_stats_count_as_active_the_runs_holding_a_slot(store: Store) -> None:
+    """``workflow.active`` counts what admission counts against WORKFLOW_CONCURRENCY: a
+    started run, paused or not; a run paused before it was admitted holds no slot (and is
+    not waiting either: admission passes it by)."""
+    before = store.stats().workflow
+    started, _ = start(store, {"a": []})
+    paused_started, _ = start(store, {"a": []})
+    paused_pending = seed(store, {"a": []})
+    assert store.pause_run(paused_started) is RunStatus.PAUSED
+    assert store.pause_run(paused_pending) is RunStatus.PAUSED
+    now = store.stats().workflow
+    assert (now.active - before.active, now.waiting - before.waiting) == (2, 0)
+    run_node(store, started, "a")
+    assert store.stats().workflow.active - before.active == 1  # its end freed its slot
+
+
 def test_heartbeat_extends_leases_and_reports_lost_claims(store: Store) -> None:
     run_id, _ = start(store, {"a": [], "b": []})
     store.claim(run_id, "a", 1, "ta", 0.5)

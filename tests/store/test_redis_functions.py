@@ -6,14 +6,21 @@ stores of tests/conftest.py); these check how the library is loaded and found ag
 
 from __future__ import annotations
 
+import re
+import shutil
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import NoPermissionError, ResponseError
 
+from autoflow.errors import BackendError
 from autoflow.models import RunStatus
+from autoflow.store import redis_scripts
 from autoflow.store.redis import RedisStore
+from autoflow.store.redis_scripts import functions_unavailable
 from tests.conftest import start_redis
 from tests.store.test_contract import run_node, start
 
@@ -101,6 +108,67 @@ def test_a_server_that_lost_its_scripts_gets_them_again(private: str) -> None:
         redis.Redis.from_url(private).script_flush()
         run_id = _chain(store)  # creation (a pipeline), admission and transitions
         assert _status(store, run_id) is RunStatus.COMPLETED
-        assert _libraries(private) == []
+        # Opening the store loaded the library (it checks it at open); no transition called it.
+        assert "cmdstat_fcall" not in redis.Redis.from_url(private).info("commandstats")
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("bug", "said"),
+    [
+        ("local broken = = 1", "Error compiling function"),
+        ("undefined_helper()", "nonexistent global variable 'undefined_helper'"),
+    ],
+)
+def test_a_library_the_server_refuses_fails_the_store_open(
+    private: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug: str, said: str
+) -> None:
+    """A bug in our Lua is not hidden by the scripts: opening the store says which library
+    the server refused and quotes the server's reply."""
+    copy = tmp_path / "store"
+    shutil.copytree(Path(redis_scripts.__file__).parent / "lua", copy / "lua")
+    lib = copy / "lua" / "lib.lua"
+    lib.write_text(f"{lib.read_text()}\n{bug}\n")
+    monkeypatch.setattr(redis_scripts, "resources", types.SimpleNamespace(files=lambda package: copy))
+    with pytest.raises(BackendError) as caught:
+        RedisStore.from_url(private, namespace="bug")
+    message = str(caught.value)
+    assert caught.value.url == private
+    assert re.search(r"function library 'autoflow_[0-9a-f]{12}' \(FUNCTION LOAD\)", message), message
+    assert said in message
+    assert _libraries(private) == []
+
+
+@pytest.mark.parametrize("renamed", ['""', "FUNCTION_SECRET"])
+def test_a_server_with_function_disabled_or_renamed_runs_scripts(tmp_path: Path, renamed: str) -> None:
+    """FUNCTION disabled or renamed (rename-command): the server answers "unknown command",
+    as Redis 6 does; the transitions run as scripts."""
+    url, stop = start_redis(tmp_path, "--rename-command", "FUNCTION", renamed)
+    store = RedisStore.from_url(url, namespace="renamed")
+    try:
+        assert store._wire.function("complete") is None
+        run_id = _chain(store)
+        assert _status(store, run_id) is RunStatus.COMPLETED
+        calls = redis.Redis.from_url(url).info("commandstats")
+        assert "cmdstat_fcall" not in calls and calls["cmdstat_evalsha"]["calls"] >= 5
+    finally:
+        store.close()
+        stop()
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (ResponseError("unknown command `FUNCTION`, with args beginning with: `LOAD`, `REPLACE`, "), True),  # 6.2
+        (ResponseError("unknown command 'FUNCTION', with args beginning with: 'LOAD' 'REPLACE' "), True),  # 7
+        (ResponseError("ERR unknown command 'FUNCTION'"), True),  # a prefix a client did not strip
+        (ResponseError("unknown subcommand 'LOAD'. Try FUNCTION HELP."), True),
+        (NoPermissionError("this user has no permissions to run the 'function|load' command"), True),
+        (ResponseError("Error compiling function: user_function:2: unexpected symbol near '='"), False),
+        (ResponseError("Error registering functions: ERR user_function:9: Script attempted to ..."), False),
+        (ResponseError("OOM command not allowed when used memory > 'maxmemory'."), False),
+    ],
+)
+def test_which_refusals_mean_no_functions_here(error: ResponseError, unavailable: bool) -> None:
+    assert functions_unavailable(error) is unavailable
