@@ -1,4 +1,9 @@
-"""The client: execute workflows and look after runs (status, logs, wait, cancel, ...)."""
+"""The client: execute workflows and look after runs (status, logs, wait, cancel, ...).
+
+This module holds submission (validate, sign, create, admit), the in-process workers and
+trigger service, stored workflows and history; what the client does with one run once it
+exists (read, wait, cancel, pause, resume) is :class:`~autoflow.client_runs.RunControl`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autoflow import codec
+from autoflow.client_runs import RunControl
 from autoflow.config import Settings
-from autoflow.define.definition import build_graph, parse_definition
 from autoflow.define.registry import default_registry
 from autoflow.define.workflow import Workflow, WorkflowRegistry
 from autoflow.engine.backend import Backend, open_backend
@@ -20,19 +25,9 @@ from autoflow.engine.observe import Observer
 from autoflow.engine.planner import store_definitions, workflow_seeds
 from autoflow.engine.shipping import blob_key, code_hash, pack
 from autoflow.engine.signing import KEYCHECK_BLOB, keycheck, sign_run
-from autoflow.engine.subflows import SubFlows
 from autoflow.engine.worker import Worker
-from autoflow.errors import (
-    ConfigError,
-    InputError,
-    NotFoundError,
-    OutputError,
-    RunCancelled,
-    RunFailed,
-    RunTimeout,
-    WorkflowError,
-)
-from autoflow.models import LogEntry, QueueStats, RunInfo, RunStatus
+from autoflow.errors import ConfigError, InputError, OutputError, WorkflowError
+from autoflow.models import QueueStats, RunInfo, RunStatus
 from autoflow.run import DisplayHooks, Run, display_hooks, display_run
 from autoflow.store.base import NewRun, NodeSeed
 from autoflow.store.catalog import RunQuery, StoredWorkflow
@@ -40,15 +35,12 @@ from autoflow.triggers.dbtriggers import DbTriggers
 from autoflow.triggers.schedules import Schedules
 from autoflow.triggers.service import TriggerService
 
-if TYPE_CHECKING:
-    import networkx as nx
-
 __all__ = ["Client", "DisplayHooks", "Run", "display_hooks"]  # the run handle lives in autoflow.run
 
 log = logging.getLogger("autoflow.client")
 
 
-class Client:
+class Client(RunControl):
     """Runs workflows on a backend and reports on them.
 
     Example::
@@ -470,17 +462,32 @@ class Client:
                 "to workers started with --accept-code"
             )
 
+    def _create(self, new: NewRun, seeds: Sequence[NodeSeed]) -> str:
+        """Create the run and admit pending runs from here when a slot is free (in the same
+        round trip or transaction), so that a new run starts without a hop through the
+        workflow queue (on Redis its first messages go with its start): the same atomic
+        admission a worker runs (the best pending runs first, never more than
+        ``WORKFLOW_CONCURRENCY``). Runs that find no free slot wait;
+        a worker admits them when one frees. If this process dies before the node messages
+        are sent, the reaper re-sends them."""
+        store = self.backend.store
+        if self.backend.kind == "memory":  # immediate mode drains the workflow queue itself
+            run_id = store.create_run(new, seeds)
+            self.backend.dispatcher.nudge(new.priority)
+            return run_id
+        dispatcher = self.backend.dispatcher
+        run_id, ready = store.create_and_admit(
+            new, seeds, self.settings.workflow_concurrency, enqueue=dispatcher.queue_commands
+        )
+        if ready:
+            dispatcher.send(ready)
+        return run_id
+
     def _drain(self, run_id: str) -> None:
         self.start()
         if self._worker is None:
             raise RuntimeError("immediate mode needs in-process workers (workers=0 was given)")
         self._worker.drain(lambda: self._finished(run_id))
-
-    def _finished(self, run_id: str) -> bool:
-        status = self.backend.store.run_status(run_id)
-        if status is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
-        return status.finished
 
     # -- workflows stored by id ------------------------------------------------------------
     def save_workflow(
@@ -527,141 +534,6 @@ class Client:
         """The :class:`Workflow` of a stored definition (parsed once per version, cached)."""
         return self.catalog.load(stored)
 
-    # -- one run ---------------------------------------------------------------------------
-    def run(self, run_id: str | Run) -> Run:
-        """A handle on an existing run (NotFoundError if unknown)."""
-        run_id = _run_id(run_id)
-        self.status(run_id)
-        return Run(self, run_id)
-
-    def status(self, run_id: str | Run) -> RunInfo:
-        run_id = _run_id(run_id)
-        info = self.backend.store.get_run(run_id)
-        if info is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
-        return info
-
-    def run_status(self, run_id: str | Run) -> RunStatus:
-        """Just the status of a run (one cheap read); NotFoundError if unknown."""
-        run_id = _run_id(run_id)
-        status = self.backend.store.run_status(run_id)
-        if status is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
-        return status
-
-    def logs(self, run_id: str | Run, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
-        """Log lines with ``id > since``, oldest first, at most ``limit`` per call;
-        NotFoundError for an unknown run."""
-        run_id = _run_id(run_id)
-        entries = self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
-        if not entries and self.backend.store.run_status(run_id) is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
-        return entries
-
-    def graph(self, run: str | RunInfo) -> nx.DiGraph:
-        """The DAG of a run (its id, or its status if already fetched), rebuilt from the
-        stored definition it ran."""
-        info = self.status(run) if isinstance(run, str) else run
-        digest = info.definition_hash
-        body = self.backend.store.get_definition(digest)
-        if body is None:
-            raise NotFoundError(f"the definition {digest} of run {info.id!r} is not in the store")
-        data = codec.loads(body)
-        return build_graph(str(data.get("name", "")), parse_definition(data)[0])
-
-    def wait(self, run_id: str | Run, timeout: float | None = None) -> RunInfo:
-        """Block until the run ends; RunTimeout after ``timeout`` seconds (it keeps running)."""
-        run_id = _run_id(run_id)
-        self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002  # short runs end within milliseconds: look again soon, then less often
-        while True:
-            if self._finished(run_id):  # cheap; the full snapshot only once at the end
-                return self.status(run_id)
-            if self.backend.kind == "memory":
-                self._drain(run_id)
-                continue
-            remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise RunTimeout(run_id, timeout or 0.0)
-            self.backend.store.wait_finished(run_id, min(remaining, pause))
-            pause = min(1.0, pause * 1.5)
-
-    def result(self, run_id: str | Run, timeout: float | None = None) -> Any:
-        """The workflow's output; RunFailed or RunCancelled if the run did not complete."""
-        run_id = _run_id(run_id)
-        info = self.wait(run_id, timeout)
-        if info.status is RunStatus.COMPLETED:
-            return info.output
-        if info.status is RunStatus.CANCELLED:
-            raise RunCancelled(run_id)
-        error = info.error
-        if error is None:
-            raise RunFailed(run_id, None, "RunFailed", "the run failed")
-        raise RunFailed(run_id, error.node_id, error.type, error.message, error.traceback)
-
-    def cancel(self, run_id: str | Run) -> RunStatus:
-        """Cancel a run: pending nodes never start; running ones are told to stop; its
-        sub-workflow runs are cancelled too."""
-        run_id = _run_id(run_id)
-        store = self.backend.store
-        status = store.cancel_run(run_id)
-        if status is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url}")
-        for child in store.child_runs(run_id):
-            info = store.get_run(child)
-            if info is not None and not info.finished:
-                self.cancel(child)
-        if status.finished:
-            self._settle_parent(run_id)
-            self.backend.dispatcher.nudge()  # a slot was freed
-        return status
-
-    def _create(self, new: NewRun, seeds: Sequence[NodeSeed]) -> str:
-        """Create the run and admit pending runs from here when a slot is free (in the same
-        round trip or transaction), so that a new run starts without a hop through the
-        workflow queue (on Redis its first messages go with its start): the same atomic
-        admission a worker runs (the best pending runs first, never more than
-        ``WORKFLOW_CONCURRENCY``). Runs that find no free slot wait;
-        a worker admits them when one frees. If this process dies before the node messages
-        are sent, the reaper re-sends them."""
-        store = self.backend.store
-        if self.backend.kind == "memory":  # immediate mode drains the workflow queue itself
-            run_id = store.create_run(new, seeds)
-            self.backend.dispatcher.nudge(new.priority)
-            return run_id
-        dispatcher = self.backend.dispatcher
-        run_id, ready = store.create_and_admit(
-            new, seeds, self.settings.workflow_concurrency, enqueue=dispatcher.queue_commands
-        )
-        if ready:
-            dispatcher.send(ready)
-        return run_id
-
-    def _settle_parent(self, run_id: str) -> None:
-        """A sub-workflow run ended here (cancelled by hand): settle its parent node."""
-        outcome = SubFlows(self.backend.store).settle_parent(run_id)
-        if outcome is not None:
-            progress, parent = outcome
-            self.backend.dispatcher.send(progress.ready)
-            if progress.finished is not None:
-                self._settle_parent(parent)
-
-    def pause(self, run_id: str | Run) -> RunStatus:
-        """No new node of the run starts until :meth:`resume`; running nodes finish."""
-        run_id = _run_id(run_id)
-        status = self.backend.store.pause_run(run_id)
-        if status is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url}")
-        return status
-
-    def resume(self, run_id: str | Run) -> RunStatus:
-        run_id = _run_id(run_id)
-        ready = self.backend.store.resume_run(run_id)
-        self.backend.dispatcher.send(ready)
-        self.backend.dispatcher.nudge()
-        return self.status(run_id).status
-
     # -- everything ------------------------------------------------------------------------
     def stats(self) -> QueueStats:
         return self.backend.store.stats()
@@ -702,12 +574,3 @@ def _check_label(label: str, value: object) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InputError(f"{label} is not valid Unicode (a lone surrogate)") from None
-
-
-def _run_id(run: str | Run) -> str:
-    """A run's id, given the id or its :class:`Run` handle."""
-    if isinstance(run, Run):
-        return run.id
-    if not isinstance(run, str):
-        raise TypeError(f"expected a run id (str) or a Run, got {type(run).__name__}")
-    return run

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"triggers"},  # schedules, database listeners, webhook verification: start runs via a callback
     {"run"},  # the handle on one run: asks its owner (the client) for everything
+    {"client_runs"},  # what the client does with one run (the Run handle's owner), under the client
     {"client"},
     {"notebook", "server"},
     {"cli"},
