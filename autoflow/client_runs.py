@@ -1,8 +1,9 @@
 """The client's side of one run once it exists: read it, wait for it, cancel, pause, resume.
 
 :class:`RunControl` is what a :class:`~autoflow.run.Run` handle asks of its owner (the
-:class:`~autoflow.run.RunOwner` protocol). :class:`~autoflow.client.Client` inherits it;
-submitting runs, workers and triggers stay in ``client.py``.
+:class:`~autoflow.run.RunOwner` protocol). :class:`~autoflow.client.Client` inherits it
+(through ``client_submit.Submission``, which starts runs); workers and triggers are in
+``client.py``.
 """
 
 from __future__ import annotations
