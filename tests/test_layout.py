@@ -24,6 +24,8 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"triggers"},  # schedules, database listeners, webhook verification: start runs via a callback
     {"run"},  # the handle on one run: asks its owner (the client) for everything
+    {"client_runs"},  # what the client does with one run (the Run handle's owner), under the client
+    {"client_submit"},  # starting runs (execute, execute_many): a run owner too
     {"client"},
     {"notebook", "server"},
     {"cli"},
