@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     ``AUTOFLOW_LEASE_SECONDS``, ``AUTOFLOW_REQUEUE_SECONDS``, ``AUTOFLOW_MAX_STALLS``,
     ``AUTOFLOW_MAX_VALUE_BYTES`` (16 MiB), ``AUTOFLOW_MAX_MAP_ITEMS`` (100,000),
     ``AUTOFLOW_MAX_NODES`` (10,000), ``AUTOFLOW_SCHEDULER`` (true: an embedded client
-    fires schedules and database triggers), ``AUTOFLOW_SCHEDULER_LEASE_SECONDS`` (10).
+    fires schedules and database triggers), ``AUTOFLOW_SCHEDULER_LEASE_SECONDS`` (10),
+    ``AUTOFLOW_REDIS_FUNCTIONS`` (true: run transitions as a Redis function library
+    where the server has functions; false: as scripts, e.g. behind a proxy that refuses
+    ``FUNCTION``).
     Only these names are read: never a bare ``HOME``,
     ``SECRET`` or ``REDIS_URL``. An invalid value raises :class:`~autoflow.ConfigError`
     naming the variable.
@@ -89,6 +92,7 @@ class Settings(BaseSettings):
     max_value_bytes: int = Field(Limits.max_value_bytes, ge=1024, validation_alias="AUTOFLOW_MAX_VALUE_BYTES")
     max_map_items: int = Field(Limits.max_map_items, ge=1, validation_alias="AUTOFLOW_MAX_MAP_ITEMS")
     max_nodes: int = Field(Limits.max_nodes, ge=1, validation_alias="AUTOFLOW_MAX_NODES")
+    redis_functions: bool = Field(True, validation_alias="AUTOFLOW_REDIS_FUNCTIONS")
     # Schedules and database triggers (docs/schedules.md): does an embedded client run the
     # ticker and the listeners, and how long a ticker's / listener's lease lasts.
     scheduler: bool = Field(True, validation_alias="AUTOFLOW_SCHEDULER")

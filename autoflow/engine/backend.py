@@ -68,7 +68,12 @@ def open_backend(url: str | None, settings: Settings) -> Backend:
     codec.register_secret(settings.redis_password.get_secret_value() if settings.redis_password else None)
     codec.register_secret(codec.url_password(url))
     if url.startswith(REDIS_SCHEMES):
-        store = RedisStore.from_url(url, namespace=settings.namespace, retention=settings.retention_seconds)
+        store = RedisStore.from_url(
+            url,
+            namespace=settings.namespace,
+            retention=settings.retention_seconds,
+            functions=settings.redis_functions,
+        )
         dispatcher = HueyDispatcher.redis(url, namespace=settings.namespace, secret=secret)
         return Backend("redis", store.url, store, dispatcher)
     if url == "memory://":

@@ -80,10 +80,17 @@ class RedisStore(RedisRuns, RedisCatalog):
 
     @classmethod
     def from_url(
-        cls, url: str, *, namespace: str = "autoflow", retention: float = 7 * 86400, timeout: float = 3.0
+        cls,
+        url: str,
+        *,
+        namespace: str = "autoflow",
+        retention: float = 7 * 86400,
+        timeout: float = 3.0,
+        functions: bool = True,
     ) -> RedisStore:
         """Connect, check the server answers and load the transitions' function library
-        (where the server has functions); BackendError (naming the URL) if not."""
+        (where the server has functions; ``functions=False``: never, they run as
+        scripts); BackendError (naming the URL) if not."""
         shown = codec.redact_text(url)
         try:
             client = redis.Redis.from_url(
@@ -107,6 +114,9 @@ class RedisStore(RedisRuns, RedisCatalog):
                 "set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction)",
             )
         store = cls(client, url, namespace=namespace, retention=retention)
+        if not functions:
+            store.use_scripts()
+            return store
         try:
             store._load_functions()
         except BackendError:

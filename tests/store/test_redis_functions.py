@@ -16,6 +16,7 @@ import pytest
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
 
+import autoflow as af
 from autoflow.errors import BackendError
 from autoflow.models import RunStatus
 from autoflow.store import redis_scripts
@@ -172,3 +173,32 @@ def test_a_server_with_function_disabled_or_renamed_runs_scripts(tmp_path: Path,
 )
 def test_which_refusals_mean_no_functions_here(error: ResponseError, unavailable: bool) -> None:
     assert functions_unavailable(error) is unavailable
+
+
+@af.node
+def _inc(x: int) -> int:
+    return x + 1
+
+
+@af.workflow
+def _two_steps(x: int):
+    return _inc(_inc(x))
+
+
+def test_a_client_told_not_to_use_functions_runs_scripts(
+    private: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AUTOFLOW_REDIS_FUNCTIONS=false (e.g. behind a proxy that refuses FUNCTION): no
+    library is loaded, every transition goes as a script."""
+    monkeypatch.setenv("AUTOFLOW_REDIS_FUNCTIONS", "false")
+    settings = af.Settings(home=tmp_path / "home", namespace="nofn")
+    assert settings.redis_functions is False
+    client = af.Client(private, settings=settings, workers=2)
+    try:
+        assert client.execute(_two_steps, x=1).result(timeout=20) == 3
+        calls = redis.Redis.from_url(private).info("commandstats")
+        assert "cmdstat_fcall" not in calls and "cmdstat_function|load" not in calls
+        assert calls["cmdstat_evalsha"]["calls"] >= 3  # start, claim, completions
+        assert _libraries(private) == []
+    finally:
+        client.close()
