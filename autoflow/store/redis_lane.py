@@ -15,7 +15,7 @@ from typing import Any
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
-from autoflow.store.redis_line import Lines
+from autoflow.store.redis_line import Lines, pack_head, pack_with_head
 from autoflow.store.redis_scripts import RunScripts, function_missing
 
 __all__ = ["RedisLane", "lost_script"]
@@ -35,6 +35,10 @@ class RedisLane:
         self.scripts: dict[str, Script] = dict(self._run.scripts)
         for name in global_scripts:
             self.scripts[name] = client.register_script(lua.joinpath(f"{name}.lua").read_text())
+        # The packed start of a transition's FCALL (function, keys) by function and keys:
+        # the same for every transition of a run, packed once (packing its 14 arguments
+        # again cost ~45,000 instructions of a worker's step).
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     def function(self, name: str) -> str | None:
         """The function that runs transition ``name``, or None where scripts are used."""
@@ -54,19 +58,30 @@ class RedisLane:
         functions or scripts (it restarted) gets them again."""
         function = self._run.function(name)
         if function is not None:
+            packed = self._fcall(function, keys, args)
             try:
-                return self.send("FCALL", function, len(keys), *keys, *args)
+                return self._lines.send_packed(packed)
             except ResponseError as exc:
                 if not function_missing(exc):
                     raise
                 if self._run.load():
-                    return self.send("FCALL", function, len(keys), *keys, *args)
+                    return self._lines.send_packed(packed)
                 # the server cannot take the functions any more: the script below
         script = self.scripts[name]
         try:
             return self.send("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return script(keys=list(keys), args=list(args))
+
+    def _fcall(self, function: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+        """``FCALL function len(keys) *keys *args``, packed, its start from the cache."""
+        at = (function, tuple(keys))
+        head = self._heads.get(at)
+        if head is None:
+            if len(self._heads) >= 4096:  # runs come and go: start again
+                self._heads.clear()
+            head = self._heads[at] = pack_head(("FCALL", function, len(keys), *keys))
+        return pack_with_head(head, 3 + len(keys), args)
 
     def command(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         """The command that runs ``name`` (FCALL or EVALSHA), to send in a batch."""

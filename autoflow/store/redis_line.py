@@ -184,7 +184,10 @@ class Lines:
         connection is replaced and the command sent once more (idempotent commands only);
         after a timeout too, unless ``again_after_timeout`` is False (a blocking pop: its
         reply may have been lost, not its effect)."""
-        packed = _pack(command)
+        return self.send_packed(_pack(command), again_after_timeout=again_after_timeout)
+
+    def send_packed(self, packed: bytes, *, again_after_timeout: bool = True) -> Any:
+        """:meth:`send` of one command already packed (see :func:`pack_head`)."""
         try:
             reply = self._exchange(packed, 1)[0]
         except RedisTimeoutError:
@@ -276,6 +279,23 @@ def _deliver(done: Callable[[Any], None], reply: Any) -> None:
         done(reply)
     except Exception:
         log.exception("handling the reply of a command sent ahead of a round trip failed")
+
+
+def pack_head(head: Sequence[Any]) -> bytes:
+    """The RESP bytes of the first arguments of a command, without the count that leads
+    a command: a part that repeats (a function and a run's keys), packed once, for
+    :func:`pack_with_head`."""
+    packed = _pack(tuple(head))
+    return packed[packed.index(b"\r\n") + 2 :]
+
+
+def pack_with_head(head: bytes, head_count: int, args: Sequence[Any]) -> bytes:
+    """The RESP bytes of a command: ``head`` (``head_count`` arguments, see
+    :func:`pack_head`) followed by ``args``."""
+    if not args:
+        return b"*%d\r\n%s" % (head_count, head)
+    rest = _pack(tuple(args))
+    return b"*%d\r\n%s%s" % (head_count + len(args), head, rest[rest.index(b"\r\n") + 2 :])
 
 
 def _pack(command: tuple[Any, ...]) -> bytes:

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoflow.store import redis_line
-from autoflow.store.redis_line import Lines
+from autoflow.store.redis_line import Lines, pack_head, pack_with_head
 
 
 @pytest.fixture(autouse=True)
@@ -205,3 +206,9 @@ def test_a_put_off_command_whose_reply_was_handed_over_is_not_sent_again(redis_u
     finally:
         lines.send("DEL", key)
         lines.close()
+
+
+def test_a_command_packed_from_a_cached_head_is_the_command_packed_whole() -> None:
+    head = ("FCALL", "autoflow_x_complete", 2, "ns:{r1}:run", "ns:{r1}:é")
+    for args in (("node", "tok", '{"a": 1}', 1000, "", 15.0, 2, "l1", "l2"), (), (b"\x00bin", -1, 3.25)):
+        assert pack_with_head(pack_head(head), len(head), args) == pack_command(head + args)
