@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import threading
@@ -18,6 +19,8 @@ from autoflow import codec
 from autoflow.context import CancelEvent
 from autoflow.define.schema import check_json_schema, compatible
 from autoflow.engine.planner import retry_delay
+from autoflow.models import LogLevel
+from autoflow.store.base import engine_log, log_text
 from autoflow.store.rules import Decision, Rule, decide, final_status
 
 
@@ -213,3 +216,22 @@ def test_a_cancel_event_behaves_as_a_threading_event() -> None:
     unwaited = CancelEvent()
     unwaited.set()
     assert unwaited.is_set() and unwaited.wait(0) is True
+
+
+@pytest.mark.parametrize(
+    ("message", "node_id"),
+    [
+        ("completed in 0.1 ms", "noop_7"),
+        ("run completed", None),
+        ('say "hi"', "x"),
+        ("a\\b", "n[3]"),
+        ("line\nbreak", "n"),
+        ("é ünïcode", "n"),
+        ("tab\tx", "n"),
+        ("ok", 'we"ird'),
+    ],
+)
+def test_an_engine_record_is_written_as_the_encoder_writes_it(message: str, node_id: str | None) -> None:
+    record = engine_log(LogLevel.INFO, message, node_id, 1796129193.2685916)
+    assert record.json() == codec.dumps(record) == log_text(record)
+    assert json.loads(record.json()) == record

@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from autoflow import codec
 from autoflow.models import RunStatus
-from autoflow.store.base import CRASH_MESSAGE, HeartbeatResult, Ready
+from autoflow.store.base import CRASH_MESSAGE, HeartbeatResult, Ready, log_text
 from autoflow.store.redis_lane import RedisLane
 from autoflow.store.redis_reads import DONE, DUE, LEASE, LOGS, RUN, RedisReads, _guard, _s
 
@@ -56,7 +55,7 @@ class RedisControl(RedisReads):
 
     @staticmethod
     def _logs(logs: Sequence[dict[str, Any]]) -> list[str]:
-        return [codec.dumps(r) for r in logs]
+        return [log_text(r) for r in logs]
 
     def _finished(self, run_id: str, status: RunStatus, ok: Any, failed: Any) -> bool:
         """Global bookkeeping once a run ended: one atomic step on the global keys, which a
