@@ -233,8 +233,10 @@ def _conflicts(
     run was started with another request body)."""
     found: set[int] = set()
     for i, key in enumerate(keys or ()):
+        run_id = codec.keyed_run_id(key)
         try:
-            info = client.status(codec.keyed_run_id(key))
+            client.run_status(run_id)  # a cheap read first: most keys are new
+            info = client.status(run_id)
         except NotFoundError:
             continue
         _check_same(info, wf, stored, items[i], trigger_data, principal, i)
