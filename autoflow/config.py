@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     ``AUTOFLOW_API_PORT``, ``AUTOFLOW_JWT_SECRET``, ``AUTOFLOW_JWT_PUBLIC_KEY_FILE``,
     ``AUTOFLOW_JWT_ALGORITHMS``, ``AUTOFLOW_JWT_AUDIENCE``, ``AUTOFLOW_JWT_ISSUER``,
     ``AUTOFLOW_API_RATE_LIMIT``, ``AUTOFLOW_API_EXECUTE_RATE_LIMIT``,
-    ``AUTOFLOW_API_MAX_BODY_BYTES``, ``AUTOFLOW_WEBHOOK_SECRET``,
+    ``AUTOFLOW_API_MAX_BODY_BYTES``, ``AUTOFLOW_API_MAX_BULK_ITEMS``, ``AUTOFLOW_WEBHOOK_SECRET``,
     ``AUTOFLOW_WEBHOOK_ORGANIZATION``, ``AUTOFLOW_WEBHOOKS_FILE``.
     """
 
@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     api_rate_limit: str = Field("50/s", validation_alias="AUTOFLOW_API_RATE_LIMIT")
     api_execute_rate_limit: str = Field("20/s", validation_alias="AUTOFLOW_API_EXECUTE_RATE_LIMIT")
     api_max_body_bytes: int = Field(1 << 20, gt=0, validation_alias="AUTOFLOW_API_MAX_BODY_BYTES")
+    # runs one execute-many request may start (413 past it); the body size limit applies too
+    api_max_bulk_items: int = Field(1000, ge=1, le=10_000, validation_alias="AUTOFLOW_API_MAX_BULK_ITEMS")
     webhook_secret: SecretStr | None = Field(None, validation_alias="AUTOFLOW_WEBHOOK_SECRET")
     webhook_organization: str | None = Field(None, validation_alias="AUTOFLOW_WEBHOOK_ORGANIZATION")
     webhooks_file: Path | None = Field(None, validation_alias="AUTOFLOW_WEBHOOKS_FILE")

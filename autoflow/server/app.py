@@ -20,7 +20,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autoflow.client import Client
 from autoflow.config import Settings
-from autoflow.server import dashboard, dashboard_schedules, executions, health, hooks, metrics, schedules, workflows
+from autoflow.server import (
+    bulk,
+    dashboard,
+    dashboard_schedules,
+    executions,
+    health,
+    hooks,
+    metrics,
+    schedules,
+    workflows,
+)
 from autoflow.server.auth import Authenticator
 from autoflow.server.deps import AppState, parse_limit
 from autoflow.server.errors import Problem, install_error_handlers, problem
@@ -32,6 +42,7 @@ __all__ = ["ROUTERS", "create_app"]
 ROUTERS: list[APIRouter] = [
     executions.router,
     workflows.router,
+    bulk.router,
     schedules.router,
     hooks.router,
     health.router,

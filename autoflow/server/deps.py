@@ -17,7 +17,7 @@ from autoflow.errors import WorkflowError
 from autoflow.server.auth import Authenticator, AuthError, Principal
 from autoflow.server.errors import ApiError
 
-__all__ = ["COOKIE", "AppState", "ClientDep", "caller", "parse_limit", "require", "state"]
+__all__ = ["COOKIE", "AppState", "ClientDep", "caller", "charge", "parse_limit", "require", "state"]
 
 #: The dashboard keeps its token in this cookie (HttpOnly, SameSite=Strict).
 COOKIE = "autoflow_token"
@@ -74,17 +74,26 @@ def caller(request: Request, scope: str, *, cookie: bool = False) -> Principal:
     return principal
 
 
-async def _limit(request: Request, principal: Principal, scope: str) -> None:
+def charge(request: Request, principal: Principal, scope: str, tokens: int = 1, *, spent: int = 0) -> None:
+    """Take ``tokens`` from the caller's budget for ``scope`` (its JWT's token bucket in the
+    store, shared by API replicas); 429 when it runs dry. The store takes one token per
+    call, so tokens taken before a refusal stay spent: ``Retry-After`` is the time the
+    bucket needs to hold the whole request (``spent`` tokens it already took, and these),
+    so that a caller who waits that long is not refused again for want of them.
+    Blocking: call it from a thread."""
     app = state(request)
     limit = app.read_limit if scope == "read" else app.execute_limit
     key = f"api:{principal.organization}:{principal.token_id}:{'read' if scope == 'read' else 'write'}"
-    wait = await run_in_threadpool(app.client.backend.store.take_token, key, limit.count, limit.per)
-    if wait > 0:
-        raise ApiError(
-            429,
-            f"rate limit exceeded for this JWT ({limit.count} per {limit.per:g}s for {scope}); retry after {wait:.2f}s",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
+    for _ in range(tokens):
+        wait = app.client.backend.store.take_token(key, limit.count, limit.per)
+        if wait > 0:
+            wait += (spent + tokens - 1) * limit.per / limit.count
+            raise ApiError(
+                429,
+                f"rate limit exceeded for this JWT ({limit.count} per {limit.per:g}s for {scope}); "
+                f"retry after {wait:.2f}s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
 
 def require(scope: str, *, cookie: bool = False) -> Callable[..., object]:
@@ -92,7 +101,7 @@ def require(scope: str, *, cookie: bool = False) -> Callable[..., object]:
 
     async def dependency(request: Request) -> Principal:
         principal = caller(request, scope, cookie=cookie)
-        await _limit(request, principal, scope)
+        await run_in_threadpool(charge, request, principal, scope)
         return principal
 
     return dependency

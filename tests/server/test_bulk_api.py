@@ -1,0 +1,159 @@
+"""Many runs in one request: ``/api/executions/execute-many`` and
+``/api/workflows/{id}/execute-many`` over a real socket, on SQLite and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.conftest import Api
+from tests.server.flows import api_flow
+
+MANY = "/api/executions/execute-many"
+
+
+def _many(api: Api, org: str = "acme", scopes: str = "execute", **body: Any) -> httpx.Response:
+    return api.http.post(MANY, json={"workflowId": "api_flow", **body}, headers=api.auth(org, scopes))
+
+
+def _store(api: Api, workflow_id: str, org: str = "acme") -> None:
+    made = api.http.post(
+        "/api/workflows", json={"id": workflow_id, "definition": api_flow.to_dict()}, headers=api.auth(org, "admin")
+    )
+    assert made.status_code == 201, made.text
+
+
+def _run_ids(api: Api, org: str = "acme") -> list[str]:
+    listed = api.http.get("/api/executions", params={"limit": 500}, headers=api.auth(org, "read")).json()
+    return [run["id"] for run in listed["runs"]]
+
+
+def test_runs_start_in_order_with_their_inputs(api: Api) -> None:
+    reply = _many(api, inputs=[{"a": i} for i in range(6)], triggerData={"batch": 7}, priority=3)
+    assert reply.status_code == 202, reply.text
+    started = reply.json()["executions"]
+    assert len(started) == 6 and len({e["executionId"] for e in started}) == 6
+    assert all(e["created"] and e["statusUrl"] == f"/api/executions/{e['executionId']}/status" for e in started)
+    headers = api.auth(scopes="read")
+    for i, execution in enumerate(started):
+        body = api.wait_status(execution["executionId"], headers, lambda b: b["status"] == "completed")
+        assert body["inputs"] == {"a": i} and body["output"] == 2 * (i + 1)
+        assert body["organization_id"] == "acme" and body["user_id"] == "u1" and body["priority"] == 3
+        assert body["trigger"] == "api" and body["trigger_data"] == {"batch": 7}
+    assert sorted(_run_ids(api)) == sorted(e["executionId"] for e in started)
+
+
+def test_stored_workflow_and_idempotency_keys(api: Api) -> None:
+    _store(api, "etl")
+    path = "/api/workflows/etl/execute-many"
+    body = {"inputs": [{"a": 1}, {"a": 2}], "idempotencyKeys": ["k1", "k2"]}
+    first = api.http.post(path, json=body, headers=api.auth())
+    assert first.status_code == 202, first.text
+    ids = [e["executionId"] for e in first.json()["executions"]]
+    again = api.http.post(path, json=body, headers=api.auth())
+    assert again.status_code == 200  # every run was found
+    assert [(e["executionId"], e["created"]) for e in again.json()["executions"]] == [(i, False) for i in ids]
+
+    more = {"inputs": [{"a": 3}, {"a": 2}], "idempotencyKeys": ["k3", "k2"]}
+    mixed = api.http.post(path, json=more, headers=api.auth()).json()["executions"]
+    assert [e["created"] for e in mixed] == [True, False] and mixed[1]["executionId"] == ids[1]
+    single = api.http.post(
+        "/api/workflows/etl/execute", json={"inputs": {"a": 1}}, headers={**api.auth(), "Idempotency-Key": "k1"}
+    )
+    assert single.status_code == 200 and single.json()["executionId"] == ids[0]  # one key space
+
+    before = _run_ids(api)
+    clash = {"inputs": [{"a": 9}, {"a": 99}], "idempotencyKeys": ["k9", "k1"]}
+    reply = api.http.post(path, json=clash, headers=api.auth())
+    assert reply.status_code == 409 and reply.json()["field"] == "idempotencyKeys[1]"
+    assert _run_ids(api) == before  # k9 was not started either
+
+    info = api.wait_status(ids[1], api.auth(scopes="read"), lambda b: b["status"] == "completed")
+    assert info["workflow_id"] == "etl" and info["workflow_version"] == 1 and info["output"] == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [
+        ({"inputs": [{"a": 1}, {"a": 2}, {"a": 3}, {"a": "x"}]}, 422, "inputs[3]", "inputs[3]: "),
+        ({"inputs": [{"a": 1}, {"zzz": 1}]}, 422, "inputs[1]", "zzz"),
+        ({"inputs": [{"a": 1}, 5]}, 422, "body.inputs.1", "valid dictionary"),
+        ({"inputs": []}, 422, "body.inputs", "at least 1"),
+        ({"inputs": [{}], "idempotencyKeys": ["a", "b"]}, 422, "idempotencyKeys", "2 keys for 1 items"),
+        ({"inputs": [{}, {}], "idempotencyKeys": ["a", "a"]}, 422, "idempotencyKeys[1]", "repeats"),
+        ({"inputs": [{}], "idempotencyKeys": ["tab\there"]}, 422, "idempotencyKeys[0]", "printable"),
+        ({"inputs": [{}], "organizationId": "beta"}, 403, "organizationId", "token's organization"),
+        ({"inputs": [{}], "workflowId": "nope"}, 404, None, "'nope'"),
+        ({"inputs": [{}], "priority": 5000}, 422, "body.priority", "1000"),
+    ],
+)
+def test_a_bad_request_creates_nothing(
+    api: Api, body: dict[str, Any], status: int, field: str | None, words: str
+) -> None:
+    reply = _many(api, **body)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    problem = reply.json()
+    assert words in problem["detail"] and problem.get("field") == field
+    assert _run_ids(api) == []
+
+
+def test_auth_is_required_and_tenants_stay_apart(api: Api) -> None:
+    body = {"workflowId": "api_flow", "inputs": [{"a": 1}]}
+    assert api.http.post(MANY, json=body).status_code == 401
+    assert api.http.post(MANY, json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    refused = _many(api, scopes="read", inputs=[{"a": 1}])
+    assert refused.status_code == 403 and "'execute' scope" in refused.json()["detail"]
+    _store(api, "mine")
+    theirs = api.http.post("/api/workflows/mine/execute-many", json={"inputs": [{}]}, headers=api.auth("beta"))
+    assert theirs.status_code == 404  # acme's stored workflow does not exist for beta
+    assert _run_ids(api) == [] and _run_ids(api, "beta") == []
+
+    acme = _many(api, inputs=[{"a": 1}], idempotencyKeys=["same"]).json()["executions"][0]
+    beta = _many(api, "beta", inputs=[{"a": 1}], idempotencyKeys=["same"]).json()["executions"][0]
+    assert beta["created"] and beta["executionId"] != acme["executionId"]  # keys are per organization
+    assert api.http.get(beta["statusUrl"], headers=api.auth("acme", "read")).status_code == 404
+    assert _run_ids(api) == [acme["executionId"]] and _run_ids(api, "beta") == [beta["executionId"]]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_item_and_body_limits(make_api: Callable[..., Api]) -> None:
+    api = make_api(api_max_bulk_items=3, api_max_body_bytes=2000)
+    reply = _many(api, inputs=[{"a": i} for i in range(4)])
+    assert reply.status_code == 413 and reply.json()["field"] == "inputs"
+    assert "at most 3 runs per request (AUTOFLOW_API_MAX_BULK_ITEMS)" in reply.json()["detail"]
+    big = _many(api, inputs=[{"a": 1}], triggerData="x" * 3000)
+    assert big.status_code == 413 and "2000 bytes" in big.json()["detail"]
+    assert _run_ids(api) == []
+    assert _many(api, inputs=[{"a": i} for i in range(3)]).status_code == 202
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_rate_limit_counts_runs(make_api: Callable[..., Api]) -> None:
+    api = make_api(api_execute_rate_limit="3/m")
+    headers = api.auth()
+    body = {"workflowId": "api_flow", "inputs": [{"a": 1}] * 51}  # two tokens
+    assert api.http.post(MANY, json=body, headers=headers).status_code == 202
+    limited = api.http.post(MANY, json=body, headers=headers)  # one token left
+    assert limited.status_code == 429 and "rate limit" in limited.json()["detail"]
+    assert int(limited.headers["retry-after"]) >= 20  # time for the two tokens it needs
+    assert len(_run_ids(api)) == 51
+    huge = make_api(api_execute_rate_limit="1/m")  # a request never costs more than a full bucket
+    assert huge.http.post(MANY, json={**body, "inputs": [{}] * 200}, headers=huge.auth(sub="u2")).status_code == 202
+
+
+def test_openapi_documents_the_models(api: Api) -> None:
+    schema = api.http.get("/openapi.json").json()
+    for path, model in (
+        (MANY, "ExecuteMany"),
+        ("/api/workflows/{workflow_id}/execute-many", "ExecuteStoredMany"),
+    ):
+        post = schema["paths"][path]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(model)
+        assert post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("Executions")
+        assert {"401", "403", "413", "422", "429"} <= set(post["responses"])
+    items = schema["components"]["schemas"]["Executions"]["properties"]["executions"]["items"]
+    assert items["$ref"].endswith("Execution")
