@@ -15,7 +15,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -31,6 +30,7 @@ from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
 from autoflow.engine.planner import retry_delay, store_definitions, workflow_seeds
+from autoflow.engine.settle import Settle, once
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
@@ -42,19 +42,6 @@ from autoflow.templates import resolve_template
 __all__ = ["CONTINUE_FOR", "Executor"]
 
 log = logging.getLogger("autoflow.executor")
-
-
-@dataclass(frozen=True)
-class Settle:
-    """The store transition that records a node's outcome, run once the node let go of its
-    lease; given a token, a completion may claim the next ready node with it (a
-    continuation). ``outcome`` names it for the observer (see ``engine/observe.py``)."""
-
-    outcome: str
-    transition: Callable[[str | None], Progress]
-
-    def __call__(self, next_token: str | None) -> Progress:
-        return self.transition(next_token)
 
 
 #: Seconds one message may go on running the nodes its completions make ready.
@@ -296,7 +283,7 @@ class Executor:
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
             if spec.workflow is not None:
                 child = self.subflows.prepare_child(claim, spec, values)
-                return _once("waiting", self.subflows.start_child, claim, token, child, self.send)
+                return once("waiting", self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
                 if claim.gather is not None:
                     return self._gather(claim, token, claim.gather, logs)
@@ -335,7 +322,7 @@ class Executor:
                 output = ctx.scrub(output)
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
-            return _once(
+            return once(
                 "deferred", self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note]
             )
         except NodeCancelled as exc:
@@ -343,7 +330,7 @@ class Executor:
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
                 return self._failed(claim, token, spec, exc, logs, cancel, ctx)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
-            return _once("cancelled", self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
+            return once("cancelled", self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             still_running = getattr(exc, "still_running", None)
             return self._failed(claim, token, spec, exc, logs, cancel, ctx)
@@ -422,7 +409,7 @@ class Executor:
             )
             for i, item in enumerate(items)
         ]
-        return _once(
+        return once(
             "expanded", self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note]
         )
 
@@ -463,7 +450,7 @@ class Executor:
             return None
         note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
         until = time.time() + wait
-        return _once(
+        return once(
             "deferred", self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note]
         )
 
@@ -505,7 +492,7 @@ class Executor:
         else:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
         outcome = "failed" if delay is None else "retrying"
-        return _once(outcome, self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
+        return once(outcome, self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
 
 
 def _item_index(node_id: str) -> int | None:
@@ -514,8 +501,3 @@ def _item_index(node_id: str) -> int | None:
         index = node_id[node_id.rindex("[") + 1 : -1]
         return int(index) if index.isdigit() else None
     return None
-
-
-def _once(outcome: str, fn: Callable[..., Progress], *args: Any) -> Settle:
-    """A transition that never continues with another node (it ignores the token)."""
-    return Settle(outcome, lambda _next_token: fn(*args))
