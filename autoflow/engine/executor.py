@@ -27,6 +27,7 @@ from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
+from autoflow.engine.maps import MapSteps, item_index
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
 from autoflow.engine.planner import retry_delay, store_definitions, workflow_seeds
@@ -47,8 +48,6 @@ log = logging.getLogger("autoflow.executor")
 #: Seconds one message may go on running the nodes its completions make ready.
 CONTINUE_FOR = 0.05
 
-#: Results of map items read per store call when a map gathers them.
-_GATHER_PAGE = 1000
 
 #: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
 _PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError, NodeCancelled)
@@ -62,7 +61,7 @@ class _Plan:
         self.conditions = {s.when[0] for s in specs.values() if s.when}
 
 
-class Executor:
+class Executor(MapSteps):
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
@@ -308,7 +307,7 @@ class Executor:
                     cancel_event=cancel,
                     deadline=None if timeout is None else started + timeout,
                     wake_at=claim.wake_at,
-                    item=_item_index(node_id) if claim.map_of is not None else None,
+                    item=item_index(node_id) if claim.map_of is not None else None,
                     credentials=self.credentials,
                     trigger=partial(self._trigger, run_id),
                     http_transport=self.http_transport,
@@ -390,48 +389,6 @@ class Executor:
             )
         return codec.json_checked(value, where=f"the output of node {node_id!r}", limits=self.limits)[1]
 
-    def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Settle:
-        if not isinstance(items, list):
-            raise InputError(
-                f"node {spec.id!r}: .map needs a list for parameter {spec.map_over!r}, got {type(items).__name__}"
-            )
-        if len(items) > self.limits.max_map_items:
-            raise InputError(
-                f"node {spec.id!r}: .map over {len(items):,} items, more than the limit of "
-                f"{self.limits.max_map_items:,} (AUTOFLOW_MAX_MAP_ITEMS)"
-            )
-        note = log_record(LogLevel.INFO, f"mapping over {len(items)} item(s)", spec.id)
-        texts = [
-            codec.dumps_checked(
-                codec.to_json_value(item, where=f"item {i} of {spec.id!r}"),
-                where=f"item {i} of {spec.id!r}",
-                max_bytes=self.limits.max_value_bytes,
-            )
-            for i, item in enumerate(items)
-        ]
-        return once(
-            "expanded", self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note]
-        )
-
-    def _gather(self, claim: Claim, token: str, count: int, logs: LogBuffer) -> Settle:
-        """Every item of a map is done: its output is their results, read in pages."""
-        parts: list[str] = []
-        size = 2
-        for first in range(0, count, _GATHER_PAGE):
-            page = self.store.map_results(claim.run_id, claim.node_id, first, min(_GATHER_PAGE, count - first))
-            size += sum(len(p) + 1 for p in page)
-            if size > self.limits.max_value_bytes:
-                raise OutputError(
-                    f"the results of the {count:,} items of node {claim.node_id!r} are more than the limit of "
-                    f"{self.limits.max_value_bytes:,} bytes (AUTOFLOW_MAX_VALUE_BYTES)"
-                )
-            parts += page
-        done = log_record(LogLevel.INFO, f"gathered the results of {count} item(s)", claim.node_id, trusted=True)
-        output = "[" + ",".join(parts) + "]"
-        return Settle(
-            "completed", partial(self._complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
-        )
-
     def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
         """Rate limit and concurrency: a node over its limit goes back to the queue with a
         delay instead of blocking this worker."""
@@ -493,11 +450,3 @@ class Executor:
             closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
         outcome = "failed" if delay is None else "retrying"
         return once(outcome, self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
-
-
-def _item_index(node_id: str) -> int | None:
-    """``3`` for the item node ``resize[3]`` of a map."""
-    if node_id.endswith("]") and "[" in node_id:
-        index = node_id[node_id.rindex("[") + 1 : -1]
-        return int(index) if index.isdigit() else None
-    return None
