@@ -25,17 +25,18 @@ from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer
 from autoflow.define.definition import NodeSpec, parse_definition
 from autoflow.define.node import Node, resolve_node
 from autoflow.define.workflow import WorkflowRegistry
+from autoflow.engine.failures import Failures
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.maps import MapSteps, item_index
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
-from autoflow.engine.planner import retry_delay, store_definitions, workflow_seeds
+from autoflow.engine.planner import store_definitions, workflow_seeds
 from autoflow.engine.settle import Settle, once
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
-from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
+from autoflow.errors import BackendError, NodeCancelled, NotFoundError, OutputError
 from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, engine_log
 from autoflow.templates import resolve_template
@@ -49,10 +50,6 @@ log = logging.getLogger("autoflow.executor")
 CONTINUE_FOR = 0.05
 
 
-#: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
-_PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError, NodeCancelled)
-
-
 class _Plan:
     """A parsed definition: node specs and the nodes used as when= conditions."""
 
@@ -61,7 +58,7 @@ class _Plan:
         self.conditions = {s.when[0] for s in specs.values() if s.when}
 
 
-class Executor(MapSteps):
+class Executor(MapSteps, Failures):
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
@@ -410,43 +407,3 @@ class Executor(MapSteps):
         return once(
             "deferred", self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note]
         )
-
-    def _failed(
-        self,
-        claim: Claim,
-        token: str,
-        spec: NodeSpec | None,
-        exc: BaseException,
-        logs: LogBuffer,
-        cancel: threading.Event,
-        ctx: Context | None = None,
-    ) -> Settle:
-        node_id, attempt = claim.node_id, claim.attempt
-        error = codec.error_info(exc, node_id)
-        if isinstance(exc, SystemExit):
-            error = error.model_copy(update={"message": f"the node called sys.exit({codec.safe_str(exc.code)})"})
-        elif isinstance(exc, KeyboardInterrupt):
-            error = error.model_copy(update={"message": "the node raised KeyboardInterrupt"})
-        if ctx is not None:  # secrets the node resolved never reach the stored error
-            error = error.model_copy(
-                update={"message": ctx.scrub(error.message), "traceback": ctx.scrub(error.traceback)}
-            )
-        delay = None
-        retryable = (
-            isinstance(exc, Exception)
-            and not isinstance(exc, _PERMANENT)
-            and getattr(exc, "retryable", True) is not False  # a node may say a retry cannot help
-        )
-        if spec is not None and retryable and spec.options.retries_error(exc) and not cancel.is_set():
-            delay = retry_delay(spec.options, attempt)
-            after = getattr(exc, "retry_after", None)  # e.g. HTTP Retry-After: wait at least that long
-            if delay is not None and isinstance(after, (int, float)) and after > delay:
-                delay = float(after)
-        total = spec.options.max_attempts if spec else attempt
-        if delay is not None:
-            message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
-            closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
-        else:
-            closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
-        outcome = "failed" if delay is None else "retrying"
-        return once(outcome, self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
