@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from autoflow.engine.settle import Settle, once
 from autoflow.engine.shipping import CodeRefused, blob_key, unpack
 from autoflow.engine.signing import sign_run, verify_claim, verify_definition
 from autoflow.engine.subflows import SubFlows
+from autoflow.engine.throttle import Throttle
 from autoflow.errors import BackendError, NodeCancelled, NotFoundError, OutputError
 from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, engine_log
@@ -58,7 +58,7 @@ class _Plan:
         self.conditions = {s.when[0] for s in specs.values() if s.when}
 
 
-class Executor(MapSteps, Failures):
+class Executor(MapSteps, Failures, Throttle):
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
@@ -385,25 +385,3 @@ class Executor(MapSteps, Failures):
                 f"node {node_id!r} decides a when= branch and must return a bool, got {type(value).__name__}"
             )
         return codec.json_checked(value, where=f"the output of node {node_id!r}", limits=self.limits)[1]
-
-    def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
-        """Rate limit and concurrency: a node over its limit goes back to the queue with a
-        delay instead of blocking this worker."""
-        rate = spec.options.rate
-        wait = 0.0
-        why = ""
-        if rate is not None:
-            wait = self.store.take_token(rate.key or node.key, rate.count, rate.per)
-            why = f"rate limit {spec.options.rate_limit}"
-        if not wait and spec.options.concurrency:
-            if not self.store.acquire_slot(node.key, token, spec.options.concurrency, self.lease):
-                wait, why = 0.1 + random.random() * 0.4, f"concurrency limit {spec.options.concurrency}"
-            else:
-                self.tracker.hold_slot(claim.run_id, claim.node_id, node.key)
-        if not wait:
-            return None
-        note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
-        until = time.time() + wait
-        return once(
-            "deferred", self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note]
-        )
