@@ -21,8 +21,7 @@ from autoflow import codec
 from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
 from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
-from autoflow.define.definition import NodeSpec, parse_definition
-from autoflow.define.node import Node, resolve_node
+from autoflow.define.definition import NodeSpec
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.failures import Failures
 from autoflow.engine.heartbeat import LeaseTracker
@@ -31,12 +30,12 @@ from autoflow.engine.maps import MapSteps, item_index
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
 from autoflow.engine.planner import store_definitions, workflow_seeds
+from autoflow.engine.resolving import Resolving
 from autoflow.engine.settle import Settle, once
-from autoflow.engine.shipping import CodeRefused, blob_key, unpack
-from autoflow.engine.signing import sign_run, verify_claim, verify_definition
+from autoflow.engine.signing import sign_run
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.throttle import Throttle
-from autoflow.errors import BackendError, NodeCancelled, NotFoundError, OutputError
+from autoflow.errors import BackendError, NodeCancelled, OutputError
 from autoflow.models import LogLevel, RunStatus
 from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, engine_log
 from autoflow.templates import resolve_template
@@ -50,15 +49,7 @@ log = logging.getLogger("autoflow.executor")
 CONTINUE_FOR = 0.05
 
 
-class _Plan:
-    """A parsed definition: node specs and the nodes used as when= conditions."""
-
-    def __init__(self, specs: dict[str, NodeSpec]) -> None:
-        self.specs = specs
-        self.conditions = {s.when[0] for s in specs.values() if s.when}
-
-
-class Executor(MapSteps, Failures, Throttle):
+class Executor(Resolving, MapSteps, Failures, Throttle):
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
@@ -97,73 +88,12 @@ class Executor(MapSteps, Failures, Throttle):
         self.http_transport = http_transport
         self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon, outage=outage)
         self.subflows = SubFlows(store, secret)
-        self._plans: OrderedDict[str, _Plan] = OrderedDict()
-        self._verified: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # see _verify
+        self._plans = OrderedDict()
+        self._verified = OrderedDict()  # see Resolving._verify
         self._lock = threading.Lock()
         self.accepts_code = code_secret is not None
         self._code_secret = code_secret
-        self._shipped: OrderedDict[str, dict[str, Node[Any, Any]]] = OrderedDict()
-
-    # -- definitions and functions ---------------------------------------------------------
-    def _verify(self, claim: Claim) -> None:
-        """Check the run's signature once per run and signature (its signed facts are the
-        same for every node of the run; an HMAC per node would be a fifth of a step)."""
-        if not self.secret:
-            return
-        seen = (claim.run_id, claim.signature)
-        with self._lock:
-            if seen in self._verified:
-                return
-        verify_claim(self.secret, claim)
-        with self._lock:
-            self._verified[seen] = None
-            while len(self._verified) > 1024:
-                self._verified.popitem(last=False)
-
-    def _plan(self, claim: Claim) -> _Plan:
-        plan = self._plans.get(claim.digest)  # a dict read needs no lock; the cache keeps the newest 256
-        if plan is not None:
-            return plan
-        body = self.store.get_definition(claim.digest)
-        if body is None:
-            raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
-        definition = codec.loads(body)
-        verify_definition(definition, claim.digest)
-        plan = _Plan(parse_definition(definition)[0])
-        with self._lock:
-            self._plans[claim.digest] = plan
-            while len(self._plans) > 256:
-                self._plans.popitem(last=False)
-        return plan
-
-    def _node(self, node_type: str, code: str | None) -> Node[Any, Any]:
-        """The function of ``node_type``: built-in, registered, else shipped with the run
-        (found by the hash of the code's content, so edited code is never confused with
-        an earlier version, nor one user's code with another's)."""
-        try:
-            return resolve_node(self.registry, node_type)
-        except NotFoundError as missing:
-            if code is None:
-                raise
-            with self._lock:
-                shipped = self._shipped.get(code)
-            if shipped is None:
-                blob = self.store.get_blob(blob_key(code))
-                if blob is None:
-                    raise
-                if not self.accepts_code:
-                    raise CodeRefused(
-                        f"{missing}. It was shipped by value, but this worker does not accept code: "
-                        "start it with `autoflow worker ... --accept-code` and the sender's AUTOFLOW_SECRET"
-                    ) from None
-                shipped = unpack(blob, self._code_secret, code)
-                with self._lock:
-                    self._shipped[code] = shipped
-                    while len(self._shipped) > 64:
-                        self._shipped.popitem(last=False)
-            if node_type not in shipped:
-                raise
-            return shipped[node_type]
+        self._shipped = OrderedDict()
 
     # -- one message -----------------------------------------------------------------------
     def run_node(self, run_id: str, node_id: str, attempt: int) -> None:
