@@ -4,11 +4,15 @@ Retries, timeouts, logging, cancellation, rate and concurrency limits live here,
 every node. A map node expands into items instead of running; a sub-workflow node starts
 a child run and waits for it; a deferred node (``af.delay``, a rate-limit pause) goes back
 to the queue's schedule without holding a worker.
+
+The steps off the common path are mixins of :class:`Executor` (no extra call or object
+per node): finding definitions and functions (``resolving.py``), ``.map`` expansion and
+gathering (``maps.py``), failures and retries (``failures.py``), rate and concurrency
+limits (``throttle.py``), what a node's context asks of the worker (``services.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +24,7 @@ from typing import Any
 from autoflow import codec
 from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
-from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
+from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, log_record
 from autoflow.define.definition import NodeSpec
 from autoflow.define.workflow import WorkflowRegistry
 from autoflow.engine.failures import Failures
@@ -29,15 +33,14 @@ from autoflow.engine.invoke import Invoker, ThreadInvoker
 from autoflow.engine.maps import MapSteps, item_index
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
-from autoflow.engine.planner import store_definitions, workflow_seeds
 from autoflow.engine.resolving import Resolving
+from autoflow.engine.services import NodeServices
 from autoflow.engine.settle import Settle, once
-from autoflow.engine.signing import sign_run
 from autoflow.engine.subflows import SubFlows
 from autoflow.engine.throttle import Throttle
 from autoflow.errors import BackendError, NodeCancelled, OutputError
 from autoflow.models import LogLevel, RunStatus
-from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, engine_log
+from autoflow.store.base import Claim, Progress, Ready, Store, engine_log
 from autoflow.templates import resolve_template
 
 __all__ = ["CONTINUE_FOR", "Executor"]
@@ -49,7 +52,7 @@ log = logging.getLogger("autoflow.executor")
 CONTINUE_FOR = 0.05
 
 
-class Executor(Resolving, MapSteps, Failures, Throttle):
+class Executor(Resolving, MapSteps, Failures, Throttle, NodeServices):
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
@@ -274,39 +277,6 @@ class Executor(Resolving, MapSteps, Failures, Throttle):
         # could flush it although the store then refuses a claim whose lease was lost.
         done = engine_log(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
         return Settle("completed", partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done]))
-
-    def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:
-        """``ctx.start_workflow``: a detached run of a workflow this worker knows, once per
-        node of a run (its idempotency key finds the run a previous attempt started)."""
-        wf = self.registry.workflow(name)
-        values = wf.validate_inputs(inputs)
-        data, _text = codec.json_checked(trigger_data, where="trigger_data", limits=self.limits)
-        store_definitions(self.store, wf)
-        key = f"start:{claim.run_id}:{claim.node_id}:{name}"
-        new = NewRun(
-            id=codec.keyed_run_id(key),
-            workflow=wf.name,
-            digest=wf.digest,
-            inputs=values,
-            output=wf.output,
-            created_at=time.time(),
-            priority=claim.run_priority,
-            trigger="error",
-            trigger_data=data,
-            idempotency_key=key,
-        )
-        new = dataclasses.replace(new, signature=sign_run(self.secret, new))
-        run_id = self.store.create_run(new, workflow_seeds(wf))
-        self.send(self.store.start_run(run_id))  # nothing to send if a previous attempt started it
-        log.info("run %s of %s started by %s/%s", run_id, wf.name, claim.run_id, claim.node_id)
-        return run_id
-
-    def _trigger(self, run_id: str) -> TriggerInfo:
-        """What started the run (read once, when a node asks: trigger nodes)."""
-        info = self.store.get_run(run_id)
-        if info is None:
-            return TriggerInfo()
-        return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id, dict(info.inputs))
 
     def _output(self, value: Any, node_id: str, is_condition: bool) -> str:
         """The node's output as JSON text, or OutputError naming the node and the problem."""
