@@ -4,39 +4,43 @@ Retries, timeouts, logging, cancellation, rate and concurrency limits live here,
 every node. A map node expands into items instead of running; a sub-workflow node starts
 a child run and waits for it; a deferred node (``af.delay``, a rate-limit pause) goes back
 to the queue's schedule without holding a worker.
+
+The steps off the common path are mixins of :class:`Executor` (no extra call or object
+per node): finding definitions and functions (``resolving.py``), ``.map`` expansion and
+gathering (``maps.py``), failures and retries (``failures.py``), rate and concurrency
+limits (``throttle.py``), what a node's context asks of the worker (``services.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from autoflow import codec
 from autoflow import nodes as _library  # noqa: F401  (registers the built-in node library)
 from autoflow.config import Limits
-from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, TriggerInfo, log_record
-from autoflow.define.definition import NodeSpec, parse_definition
-from autoflow.define.node import Node, resolve_node
+from autoflow.context import CancelEvent, Context, Credentials, Defer, LogBuffer, log_record
+from autoflow.define.definition import NodeSpec
 from autoflow.define.workflow import WorkflowRegistry
+from autoflow.engine.failures import Failures
 from autoflow.engine.heartbeat import LeaseTracker
 from autoflow.engine.invoke import Invoker, ThreadInvoker
+from autoflow.engine.maps import MapSteps, item_index
 from autoflow.engine.observe import Observer
 from autoflow.engine.outage import Outage
-from autoflow.engine.planner import retry_delay, store_definitions, workflow_seeds
-from autoflow.engine.shipping import CodeRefused, blob_key, unpack
-from autoflow.engine.signing import sign_run, verify_claim, verify_definition
+from autoflow.engine.resolving import Resolving
+from autoflow.engine.services import NodeServices
+from autoflow.engine.settle import Settle, once
 from autoflow.engine.subflows import SubFlows
-from autoflow.errors import BackendError, InputError, NodeCancelled, NotFoundError, OutputError, WorkflowError
+from autoflow.engine.throttle import Throttle
+from autoflow.errors import BackendError, NodeCancelled, OutputError
 from autoflow.models import LogLevel, RunStatus
-from autoflow.store.base import Claim, NewRun, Progress, Ready, Store, engine_log
+from autoflow.store.base import Claim, Progress, Ready, Store, engine_log
 from autoflow.templates import resolve_template
 
 __all__ = ["CONTINUE_FOR", "Executor"]
@@ -44,38 +48,11 @@ __all__ = ["CONTINUE_FOR", "Executor"]
 log = logging.getLogger("autoflow.executor")
 
 
-@dataclass(frozen=True)
-class Settle:
-    """The store transition that records a node's outcome, run once the node let go of its
-    lease; given a token, a completion may claim the next ready node with it (a
-    continuation). ``outcome`` names it for the observer (see ``engine/observe.py``)."""
-
-    outcome: str
-    transition: Callable[[str | None], Progress]
-
-    def __call__(self, next_token: str | None) -> Progress:
-        return self.transition(next_token)
-
-
 #: Seconds one message may go on running the nodes its completions make ready.
 CONTINUE_FOR = 0.05
 
-#: Results of map items read per store call when a map gathers them.
-_GATHER_PAGE = 1000
 
-#: Errors that a retry cannot fix: wrong wiring, bad inputs, unknown types, bad outputs.
-_PERMANENT = (InputError, OutputError, NotFoundError, WorkflowError, NodeCancelled)
-
-
-class _Plan:
-    """A parsed definition: node specs and the nodes used as when= conditions."""
-
-    def __init__(self, specs: dict[str, NodeSpec]) -> None:
-        self.specs = specs
-        self.conditions = {s.when[0] for s in specs.values() if s.when}
-
-
-class Executor:
+class Executor(Resolving, MapSteps, Failures, Throttle, NodeServices):
     """Executes node messages against a store.
 
     ``send`` enqueues follow-up messages; ``on_finished`` hears about runs that ended
@@ -114,73 +91,12 @@ class Executor:
         self.http_transport = http_transport
         self.tracker = LeaseTracker(store, lease, on_stuck=self._abandon, outage=outage)
         self.subflows = SubFlows(store, secret)
-        self._plans: OrderedDict[str, _Plan] = OrderedDict()
-        self._verified: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # see _verify
+        self._plans = OrderedDict()
+        self._verified = OrderedDict()  # see Resolving._verify
         self._lock = threading.Lock()
         self.accepts_code = code_secret is not None
         self._code_secret = code_secret
-        self._shipped: OrderedDict[str, dict[str, Node[Any, Any]]] = OrderedDict()
-
-    # -- definitions and functions ---------------------------------------------------------
-    def _verify(self, claim: Claim) -> None:
-        """Check the run's signature once per run and signature (its signed facts are the
-        same for every node of the run; an HMAC per node would be a fifth of a step)."""
-        if not self.secret:
-            return
-        seen = (claim.run_id, claim.signature)
-        with self._lock:
-            if seen in self._verified:
-                return
-        verify_claim(self.secret, claim)
-        with self._lock:
-            self._verified[seen] = None
-            while len(self._verified) > 1024:
-                self._verified.popitem(last=False)
-
-    def _plan(self, claim: Claim) -> _Plan:
-        plan = self._plans.get(claim.digest)  # a dict read needs no lock; the cache keeps the newest 256
-        if plan is not None:
-            return plan
-        body = self.store.get_definition(claim.digest)
-        if body is None:
-            raise NotFoundError(f"definition {claim.digest} of workflow {claim.workflow!r} is missing")
-        definition = codec.loads(body)
-        verify_definition(definition, claim.digest)
-        plan = _Plan(parse_definition(definition)[0])
-        with self._lock:
-            self._plans[claim.digest] = plan
-            while len(self._plans) > 256:
-                self._plans.popitem(last=False)
-        return plan
-
-    def _node(self, node_type: str, code: str | None) -> Node[Any, Any]:
-        """The function of ``node_type``: built-in, registered, else shipped with the run
-        (found by the hash of the code's content, so edited code is never confused with
-        an earlier version, nor one user's code with another's)."""
-        try:
-            return resolve_node(self.registry, node_type)
-        except NotFoundError as missing:
-            if code is None:
-                raise
-            with self._lock:
-                shipped = self._shipped.get(code)
-            if shipped is None:
-                blob = self.store.get_blob(blob_key(code))
-                if blob is None:
-                    raise
-                if not self.accepts_code:
-                    raise CodeRefused(
-                        f"{missing}. It was shipped by value, but this worker does not accept code: "
-                        "start it with `autoflow worker ... --accept-code` and the sender's AUTOFLOW_SECRET"
-                    ) from None
-                shipped = unpack(blob, self._code_secret, code)
-                with self._lock:
-                    self._shipped[code] = shipped
-                    while len(self._shipped) > 64:
-                        self._shipped.popitem(last=False)
-            if node_type not in shipped:
-                raise
-            return shipped[node_type]
+        self._shipped = OrderedDict()
 
     # -- one message -----------------------------------------------------------------------
     def run_node(self, run_id: str, node_id: str, attempt: int) -> None:
@@ -296,7 +212,7 @@ class Executor:
             values = resolve_template(spec.args, claim.outputs, claim.inputs)
             if spec.workflow is not None:
                 child = self.subflows.prepare_child(claim, spec, values)
-                return _once("waiting", self.subflows.start_child, claim, token, child, self.send)
+                return once("waiting", self.subflows.start_child, claim, token, child, self.send)
             if spec.map_over is not None and claim.map_of is None:
                 if claim.gather is not None:
                     return self._gather(claim, token, claim.gather, logs)
@@ -321,7 +237,7 @@ class Executor:
                     cancel_event=cancel,
                     deadline=None if timeout is None else started + timeout,
                     wake_at=claim.wake_at,
-                    item=_item_index(node_id) if claim.map_of is not None else None,
+                    item=item_index(node_id) if claim.map_of is not None else None,
                     credentials=self.credentials,
                     trigger=partial(self._trigger, run_id),
                     http_transport=self.http_transport,
@@ -335,7 +251,7 @@ class Executor:
                 output = ctx.scrub(output)
         except Defer as deferred:
             note = log_record(LogLevel.INFO, f"waiting until {codec.from_ts(deferred.until):%H:%M:%S}", node_id)
-            return _once(
+            return once(
                 "deferred", self.store.defer, run_id, node_id, token, deferred.until, True, [*logs.drain(), note]
             )
         except NodeCancelled as exc:
@@ -343,7 +259,7 @@ class Executor:
             if not cancel.is_set():  # raised by the node itself, not by a cancellation: a failure
                 return self._failed(claim, token, spec, exc, logs, cancel, ctx)
             stopped = log_record(LogLevel.WARN, "stopped: the run was cancelled", node_id)
-            return _once("cancelled", self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
+            return once("cancelled", self.store.cancel_node, run_id, node_id, token, [*logs.drain(), stopped])
         except Exception as exc:
             still_running = getattr(exc, "still_running", None)
             return self._failed(claim, token, spec, exc, logs, cancel, ctx)
@@ -362,39 +278,6 @@ class Executor:
         done = engine_log(LogLevel.INFO, f"completed in {elapsed:.1f} ms", node_id)
         return Settle("completed", partial(self._complete, run_id, node_id, token, output, [*logs.drain(), done]))
 
-    def _start_workflow(self, claim: Claim, name: str, inputs: dict[str, Any], trigger_data: Any) -> str:
-        """``ctx.start_workflow``: a detached run of a workflow this worker knows, once per
-        node of a run (its idempotency key finds the run a previous attempt started)."""
-        wf = self.registry.workflow(name)
-        values = wf.validate_inputs(inputs)
-        data, _text = codec.json_checked(trigger_data, where="trigger_data", limits=self.limits)
-        store_definitions(self.store, wf)
-        key = f"start:{claim.run_id}:{claim.node_id}:{name}"
-        new = NewRun(
-            id=codec.keyed_run_id(key),
-            workflow=wf.name,
-            digest=wf.digest,
-            inputs=values,
-            output=wf.output,
-            created_at=time.time(),
-            priority=claim.run_priority,
-            trigger="error",
-            trigger_data=data,
-            idempotency_key=key,
-        )
-        new = dataclasses.replace(new, signature=sign_run(self.secret, new))
-        run_id = self.store.create_run(new, workflow_seeds(wf))
-        self.send(self.store.start_run(run_id))  # nothing to send if a previous attempt started it
-        log.info("run %s of %s started by %s/%s", run_id, wf.name, claim.run_id, claim.node_id)
-        return run_id
-
-    def _trigger(self, run_id: str) -> TriggerInfo:
-        """What started the run (read once, when a node asks: trigger nodes)."""
-        info = self.store.get_run(run_id)
-        if info is None:
-            return TriggerInfo()
-        return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id, dict(info.inputs))
-
     def _output(self, value: Any, node_id: str, is_condition: bool) -> str:
         """The node's output as JSON text, or OutputError naming the node and the problem."""
         if is_condition and not isinstance(value, bool):
@@ -402,120 +285,3 @@ class Executor:
                 f"node {node_id!r} decides a when= branch and must return a bool, got {type(value).__name__}"
             )
         return codec.json_checked(value, where=f"the output of node {node_id!r}", limits=self.limits)[1]
-
-    def _expand(self, claim: Claim, spec: NodeSpec, token: str, items: Any, logs: LogBuffer) -> Settle:
-        if not isinstance(items, list):
-            raise InputError(
-                f"node {spec.id!r}: .map needs a list for parameter {spec.map_over!r}, got {type(items).__name__}"
-            )
-        if len(items) > self.limits.max_map_items:
-            raise InputError(
-                f"node {spec.id!r}: .map over {len(items):,} items, more than the limit of "
-                f"{self.limits.max_map_items:,} (AUTOFLOW_MAX_MAP_ITEMS)"
-            )
-        note = log_record(LogLevel.INFO, f"mapping over {len(items)} item(s)", spec.id)
-        texts = [
-            codec.dumps_checked(
-                codec.to_json_value(item, where=f"item {i} of {spec.id!r}"),
-                where=f"item {i} of {spec.id!r}",
-                max_bytes=self.limits.max_value_bytes,
-            )
-            for i, item in enumerate(items)
-        ]
-        return _once(
-            "expanded", self.store.expand, claim.run_id, spec.id, token, texts, spec.max_parallel, [*logs.drain(), note]
-        )
-
-    def _gather(self, claim: Claim, token: str, count: int, logs: LogBuffer) -> Settle:
-        """Every item of a map is done: its output is their results, read in pages."""
-        parts: list[str] = []
-        size = 2
-        for first in range(0, count, _GATHER_PAGE):
-            page = self.store.map_results(claim.run_id, claim.node_id, first, min(_GATHER_PAGE, count - first))
-            size += sum(len(p) + 1 for p in page)
-            if size > self.limits.max_value_bytes:
-                raise OutputError(
-                    f"the results of the {count:,} items of node {claim.node_id!r} are more than the limit of "
-                    f"{self.limits.max_value_bytes:,} bytes (AUTOFLOW_MAX_VALUE_BYTES)"
-                )
-            parts += page
-        done = log_record(LogLevel.INFO, f"gathered the results of {count} item(s)", claim.node_id, trusted=True)
-        output = "[" + ",".join(parts) + "]"
-        return Settle(
-            "completed", partial(self._complete, claim.run_id, claim.node_id, token, output, [*logs.drain(), done])
-        )
-
-    def _limits(self, claim: Claim, node: Node[Any, Any], spec: NodeSpec, token: str, logs: LogBuffer) -> Settle | None:
-        """Rate limit and concurrency: a node over its limit goes back to the queue with a
-        delay instead of blocking this worker."""
-        rate = spec.options.rate
-        wait = 0.0
-        why = ""
-        if rate is not None:
-            wait = self.store.take_token(rate.key or node.key, rate.count, rate.per)
-            why = f"rate limit {spec.options.rate_limit}"
-        if not wait and spec.options.concurrency:
-            if not self.store.acquire_slot(node.key, token, spec.options.concurrency, self.lease):
-                wait, why = 0.1 + random.random() * 0.4, f"concurrency limit {spec.options.concurrency}"
-            else:
-                self.tracker.hold_slot(claim.run_id, claim.node_id, node.key)
-        if not wait:
-            return None
-        note = log_record(LogLevel.DEBUG, f"{why}: trying again in {wait:.2f}s", claim.node_id)
-        until = time.time() + wait
-        return _once(
-            "deferred", self.store.defer, claim.run_id, claim.node_id, token, until, False, [*logs.drain(), note]
-        )
-
-    def _failed(
-        self,
-        claim: Claim,
-        token: str,
-        spec: NodeSpec | None,
-        exc: BaseException,
-        logs: LogBuffer,
-        cancel: threading.Event,
-        ctx: Context | None = None,
-    ) -> Settle:
-        node_id, attempt = claim.node_id, claim.attempt
-        error = codec.error_info(exc, node_id)
-        if isinstance(exc, SystemExit):
-            error = error.model_copy(update={"message": f"the node called sys.exit({codec.safe_str(exc.code)})"})
-        elif isinstance(exc, KeyboardInterrupt):
-            error = error.model_copy(update={"message": "the node raised KeyboardInterrupt"})
-        if ctx is not None:  # secrets the node resolved never reach the stored error
-            error = error.model_copy(
-                update={"message": ctx.scrub(error.message), "traceback": ctx.scrub(error.traceback)}
-            )
-        delay = None
-        retryable = (
-            isinstance(exc, Exception)
-            and not isinstance(exc, _PERMANENT)
-            and getattr(exc, "retryable", True) is not False  # a node may say a retry cannot help
-        )
-        if spec is not None and retryable and spec.options.retries_error(exc) and not cancel.is_set():
-            delay = retry_delay(spec.options, attempt)
-            after = getattr(exc, "retry_after", None)  # e.g. HTTP Retry-After: wait at least that long
-            if delay is not None and isinstance(after, (int, float)) and after > delay:
-                delay = float(after)
-        total = spec.options.max_attempts if spec else attempt
-        if delay is not None:
-            message = f"attempt {attempt}/{total} failed: {error}; retrying in {delay:.2f}s"
-            closing = log_record(LogLevel.WARN, message, node_id, {"error": error.type})
-        else:
-            closing = log_record(LogLevel.ERROR, f"failed (attempt {attempt}/{total}): {error}", node_id)
-        outcome = "failed" if delay is None else "retrying"
-        return _once(outcome, self.store.fail, claim.run_id, node_id, token, error, delay, [*logs.drain(), closing])
-
-
-def _item_index(node_id: str) -> int | None:
-    """``3`` for the item node ``resize[3]`` of a map."""
-    if node_id.endswith("]") and "[" in node_id:
-        index = node_id[node_id.rindex("[") + 1 : -1]
-        return int(index) if index.isdigit() else None
-    return None
-
-
-def _once(outcome: str, fn: Callable[..., Progress], *args: Any) -> Settle:
-    """A transition that never continues with another node (it ignores the token)."""
-    return Settle(outcome, lambda _next_token: fn(*args))
