@@ -3,9 +3,9 @@
 Library nodes are ordinary ``@af.node`` functions registered in
 :func:`~autoflow.define.registry.builtin_registry` under the seed's type names, so a JSON
 definition naming ``http_request`` runs on any worker without importing user code.
-Retries, timeouts, logs and cancellation are the engine's (``engine/executor.py``); a
-node only tells it, through :class:`NodeError`, whether a retry can help and how long to
-wait first.
+Retries, timeouts, logs and cancellation are the engine's (``engine/executor.py``, retry
+decisions in ``engine/failures.py``); a node only tells it, through :class:`NodeError`,
+whether a retry can help and how long to wait first.
 """
 
 from __future__ import annotations

@@ -66,8 +66,7 @@ class RedisRuns(RedisControl):
         in one more round trip that also sends the messages of its roots: the ones a start
         makes ready (a message the start did not confirm is dropped at its claim)."""
         run_id, admitted = self._create(run, nodes, limit)
-        ids = [_s(i) for i in admitted[1:]]
-        return run_id, self._start_many(ids, {run_id: run} if run_id in ids else {}, nodes, enqueue)
+        return run_id, self._start_many(admitted, {run_id: run} if run_id in admitted else {}, nodes, enqueue)
 
     @_guard
     def create_many_and_admit(
@@ -84,13 +83,11 @@ class RedisRuns(RedisControl):
 
             def build(batch: Sequence[NewRun] = batch) -> tuple[list[str], list[tuple[Any, ...]]]:
                 made = [self._create_commands(run, nodes) for run in batch]
-                admit = self._wire.command("admit", self._admit_keys(), [limit])
-                return [run_id for run_id, _ in made], [c for _, commands in made for c in commands] + [admit]
+                return [run_id for run_id, _ in made], [c for _, commands in made for c in commands]
 
-            made, replies = self._send_creation(build)
+            made, admitted = self._send_creation(build, limit)
             ids += made
             new = {run_id: run for run_id, run in zip(made, batch, strict=True)}
-            admitted = [_s(i) for i in replies[-1][1:]]
             ready += self._start_many(admitted, {r: new[r] for r in admitted if r in new}, nodes, enqueue)
         return ids, ready
 
@@ -125,33 +122,39 @@ class RedisRuns(RedisControl):
             ready += [r for r in self._started(run_id, reply) if r not in guessed]
         return ready
 
-    def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[Any]]:
-        """Create (see :meth:`create_run`); with ``admit``, the admission script's reply
-        follows in the same batch."""
+    def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[str]]:
+        """Create (see :meth:`create_run`); with ``admit``, the admission runs in the same
+        batch: the ids of the runs it admitted."""
+        return self._send_creation(lambda: self._create_commands(run, nodes), admit)
 
-        def build() -> tuple[str, list[tuple[Any, ...]]]:
-            run_id, commands = self._create_commands(run, nodes)
-            if admit is not None:
-                commands.append(self._wire.command("admit", self._admit_keys(), [admit]))
-            return run_id, commands
-
-        run_id, replies = self._send_creation(build)
-        return run_id, [] if admit is None else replies[-1]
-
-    def _send_creation(self, build: Callable[[], tuple[_T, list[tuple[Any, ...]]]]) -> tuple[_T, list[Any]]:
-        """Send the creation commands ``build`` makes (all idempotent); after a server lost
-        the scripts, load them and send the batch again, built anew. Raises the first error
-        reply."""
+    def _send_creation(
+        self, build: Callable[[], tuple[_T, list[tuple[Any, ...]]]], admit: int | None
+    ) -> tuple[_T, list[str]]:
+        """Send the creation commands ``build`` makes (all idempotent), then, with ``admit``,
+        the admission in the same batch; returns what ``build`` made and the ids of the
+        runs admitted. After a server lost the scripts, load them and send the creation
+        again, built anew: if the admission had run, its runs (picked from index entries
+        whose creation failed: created now) are not put back in the admission queue, else
+        it goes again. Raises the first error reply."""
         made, commands = build()
-        replies = self._wire.send_many(commands)
+        admission = [self._wire.command("admit", self._admit_keys(), [admit])] if admit is not None else []
+        replies = self._wire.send_many(commands + admission)
         if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
             self._wire.reload("create", "admit")
             made, commands = build()
-            replies = self._wire.send_many(commands)
+            if admission and not isinstance(replies[-1], Exception):  # the admission ran
+                admitted = replies[-1]
+                picked = [_s(i) for i in admitted[1:]]
+                if picked:  # out of the admission queue again (the indexes sent again put them back)
+                    commands += [("ZREM", self._pending(False), *picked), ("ZREM", self._pending(True), *picked)]
+                replies = [*self._wire.send_many(commands), admitted]
+            else:
+                admission = [self._wire.command("admit", self._admit_keys(), [admit])] if admit is not None else []
+                replies = self._wire.send_many(commands + admission)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return made, replies
+        return made, [_s(i) for i in replies[-1][1:]] if admission else []
 
     def _create_commands(self, run: NewRun, nodes: Sequence[NodeSeed]) -> tuple[str, list[tuple[Any, ...]]]:
         """The run's id and the commands creating it: journal entry, creation (unless its

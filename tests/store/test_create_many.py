@@ -134,3 +134,32 @@ def test_a_server_that_lost_its_scripts_gets_them_again(private: str, form: str)
         assert all(_status(store, i) is RunStatus.RUNNING for i in ids)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("many", [True, False])
+def test_runs_admitted_while_their_creation_script_was_missing_are_started(private: str, many: bool) -> None:
+    """The server lost the creation script but not the admission's (Redis 6, or functions
+    flushed): the first batch puts the runs in the admission queue without creating them
+    and the admission picks them; sent again, the creation makes them and the runs the
+    admission picked start now (they used to wait for the reaper) and leave the queue."""
+    store = RedisStore.from_url(private, namespace="lost")
+    store.use_scripts()
+    admin = redis.Redis.from_url(private)
+    try:
+        admin.script_flush()
+        admin.script_load(store._wire.scripts["admit"].script)
+        runs = _runs(4)
+        if many:
+            ids, ready = store.create_many_and_admit(runs, SEEDS, 3)
+        else:
+            ids, ready = [], []
+            for run in runs:
+                run_id, more = store.create_and_admit(run, SEEDS, 3)
+                ids.append(run_id)
+                ready += more
+        assert _roots(ready) == {i: ["a", "c"] for i in ids[:3]}
+        assert [_status(store, i) for i in ids] == [RunStatus.RUNNING] * 3 + [RunStatus.PENDING]
+        assert admin.zrange("lost:{_g}:pending", 0, -1) == [ids[3].encode()]
+        assert admin.scard("lost:{_g}:active") == 3
+    finally:
+        store.close()
