@@ -163,11 +163,19 @@ class RedisRuns(RedisControl):
             run = dataclasses.replace(run, id=codec.keyed_run_id(run.idempotency_key))
         topology = self._topology(run.digest, nodes)
         fields: dict[str, Any] = {
+            # First the fields every transition reads and writes (lua/lib.lua, load_run):
+            # Redis searches a small hash from its start. "cancel" is "1" once requested.
+            "status": "pending",
+            "cancel": "0",
+            "remaining": len(nodes),
+            "running": 0,
+            "queued": 0,
+            "n_ok": 0,
+            "failed": 0,
+            "priority": run.priority,
             "id": run.id,
             "workflow": run.workflow,
             "digest": run.digest,
-            "status": "pending",
-            "priority": run.priority,
             "inputs": codec.dumps(run.inputs),
             "output_tpl": codec.dumps(run.output),
             "user_id": run.user_id or "",
@@ -178,11 +186,6 @@ class RedisRuns(RedisControl):
             "signature": run.signature or "",
             "code": run.code or "",
             "created_at": repr(run.created_at),
-            "remaining": len(nodes),
-            "running": 0,
-            "queued": 0,
-            "failed": 0,
-            "n_ok": 0,
             "roots": topology[0],
             "parent_run": run.parent_run_id or "",
             "parent_node": run.parent_node_id or "",

@@ -88,12 +88,19 @@ local function topo(node)
 end
 
 -- Run state: read once per script, written once (what changed) ---------------------------
+-- (A run's hash keeps these fields first, from its creation: a small hash is a list that
+-- Redis searches from its start, and they are read and written by every transition.)
 local function load_run()
   local r = redis.call('HMGET', K.run, 'status', 'cancel', 'remaining', 'running', 'queued', 'n_ok', 'failed',
-    'priority', 'started_at')
+    'priority')
   R = {status = r[1], cancel = r[2] == '1', remaining = num(r[3]), running = num(r[4]), queued = num(r[5]),
-    n_ok = num(r[6]), failed = num(r[7]), priority = num(r[8]), started_at = r[9], dirty = false}
+    n_ok = num(r[6]), failed = num(r[7]), priority = num(r[8]), dirty = false}
   return R
+end
+
+-- Whether the run started (its start time is set then).
+local function started()
+  return redis.call('HEXISTS', K.run, 'started_at') == 1
 end
 
 local function bump(field, by)

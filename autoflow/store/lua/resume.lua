@@ -2,7 +2,7 @@
 load_run()
 if R.status ~= 'paused' then return {''} end
 local now = server_now()
-if not R.started_at then
+if not started() then
   redis.call('HSET', K.run, 'status', 'pending')
   log(now, 'info', 'run resumed', nil)
   save()

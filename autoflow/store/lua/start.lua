@@ -2,9 +2,9 @@
 -- Reply: {'started', messages...}, or {status, '1' if it started earlier else '0'}.
 load_run()
 if R.status ~= 'pending' then
-  local started = '0'
-  if R.started_at then started = '1' end
-  return {R.status or 'gone', started}
+  local earlier = '0'
+  if started() then earlier = '1' end
+  return {R.status or 'gone', earlier}
 end
 local now = server_now()
 redis.call('HSET', K.run, 'status', 'running', 'started_at', now)
