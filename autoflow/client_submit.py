@@ -94,7 +94,7 @@ class Submission(RunControl):
         run_id = self._create(new, workflow_seeds(wf))  # also admits a run found by its key
         created = True
         if idempotency_key:  # the key names the run: was it made now, or found?
-            created = self._made_now(run_id, new)
+            created = self._made_now([run_id], [new])[0]
         log.info("run %s of %s %s", run_id, wf.name, "submitted" if created else "found by its idempotency key")
         run = Run(self, run_id, created=created)
         if self.backend.kind == "memory":
@@ -173,9 +173,10 @@ class Submission(RunControl):
         )
         if ready:
             dispatcher.send(ready)
-        made = [
-            run.idempotency_key is None or self._made_now(run_id, run) for run_id, run in zip(ids, runs, strict=True)
-        ]
+        keyed = [i for i, run in enumerate(runs) if run.idempotency_key is not None]
+        made = [True] * len(ids)
+        for i, created in zip(keyed, self._made_now([ids[i] for i in keyed], [runs[i] for i in keyed]), strict=True):
+            made[i] = created
         log.info(
             "%d run(s) of %s submitted (%d found by their idempotency keys)", sum(made), wf.name, len(made) - sum(made)
         )
@@ -271,10 +272,11 @@ class Submission(RunControl):
         signature = sign_run(self.settings.secret_bytes, new)
         return new if signature is None else dataclasses.replace(new, signature=signature)
 
-    def _made_now(self, run_id: str, new: NewRun) -> bool:
-        """Whether the run named by ``new``'s idempotency key was created by this call."""
-        found = self.backend.store.get_run(run_id)
-        return found is not None and abs(found.created_at.timestamp() - new.created_at) < 1e-5
+    def _made_now(self, run_ids: Sequence[str], new: Sequence[NewRun]) -> list[bool]:
+        """Whether each run named by an idempotency key was created by this call (its
+        creation time is this call's), in one read."""
+        found = self.backend.store.created_at(run_ids)
+        return [at is not None and abs(at - run.created_at) < 1e-5 for at, run in zip(found, new, strict=True)]
 
     def _store_definition(self, wf: Workflow) -> None:
         """Store the definition and those of its sub-workflows (once per client)."""

@@ -340,6 +340,9 @@ class Store(Catalog, Protocol):
     def run_status(self, run_id: str) -> RunStatus | None:
         """Just the status of a run (cheap), or None."""
 
+    def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
+        """When each run was created (unix s; None: unknown), in one read."""
+
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
         """``(parent run, parent node)`` of a sub-workflow run (cheap), else None."""
 

@@ -14,7 +14,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -94,6 +94,13 @@ class RedisReads:
     def run_status(self, run_id: str) -> RunStatus | None:
         status = self.r.hget(self._keys(run_id)[RUN], "status")
         return None if status is None else RunStatus(_s(status))
+
+    @_guard
+    def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(self._keys(run_id)[RUN], "created_at")
+        return [None if at is None else float(at) for at in pipe.execute()] if run_ids else []
 
     @_guard
     def run_parent(self, run_id: str) -> tuple[str, str] | None:

@@ -103,6 +103,15 @@ class SQLiteReads:
         rows = self._read("SELECT status FROM runs WHERE id = ?", (run_id,))
         return RunStatus(rows[0][0]) if rows else None
 
+    def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
+        found: dict[str, float] = {}
+        for first in range(0, len(run_ids), 500):  # SQLite's limit on bound parameters
+            page = run_ids[first : first + 500]
+            marks = ",".join("?" * len(page))
+            rows = self._read(f"SELECT id, created_at FROM runs WHERE id IN ({marks})", page)
+            found.update((row[0], row[1]) for row in rows)
+        return [found.get(run_id) for run_id in run_ids]
+
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
         rows = self._read("SELECT parent_run, parent_node FROM runs WHERE id = ?", (run_id,))
         return (rows[0][0], rows[0][1]) if rows and rows[0][0] else None

@@ -163,3 +163,10 @@ def test_runs_admitted_while_their_creation_script_was_missing_are_started(priva
         assert admin.scard("lost:{_g}:active") == 3
     finally:
         store.close()
+
+
+def test_creation_times_are_read_in_one_go(store: Store) -> None:
+    runs = _runs(3)
+    ids, _ = store.create_many_and_admit(runs, SEEDS, 10)
+    assert store.created_at([*ids, "no-such-run"]) == [pytest.approx(r.created_at, abs=1e-6) for r in runs] + [None]
+    assert store.created_at([]) == []
