@@ -73,7 +73,8 @@ class RedisStore(RedisRuns, RedisCatalog):
         self._key_cache: dict[str, list[str]] = {}
         self._facts: dict[str, _Facts] = {}  # see _run_facts
         self._facts_lock = threading.Lock()
-        self._topologies: dict[str, tuple[tuple[NodeSeed, ...], tuple[str, list[Any]]]] = {}  # see RedisRuns._topology
+        # see RedisRuns._topology
+        self._topologies: dict[str, tuple[tuple[NodeSeed, ...], tuple[str, list[Any], str]]] = {}
         # The hot path's connections and Lua.
         self._wire = RedisLane(client, _RUN_SCRIPTS, _GLOBAL_SCRIPTS, url=self.url)
         self._scripts = self._wire.scripts

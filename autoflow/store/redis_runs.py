@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ class RedisRuns(RedisControl):
 
     ns: str
     _facts_lock: threading.Lock
-    _topologies: dict[str, tuple[tuple[NodeSeed, ...], tuple[str, list[Any]]]]  # see _topology
+    _topologies: dict[str, tuple[tuple[NodeSeed, ...], tuple[str, list[Any], str]]]  # see _topology
 
     @_guard
     def put_definition(self, digest: str, body: str) -> None:
@@ -173,6 +174,7 @@ class RedisRuns(RedisControl):
             "n_ok": 0,
             "failed": 0,
             "priority": run.priority,
+            "topo_id": topology[2],
             "id": run.id,
             "workflow": run.workflow,
             "digest": run.digest,
@@ -202,11 +204,12 @@ class RedisRuns(RedisControl):
             commands.append(("ZADD", self._g(f"org:{run.organization_id}"), "NX", run.created_at, run.id))
         return run.id, commands
 
-    def _topology(self, digest: str, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any]]:
-        """The roots and create.lua's node arguments (count, ids, TOPO entries) of a run's
-        seeds: the same for every run of a definition, so formatted once per digest (and
-        checked to come from the same seeds: the planner hands the same object every time,
-        a sub-workflow's equal ones)."""
+    def _topology(self, digest: str, nodes: Sequence[NodeSeed]) -> tuple[str, list[Any], str]:
+        """The roots, create.lua's node arguments (count, ids, TOPO entries) and their hash
+        (``topo_id``: runs with the same one share Redis's parsed entries, see lua/lib.lua)
+        of a run's seeds: the same for every run of a definition, so formatted once per
+        digest (and checked to come from the same seeds: the planner hands the same object
+        every time, a sub-workflow's equal ones)."""
         cached = self._topologies.get(digest)
         if cached is not None and (cached[0] is nodes or cached[0] == tuple(nodes)):
             return cached[1]
@@ -225,7 +228,12 @@ class RedisRuns(RedisControl):
             )
             for n in nodes
         ]
-        made = (",".join(n.id for n in nodes if not n.parents), [len(nodes), *(n.id for n in nodes), *topos])
+        ids = [n.id for n in nodes]
+        made = (
+            ",".join(n.id for n in nodes if not n.parents),
+            [len(nodes), *ids, *topos],
+            hashlib.sha256("\n".join([*ids, *topos]).encode()).hexdigest()[:32],
+        )
         with self._facts_lock:
             while len(self._topologies) >= 256:  # the oldest definition goes
                 self._topologies.pop(next(iter(self._topologies)))

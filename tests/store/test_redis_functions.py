@@ -202,3 +202,25 @@ def test_a_client_told_not_to_use_functions_runs_scripts(
         assert _libraries(private) == []
     finally:
         client.close()
+
+
+def test_runs_of_one_digest_with_different_graphs_keep_their_own_topology(private: str) -> None:
+    """The function library keeps parsed topology across calls by the hash of a run's
+    entries (topo_id), not by its definition's digest: two graphs under one digest (the
+    store allows it) each settle their own children, calls interleaved."""
+    store = RedisStore.from_url(private, namespace="topo")
+    try:
+        first, ready_first = start(store, {"a": [], "b": ["a"]})
+        second, ready_second = start(store, {"a": [], "c": ["a"], "d": ["a"]})
+        assert [m.node_id for m in ready_first] == ["a"] and [m.node_id for m in ready_second] == ["a"]
+        assert [m.node_id for m in run_node(store, first, "a")] == ["b"]
+        assert sorted(m.node_id for m in run_node(store, second, "a")) == ["c", "d"]
+        assert run_node(store, first, "b") == []
+        assert _status(store, first) is RunStatus.COMPLETED
+        run_node(store, second, "c")
+        run_node(store, second, "d")
+        assert _status(store, second) is RunStatus.COMPLETED
+        ids = {store.r.hget(f"topo:{{{run}}}:run", "topo_id") for run in (first, second)}
+        assert len(ids) == 2 and None not in ids
+    finally:
+        store.close()

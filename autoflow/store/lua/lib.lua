@@ -76,6 +76,12 @@ local function put(node, s)
   redis.call('HSET', K.ns, node, table.concat(s, '|'))
 end
 
+-- Parsed K.topo entries by the run's topo_id (the hash of its entries as the client wrote
+-- them: the same for every run of a definition), kept across calls while the function
+-- library is loaded (a script's copy starts empty on every call). Read only; dropped past
+-- TOPO_LIMIT entries. Runs created without a topo_id parse theirs per call.
+local TOPOS, TOPO_ENTRIES, TOPO_LIMIT = {}, 0, 20000
+
 local function topo(node)
   local t = TOPO[node]
   if t == nil then
@@ -83,6 +89,8 @@ local function topo(node)
     t = {string.match(raw, TOPO_FIELDS)}
     if #t == 0 then t = split(raw, '|', 8) end
     TOPO[node] = t
+    TOPO_ENTRIES = TOPO_ENTRIES + 1
+    if TOPO_ENTRIES > TOPO_LIMIT then TOPOS, TOPO_ENTRIES = {}, 0 end
   end
   return t
 end
@@ -92,9 +100,17 @@ end
 -- Redis searches from its start, and they are read and written by every transition.)
 local function load_run()
   local r = redis.call('HMGET', K.run, 'status', 'cancel', 'remaining', 'running', 'queued', 'n_ok', 'failed',
-    'priority')
+    'priority', 'topo_id')
   R = {status = r[1], cancel = r[2] == '1', remaining = num(r[3]), running = num(r[4]), queued = num(r[5]),
     n_ok = num(r[6]), failed = num(r[7]), priority = num(r[8]), dirty = false}
+  if r[9] and next(TOPO) == nil then  -- this run's topology as parsed for an earlier call
+    local shared = TOPOS[r[9]]
+    if shared == nil then
+      shared = {}
+      TOPOS[r[9]] = shared
+    end
+    TOPO = shared
+  end
   return R
 end
 
