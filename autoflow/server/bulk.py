@@ -44,14 +44,15 @@ router = APIRouter(responses=ERROR_RESPONSES)
 #: A request costs one token of the execute rate limit per this many runs (rounded up):
 #: up to 50 runs cost what one ``/execute`` costs.
 RUNS_PER_TOKEN = 50
-#: The most items the request schema allows; ``AUTOFLOW_API_MAX_BULK_ITEMS`` (<= this) decides.
-MAX_ITEMS = 10_000
 _KEY_BYTES = 256  # what Client.execute accepts as an idempotency key, our prefix included
 _ITEM = re.compile(r"^inputs\[(\d+)\]")
 
 CanExecute = Annotated[Principal, Depends(require("execute"))]
 Key = Annotated[str, Field(min_length=1, max_length=255)]
-_INPUTS = "the workflow's inputs, one object per run (in the order of the answer)"
+_INPUTS = (
+    "the workflow's inputs, one object per run (in the order of the answer); at most AUTOFLOW_API_MAX_BULK_ITEMS"
+    " (413 above it: the server's setting, so not in this schema)"
+)
 _KEYS = "one per item: the same key (per organization) finds the same run, as Idempotency-Key does on /execute"
 
 
@@ -61,8 +62,8 @@ class ExecuteMany(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     workflowId: str = Field(min_length=1, max_length=128, description="a stored workflow id or a registered name")
-    inputs: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS, description=_INPUTS)
-    idempotencyKeys: list[Key] | None = Field(None, max_length=MAX_ITEMS, description=_KEYS)
+    inputs: list[dict[str, Any]] = Field(min_length=1, description=_INPUTS)
+    idempotencyKeys: list[Key] | None = Field(None, description=_KEYS)
     triggerData: Any = Field(None, description="what the trigger carried (recorded with every run)")
     userId: str | None = Field(None, max_length=200, description="default: the token's subject")
     organizationId: str | None = Field(None, max_length=200, description="must equal the token's organization")
@@ -74,8 +75,8 @@ class ExecuteStoredMany(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    inputs: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS, description=_INPUTS)
-    idempotencyKeys: list[Key] | None = Field(None, max_length=MAX_ITEMS, description=_KEYS)
+    inputs: list[dict[str, Any]] = Field(min_length=1, description=_INPUTS)
+    idempotencyKeys: list[Key] | None = Field(None, description=_KEYS)
     triggerData: Any = Field(None, description="what the trigger carried (recorded with every run)")
     priority: int = Field(0, ge=-1000, le=1000, description="of every run")
     version: int | None = Field(None, ge=1, le=MAX_VERSION, description="default: the latest version")
