@@ -91,16 +91,21 @@ class Submission(RunControl):
             wf, stored, values, priority, user_id, organization_id, trigger, trigger_json, idempotency_key
         )
         self.start()
+        run = self._start_one(wf, new)
+        if display:
+            display_run(run)
+        return run
+
+    def _start_one(self, wf: Workflow, new: NewRun) -> Run:
+        """Create and admit one checked run (immediate mode: run it to its end here)."""
         run_id = self._create(new, workflow_seeds(wf))  # also admits a run found by its key
         created = True
-        if idempotency_key:  # the key names the run: was it made now, or found?
+        if new.idempotency_key:  # the key names the run: was it made now, or found?
             created = self._made_now([run_id], [new])[0]
         log.info("run %s of %s %s", run_id, wf.name, "submitted" if created else "found by its idempotency key")
         run = Run(self, run_id, created=created)
         if self.backend.kind == "memory":
             self._drain(run_id)
-        if display:
-            display_run(run)
         return run
 
     def execute_many(
@@ -124,7 +129,7 @@ class Submission(RunControl):
         :class:`InputError` naming its index, and no run is created. The options apply to
         every run; ``idempotency_keys``, one per item, name the runs as
         :meth:`execute`'s ``idempotency_key`` does (a run found by its key is not created
-        again; finding out costs one read per run)."""
+        again; finding out costs one read for all of them)."""
         wf, stored = self._workflow(workflow, organization_id, "execute_many")
         self._check_options(priority, trigger, user_id, organization_id)
         if isinstance(inputs, dict) or not isinstance(inputs, Iterable):
@@ -147,26 +152,14 @@ class Submission(RunControl):
                 raise InputError(f"inputs[{i}] must be a dict of workflow inputs, got {type(item).__name__}")
             values.append(self._values(wf, item, f"inputs[{i}]: "))
         trigger_json = self._trigger_json(trigger_data)
-        if self.backend.kind == "memory":  # immediate mode runs each one through here
-            return [
-                self.execute(
-                    wf,
-                    v,
-                    priority=priority,
-                    user_id=user_id,
-                    organization_id=organization_id,
-                    trigger_data=trigger_data,
-                    trigger=trigger,
-                    idempotency_key=k,
-                )
-                for v, k in zip(values, keys, strict=True)
-            ]
         self._prepare(wf)
         runs = [
             self._new_run(wf, stored, v, priority, user_id, organization_id, trigger, trigger_json, k)
             for v, k in zip(values, keys, strict=True)
         ]
         self.start()
+        if self.backend.kind == "memory":  # immediate mode runs each one to its end here
+            return [self._start_one(wf, run) for run in runs]
         dispatcher = self.backend.dispatcher
         ids, ready = self.backend.store.create_many_and_admit(
             runs, workflow_seeds(wf), self.settings.workflow_concurrency, enqueue=dispatcher.queue_commands

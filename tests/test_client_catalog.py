@@ -99,3 +99,12 @@ def test_idempotency_key_gives_one_run(client: af.Client) -> None:
     second = client.execute("once", a=1, idempotency_key="delivery-1")
     assert first.id == second.id and first.created and not second.created
     assert len(client.runs(workflow_id="once")) == 1
+
+
+def test_execute_many_of_a_stored_workflow_records_its_id_and_version(client: af.Client) -> None:
+    """On every backend, immediate mode included (it used to run each item through
+    execute() with the loaded workflow, which dropped the stored id)."""
+    client.save_workflow(_definition(), workflow_id="flow-many")
+    runs = client.execute_many("flow-many", [{"a": 4}, {"a": 5}])
+    assert [run.result(timeout=30) for run in runs] == [-5, -6]
+    assert {(run.status().workflow_id, run.status().workflow_version) for run in runs} == {("flow-many", 1)}
