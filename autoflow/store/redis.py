@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from autoflow import codec
 from autoflow.errors import BackendError
 from autoflow.models import ErrorInfo, RunStatus
-from autoflow.store.base import Claim, NodeSeed, Progress, log_text, map_window
+from autoflow.store.base import Claim, NodeSeed, Progress, map_window
 from autoflow.store.catalog_redis import RedisCatalog
 from autoflow.store.redis_lane import RedisLane
 from autoflow.store.redis_reads import ERR, NS, OUT, RUN_KEYS, _guard, _s
@@ -265,7 +265,7 @@ class RedisStore(RedisRuns, RedisCatalog):
         next_token: str | None = None,
         lease: float = 0.0,
     ) -> Progress:
-        entries = [log_text(r) for r in logs]  # a node's hot path: _transition spelled out
+        entries = self._logs(logs)  # a node's hot path: _transition spelled out
         res = self._wire.call(
             "complete",
             self._keys(run_id),

@@ -118,9 +118,10 @@ class RedisRuns(RedisControl):
             if isinstance(reply, Exception):  # e.g. the server lost the functions: start as usual
                 if not lost_script(reply):
                     raise reply
-                self._wire.reload("start")
-                reply = self._call("start", run_id)
-            ready += [r for r in self._started(run_id, reply) if r not in guessed]
+                started = self._start(run_id)  # loads the functions or script again itself
+            else:
+                started = self._started(run_id, reply)
+            ready += [r for r in started if r not in guessed]
         return ready
 
     def _create(self, run: NewRun, nodes: Sequence[NodeSeed], admit: int | None) -> tuple[str, list[str]]:
@@ -137,25 +138,27 @@ class RedisRuns(RedisControl):
         again, built anew: if the admission had run, its runs (picked from index entries
         whose creation failed: created now) are not put back in the admission queue, else
         it goes again. Raises the first error reply."""
+
+        def admission() -> list[tuple[Any, ...]]:  # named as the server runs it now (FCALL or EVALSHA)
+            return [self._wire.command("admit", self._admit_keys(), [admit])] if admit is not None else []
+
         made, commands = build()
-        admission = [self._wire.command("admit", self._admit_keys(), [admit])] if admit is not None else []
-        replies = self._wire.send_many(commands + admission)
+        replies = self._wire.send_many(commands + admission())
         if any(lost_script(r) for r in replies):  # e.g. the server restarted: load them and go again
             self._wire.reload("create", "admit")
             made, commands = build()
-            if admission and not isinstance(replies[-1], Exception):  # the admission ran
+            if admit is not None and not isinstance(replies[-1], Exception):  # the admission ran
                 admitted = replies[-1]
                 picked = [_s(i) for i in admitted[1:]]
                 if picked:  # out of the admission queue again (the indexes sent again put them back)
                     commands += [("ZREM", self._pending(False), *picked), ("ZREM", self._pending(True), *picked)]
                 replies = [*self._wire.send_many(commands), admitted]
             else:
-                admission = [self._wire.command("admit", self._admit_keys(), [admit])] if admit is not None else []
-                replies = self._wire.send_many(commands + admission)
+                replies = self._wire.send_many(commands + admission())
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return made, [_s(i) for i in replies[-1][1:]] if admission else []
+        return made, [_s(i) for i in replies[-1][1:]] if admit is not None else []
 
     def _create_commands(self, run: NewRun, nodes: Sequence[NodeSeed]) -> tuple[str, list[tuple[Any, ...]]]:
         """The run's id and the commands creating it: journal entry, creation (unless its
