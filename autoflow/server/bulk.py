@@ -232,13 +232,17 @@ def _conflicts(
 ) -> set[int]:
     """Before anything is created: the items whose key names an existing run (409 if that
     run was started with another request body)."""
+    if not keys:
+        return set()
+    run_ids = [codec.keyed_run_id(key) for key in keys]
+    created = client.backend.store.created_at(run_ids)  # one cheap read first: most keys are new
     found: set[int] = set()
-    for i, key in enumerate(keys or ()):
-        run_id = codec.keyed_run_id(key)
+    for i, run_id in enumerate(run_ids):
+        if created[i] is None:
+            continue
         try:
-            client.run_status(run_id)  # a cheap read first: most keys are new
             info = client.status(run_id)
-        except NotFoundError:
+        except NotFoundError:  # gone meanwhile (past retention)
             continue
         _check_same(info, wf, stored, items[i], trigger_data, principal, i)
         found.add(i)
