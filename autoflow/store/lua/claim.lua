@@ -11,8 +11,8 @@ if R.status ~= 'running' or R.cancel then return false end
 local now = server_now()
 redis.call('ZREM', K.due, node)
 bump('queued', -1)
-take(node, s, token, tonumber(now) + tonumber(ARGV[4]), now)
+take(node, s, token, server_later(tonumber(ARGV[4])), now)
 local res = {}
-claim_data(node, s, {}, res, true)
+claim_data(node, s, nil, nil, res, true)
 save()
 return res

@@ -7,8 +7,9 @@ local s, now = settling(7)
 if not s then return {0} end
 local m = map_of(node)
 if ARGV[5] ~= '' then
-  C = {token = ARGV[5], until_ = tonumber(now) + tonumber(ARGV[6]), known = {}}
-  if not m then C.known[node] = ARGV[3] end
+  C = {token = ARGV[5], until_ = server_later(tonumber(ARGV[6])), known = false, value = false,
+    node = false, state = false}
+  if not m then C.known, C.value = node, ARGV[3] end
 end
 redis.call('HSET', K.out, node, ARGV[3])
 if num(s[ATT]) > 1 then redis.call('HDEL', K.err, node) end

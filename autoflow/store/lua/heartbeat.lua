@@ -1,6 +1,7 @@
 -- ARGV: lease (seconds), node1, token1, node2, token2, ... Returns {cancel flag, lost nodes...}.
 -- Leases are extended on the server's clock.
-local until_ = tonumber(server_now()) + tonumber(ARGV[1])
+server_now()
+local until_ = server_later(tonumber(ARGV[1]))
 local res = {redis.call('HGET', K.run, 'cancel') or '0'}
 for i = 2, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]

@@ -5,7 +5,10 @@
 -- (Redis 7), else sent ahead of each script (EVALSHA): see autoflow/store/lua_lib.py. Either
 -- way a transition starts with begin(keys, args), which resets the per-call state below;
 -- KEYS and ARGV are this file's locals (declared ahead of it), set by begin.
-local K, R, LOGS, TOPO, C
+-- K is filled by begin() on every call (one table for all calls: no allocation).
+local K = {run = false, ns = false, topo = false, out = false, err = false, lease = false, due = false, logs = false,
+  done = false, order = false, iv = false}
+local R, LOGS, TOPO, C
 -- K.ns holds one field per node (and per map item "M[i]"): its state, '|'-separated, at
 -- these positions. K.topo holds one field per node: its place in the graph (TOPO below).
 local ST, ATT, OWN, STARTED, FINISHED, STALL, WAKE, CHILD, OK, FAIL, SKIP, HANDLED, NITEMS, NEXT, DONE =
@@ -35,19 +38,60 @@ local function csv(s)
   return t
 end
 
+-- The number in a text (0 for none). Texts met before are looked up, not converted again
+-- (strtod costs more than the lookup; the counts and flags of states repeat): kept across
+-- calls while the function library is loaded, forgotten past NUM_LIMIT texts.
+local NUM, NUM_N, NUM_LIMIT = {}, 0, 10000
+
 local function num(v)
-  return tonumber(v) or 0
+  if not v then return 0 end
+  local n = NUM[v]
+  if n == nil then
+    n = tonumber(v) or 0
+    if NUM_N >= NUM_LIMIT then NUM, NUM_N = {}, 0 end
+    NUM[v], NUM_N = n, NUM_N + 1
+  end
+  return n
+end
+
+-- The text of a count. Converting a number costs far more than a table read (Lua formats
+-- every number as a double), so small counts keep their text across calls while the
+-- function library is loaded.
+local ISTR, ISTR_LIMIT = {}, 10000
+
+local function istr(n)
+  local s = ISTR[n]
+  if s == nil then
+    s = string.format('%d', n)
+    if n >= -1 and n <= ISTR_LIMIT then ISTR[n] = s end
+  end
+  return s
 end
 
 -- The server's clock: scripts run one at a time, so times stamped with it follow the
 -- order in which transitions happened, whichever worker sent them.
+-- Written as 'seconds.microseconds' from TIME's two texts, with no number between (a
+-- conversion costs more than the rest). NOW_S and NOW_US keep the parts for server_later.
+local NOW_S, NOW_US
+local US_PAD = {'00000', '0000', '000', '00', '0', ''}
+
 local function server_now()
   local t = redis.call('TIME')
-  return string.format('%d.%06d', t[1], t[2])
+  NOW_S, NOW_US = t[1], US_PAD[#t[2]] .. t[2]
+  return NOW_S .. '.' .. NOW_US
+end
+
+-- The time `seconds` after the last server_now(), in the same form.
+local function server_later(seconds)
+  if seconds == math.floor(seconds) then
+    return string.format('%d', tonumber(NOW_S) + seconds) .. '.' .. NOW_US
+  end
+  return string.format('%.6f', tonumber(NOW_S .. '.' .. NOW_US) + seconds)
 end
 
 -- The map node of an item "M[i]", or nil for a plain node.
 local function map_of(node)
+  if string.byte(node, -1) ~= 93 then return nil end  -- no closing ']': a plain node (the common case)
   return string.match(node, '^(.+)%[%d+%]$')
 end
 
@@ -61,8 +105,21 @@ end
 local STATE_FIELDS = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|'
   .. '([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
 
+-- put() holds back one state (node, text) so that the next put() writes both in one HSET:
+-- a chain step writes the node it settles and the next one. get() and every read of K.ns
+-- see it; save() writes what is left, so every script that puts ends with save().
+local HELD_NODE, HELD_STATE
+
+local function flush_states()
+  if HELD_NODE then
+    redis.call('HSET', K.ns, HELD_NODE, HELD_STATE)
+    HELD_NODE = nil
+  end
+end
+
 local function get(node)
-  local raw = redis.call('HGET', K.ns, node)
+  local raw
+  if node == HELD_NODE then raw = HELD_STATE else raw = redis.call('HGET', K.ns, node) end
   if not raw then return nil end
   local s = {string.match(raw, STATE_FIELDS)}
   if #s == NFIELDS then return s end
@@ -73,7 +130,16 @@ local function get(node)
 end
 
 local function put(node, s)
-  redis.call('HSET', K.ns, node, table.concat(s, '|'))
+  -- one concatenation of all the fields: cheaper than table.concat's buffer
+  local state = s[1] .. '|' .. s[2] .. '|' .. s[3] .. '|' .. s[4] .. '|' .. s[5] .. '|' .. s[6]
+    .. '|' .. s[7] .. '|' .. s[8] .. '|' .. s[9] .. '|' .. s[10] .. '|' .. s[11] .. '|' .. s[12] .. '|' .. s[13]
+    .. '|' .. s[14] .. '|' .. s[15]
+  if HELD_NODE == nil or HELD_NODE == node then
+    HELD_NODE, HELD_STATE = node, state
+  else
+    redis.call('HSET', K.ns, HELD_NODE, HELD_STATE, node, state)
+    HELD_NODE = nil
+  end
 end
 
 -- Parsed K.topo entries by the run's topo_id (the hash of its entries as the client wrote
@@ -83,6 +149,7 @@ end
 local TOPOS, TOPO_ENTRIES, TOPO_LIMIT = {}, 0, 20000
 
 local function topo(node)
+  if not TOPO then TOPO = {} end  -- a run without a topo_id: parsed for this call only
   local t = TOPO[node]
   if t == nil then
     local raw = redis.call('HGET', K.topo, node) or 'all_success|0||0||||'
@@ -95,6 +162,19 @@ local function topo(node)
   return t
 end
 
+-- The node list in field `field` (R_PARENTS, R_CHILDREN or R_IPARENTS) of a topology entry,
+-- split once and kept in the entry (four places after the field); read only.
+local NO_NODES = {}
+
+local function nodes_of(t, field)
+  local l = t[field + 4]
+  if l == nil then
+    l = csv(t[field])
+    t[field + 4] = l
+  end
+  return l
+end
+
 -- Run state: read once per script, written once (what changed) ---------------------------
 -- (A run's hash keeps these fields first, from its creation: a small hash is a list that
 -- Redis searches from its start, and they are read and written by every transition.)
@@ -102,8 +182,8 @@ local function load_run()
   local r = redis.call('HMGET', K.run, 'status', 'cancel', 'remaining', 'running', 'queued', 'n_ok', 'failed',
     'priority', 'topo_id')
   R = {status = r[1], cancel = r[2] == '1', remaining = num(r[3]), running = num(r[4]), queued = num(r[5]),
-    n_ok = num(r[6]), failed = num(r[7]), priority = num(r[8]), dirty = false}
-  if r[9] and next(TOPO) == nil then  -- this run's topology as parsed for an earlier call
+    n_ok = num(r[6]), failed = num(r[7]), priority = num(r[8])}
+  if r[9] and not TOPO then  -- this run's topology as parsed for an earlier call
     local shared = TOPOS[r[9]]
     if shared == nil then
       shared = {}
@@ -121,7 +201,6 @@ end
 
 local function bump(field, by)
   R[field] = R[field] + by
-  R.dirty = true
 end
 
 -- An engine log line. Its texts are the engine's own and node ids plain (define/node.py's
@@ -141,10 +220,13 @@ local function add_logs(first, count)
   for i = first, first + count - 1 do LOGS[#LOGS + 1] = ARGV[i] end
 end
 
+-- Every counter is written whenever the run was loaded: cheaper than finding out which
+-- changed (a table or more fields cost more than the three extra fields), and harmless.
 local function save()
-  if R and R.dirty then
-    redis.call('HSET', K.run, 'remaining', R.remaining, 'running', R.running, 'queued', R.queued,
-      'n_ok', R.n_ok, 'failed', R.failed)
+  flush_states()
+  if R and R.status then
+    redis.call('HSET', K.run, 'remaining', istr(R.remaining), 'running', istr(R.running), 'queued', istr(R.queued),
+      'n_ok', istr(R.n_ok), 'failed', istr(R.failed))
   end
   if #LOGS > 0 then redis.call('RPUSH', K.logs, unpack(LOGS)) end
 end
@@ -199,14 +281,18 @@ local function ready(res, node, attempt, eta)
 end
 
 -- What a child receives from a parent: output, error (failed) or false (skipped).
--- `known` maps node -> output JSON the script already holds.
-local function parent_values(parents, known, res)
-  local need = {}
+-- `known` is a parent whose output JSON, `value`, the script already holds (or nil).
+local function parent_values(parents, known, value, res)
+  local need
   for _, p in ipairs(parents) do
-    if known[p] == nil then need[#need + 1] = p end
+    if p ~= known then
+      need = need or {}
+      need[#need + 1] = p
+    end
   end
-  local states, outs, errs = {}, {}, {}
-  if #need > 0 then
+  local states, outs, errs
+  if need then
+    flush_states()
     states = redis.call('HMGET', K.ns, unpack(need))
     outs = redis.call('HMGET', K.out, unpack(need))
     errs = redis.call('HMGET', K.err, unpack(need))
@@ -214,8 +300,8 @@ local function parent_values(parents, known, res)
   local j = 0
   for _, p in ipairs(parents) do
     res[#res + 1] = p
-    if known[p] ~= nil then
-      res[#res + 1] = known[p]
+    if p == known then
+      res[#res + 1] = value
     else
       j = j + 1
       local st = states[j] and string.match(states[j], '^[^|]*') or ''
@@ -229,11 +315,13 @@ end
 -- Claim data of `node` for a worker (the reply of claim.lua, also what a completion hands
 -- back when it continues with the next node): the run's facts (only `with_run`: a
 -- continuation's worker knows them already), the node's, then (parent, value) pairs.
-local function claim_data(node, s, known, res, with_run)
+-- `known` and `value`: see parent_values.
+local function claim_data(node, s, known, value, res, with_run)
   local m = map_of(node)
-  local r = {'', '', '', '', '', ''}
+  local wf, digest, inputs, code, signature, parent_run = '', '', '', '', '', ''
   if with_run then
-    r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature', 'parent_run')
+    local r = redis.call('HMGET', K.run, 'workflow', 'digest', 'inputs', 'code', 'signature', 'parent_run')
+    wf, digest, inputs, code, signature, parent_run = r[1], r[2], r[3], r[4] or '', r[5] or '', r[6] or ''
   end
   local item = false
   if m then item = redis.call('HGET', K.iv, node) end
@@ -241,24 +329,24 @@ local function claim_data(node, s, known, res, with_run)
   if not m and s[NITEMS] ~= '' then gather = s[NITEMS] end
   res[#res + 1] = node
   res[#res + 1] = s[ATT]
-  res[#res + 1] = r[1]
-  res[#res + 1] = r[2]
-  res[#res + 1] = r[3]
+  res[#res + 1] = wf
+  res[#res + 1] = digest
+  res[#res + 1] = inputs
   res[#res + 1] = m or ''
   res[#res + 1] = item
   res[#res + 1] = s[WAKE]
   res[#res + 1] = R.priority
-  res[#res + 1] = r[4] or ''
-  res[#res + 1] = r[5] or ''
+  res[#res + 1] = code
+  res[#res + 1] = signature
   res[#res + 1] = gather
-  res[#res + 1] = r[6] or ''
+  res[#res + 1] = parent_run
   -- An item reads its map's other arguments, not the list it came from (O(1) per item); a
   -- map node gathering its items reads no parent.
   local t = topo(m or node)
-  local parents = t[R_PARENTS]
-  if m and t[R_IPARENTS] ~= '-' then parents = t[R_IPARENTS] end
-  if gather ~= '' then parents = '' end
-  parent_values(csv(parents), known, res)
+  local parents = nodes_of(t, R_PARENTS)
+  if m and t[R_IPARENTS] ~= '-' then parents = nodes_of(t, R_IPARENTS) end
+  if gather ~= '' then parents = NO_NODES end
+  parent_values(parents, known, value, res)
 end
 
 -- Queued/retrying/waiting (or pending, when continued) -> running, held by `token`.
@@ -274,10 +362,11 @@ local function take(node, s, token, until_, now)
 end
 
 -- A continuation: the worker that settled a node asks to run the next ready one itself
--- (no queue round trip). C = {token, until, node, state} once taken.
+-- (no queue round trip). C = {token, until_, known, value, node, state}, every field set by
+-- its constructor (false until known or taken: a field added later would grow the table).
 
 local function queue(node, s, now, res)
-  if C and C.node == nil and R.status == 'running' and not R.cancel then
+  if C and not C.node and R.status == 'running' and not R.cancel then
     C.node, C.state = node, s
     take(node, s, C.token, C.until_, now)
     return
@@ -300,10 +389,11 @@ end
 -- A child whose when= condition is this node is skipped when it returned the other bool.
 -- `value` is the node's output JSON when the caller holds it.
 local function settle(node, outcome, value, now, res)
-  local stack, outs = {node}, {outcome}
-  while #stack > 0 do
-    local parent, result = table.remove(stack), table.remove(outs)
-    for _, child in ipairs(csv(topo(parent)[R_CHILDREN])) do
+  local stack, top = {node, outcome}, 2
+  while top > 0 do
+    local parent, result = stack[top - 1], stack[top]
+    top = top - 2
+    for _, child in ipairs(nodes_of(topo(parent), R_CHILDREN)) do
       local cs = get(child)
       if cs and cs[ST] == 'pending' then
         local t = topo(child)
@@ -317,20 +407,18 @@ local function settle(node, outcome, value, now, res)
         end
         if not taken then
           skip(child, cs, now)
-          stack[#stack + 1] = child
-          outs[#outs + 1] = 'skip'
+          stack[top + 1], stack[top + 2], top = child, 'skip', top + 2
         else
           local slot = OK
           if result == 'fail' then slot = FAIL elseif result == 'skip' then slot = SKIP end
-          cs[slot] = tostring(num(cs[slot]) + 1)
+          cs[slot] = istr(num(cs[slot]) + 1)
           local rule = t[R_RULE]
           local d = decide(rule, num(t[R_NP]), num(cs[OK]), num(cs[FAIL]), num(cs[SKIP]))
           if d == 'ready' then
             queue(child, cs, now, res)
           elseif d == 'skip' then
             skip(child, cs, now)
-            stack[#stack + 1] = child
-            outs[#outs + 1] = skip_outcome(rule, num(cs[FAIL]))
+            stack[top + 1], stack[top + 2], top = child, skip_outcome(rule, num(cs[FAIL])), top + 2
           else
             put(child, cs)
           end
@@ -366,7 +454,7 @@ local function completed(node, value, now, res)
   bump('remaining', -1)
   bump('n_ok', 1)
   if HANDLER[topo(node)[R_RULE]] then
-    for _, parent in ipairs(csv(topo(node)[R_PARENTS])) do
+    for _, parent in ipairs(nodes_of(topo(node), R_PARENTS)) do
       local ps = get(parent)
       if ps and ps[ST] == 'failed' and ps[HANDLED] ~= '1' then
         ps[HANDLED] = '1'
@@ -400,11 +488,11 @@ end
 local function item_done(m, now, res)
   local ms = get(m)
   if not ms or ms[ST] ~= 'running' then return end
-  ms[DONE] = tostring(num(ms[DONE]) + 1)
+  ms[DONE] = istr(num(ms[DONE]) + 1)
   local n, nxt = num(ms[NITEMS]), num(ms[NEXT])
   local item_s, item = nil, nil
   if nxt < n then
-    ms[NEXT] = tostring(nxt + 1)
+    ms[NEXT] = istr(nxt + 1)
     item = m .. '[' .. nxt .. ']'
     item_s = blank_state()
   end
@@ -454,7 +542,7 @@ local function maybe_finish(now, retention_ms)
   if status == 'completed' then level = 'info' end
   log(now, level, 'run ' .. status, nil)
   save()
-  LOGS, R.dirty = {}, false
+  LOGS = {}
   -- Waiters block on this stream with XREAD (a read command: read-only clients can wait).
   redis.call('XADD', K.done, 'MAXLEN', 1, '*', 'status', status)
   for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, retention_ms) end
@@ -488,7 +576,7 @@ local function reply(finished, res)
   if R then ok, failed = R.n_ok, R.failed end
   local out = {1, finished or '', ok, failed, #res / 4}
   for _, v in ipairs(res) do out[#out + 1] = v end
-  if C and C.node then claim_data(C.node, C.state, C.known or {}, out, false) end
+  if C and C.node then claim_data(C.node, C.state, C.known, C.value, out, false) end
   return out
 end
 
@@ -496,9 +584,7 @@ end
 -- counters R, log lines LOGS, the topology cache TOPO, the continuation C).
 local function begin(keys, args)
   KEYS, ARGV = keys, args
-  K = {
-    run = keys[1], ns = keys[2], topo = keys[3], out = keys[4], err = keys[5], lease = keys[6],
-    due = keys[7], logs = keys[8], done = keys[9], order = keys[10], iv = keys[11],
-  }
-  R, LOGS, TOPO, C = nil, {}, {}, nil
+  K.run, K.ns, K.topo, K.out, K.err, K.lease, K.due, K.logs, K.done, K.order, K.iv =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
+  R, LOGS, TOPO, C, HELD_NODE = nil, {}, false, nil, nil
 end
