@@ -33,7 +33,18 @@ LAYERS: list[set[str]] = [
 ]
 
 #: Inside ``define/`` imports run one way too, bottom first.
-DEFINE_ORDER = ["registry", "schema", "node", "definition", "building", "delay", "workflow", "__init__"]
+DEFINE_ORDER = [
+    "registry",
+    "schema",
+    "options",
+    "node",
+    "definition",
+    "building",
+    "delay",
+    "dag",
+    "workflow",
+    "__init__",
+]
 
 
 def _unit(module: str) -> str:

@@ -6,7 +6,9 @@ capabilities, a read-only root holding only ``/usr``, the interpreter and an emp
 ``/tmp``, no network (not even the host's loopback), a cleared environment, and death
 with its parent. rlimits bound memory, CPU time, processes and file sizes; a wall-clock
 timeout, the run's cancellation and the node's own timeout kill the whole sandbox.
-Input and output travel as JSON over stdin/stdout (see ``sandbox_runner.py``).
+Input and output travel as JSON over stdin/stdout (see ``sandbox_runner.py``). The errors,
+limits and results live in ``sandbox_types.py`` (re-exported here), the reading of the
+runner's reply in ``sandbox_reply.py``.
 
 A worker running as root does not hand root to the code: bwrap then runs in two stages,
 the first (root) only making the interpreter visible, the second as the real user
@@ -38,22 +40,32 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autoflow import codec
-from autoflow.errors import AutoflowError, InputError, NodeCancelled, OutputError
+from autoflow.errors import InputError, NodeCancelled, OutputError
 from autoflow.nodes.sandbox_bwrap import (
     NETWORK_FILES,
-    SITE_PATH,
     drop_root_argv,
     module_binds,
     python_prefix,
     sandbox_argv,
     visible,
 )
-from autoflow.nodes.sandbox_watch import Ended, Stop, Watch
+from autoflow.nodes.sandbox_reply import _outcome
+from autoflow.nodes.sandbox_types import (
+    CodeError,
+    CodeLimitExceeded,
+    CodeLimits,
+    CodeResult,
+    CodeTimeout,
+    SandboxError,
+    SandboxInfo,
+    SandboxUnavailable,
+)
+from autoflow.nodes.sandbox_watch import Stop, Watch
 
 __all__ = [
     "ALLOW_UNSANDBOXED_ENV",
@@ -83,143 +95,6 @@ _INSTALL_HINT = (
     "code WITHOUT a sandbox (unsafe: the code can then do anything the worker can)"
 )
 _ENVELOPE = 256 * 1024  # room for captured print output and tracebacks around the result
-
-
-class SandboxError(AutoflowError):
-    """The sandbox could not run the code or ended it; base of the errors below.
-    ``stdout`` holds what the code printed before it failed, when it said."""
-
-    stdout: str = ""
-
-
-class SandboxUnavailable(SandboxError):
-    """bubblewrap is missing or cannot create namespaces here, and unsandboxed execution
-    is not allowed (``AUTOFLOW_ALLOW_UNSANDBOXED_CODE``). The message says how to fix it."""
-
-
-class CodeError(SandboxError):
-    """The user's code raised (or did not compile, or returned something that is not JSON).
-
-    ``error_type`` is the exception's type inside the sandbox, ``line`` the line of the
-    code it happened on, ``user_traceback`` the frames of the user's code only.
-    """
-
-    def __init__(self, error_type: str, message: str, user_traceback: str = "", line: int | None = None) -> None:
-        self.error_type = error_type
-        self.line = line
-        self.user_traceback = user_traceback
-        where = f" at line {line} of the code" if line else ""
-        text = f"{error_type}{where}: {message}"
-        super().__init__(f"{text}\n{user_traceback}".rstrip() if user_traceback else text)
-
-
-class CodeLimitExceeded(SandboxError):
-    """The code hit a limit that ends it: ``limit`` names the field of :class:`CodeLimits`."""
-
-    def __init__(self, limit: str, message: str) -> None:
-        self.limit = limit
-        super().__init__(message)
-
-
-class CodeTimeout(SandboxError, TimeoutError):
-    """The code ran past its wall-clock ``timeout`` (or the node's) and was killed."""
-
-
-def _int_range(name: str, value: Any, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise InputError(f"code_execution: {name} must be an int from {low} to {high}, got {value!r}")
-
-
-def _number_range(name: str, value: Any, low: float, high: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise InputError(f"code_execution: {name} must be a number from {low:g} to {high:g}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class CodeLimits:
-    """What one sandboxed call may use. Every field is also a config key of the
-    ``code_execution`` node.
-
-    ``timeout``: wall-clock seconds; ``memory_mb``: address space per process (RLIMIT_AS);
-    ``cpu_seconds``: CPU time per process; ``max_processes``: processes and threads of the
-    sandbox, the interpreter included; ``max_file_mb``: size of any file written;
-    ``tmp_mb``: size of the in-memory ``/tmp`` (and of ``/dev/shm``); ``max_output_kb``:
-    size of the JSON result; ``network``: ``"none"`` (default: an empty network
-    namespace) or ``"host"`` (the worker's network, loopback services included: only for
-    trusted code); ``allowed_modules``: top-level packages of the worker's environment
-    made visible read-only (the standard library always is).
-
-    Example::
-
-        CodeLimits(timeout=5, memory_mb=128, allowed_modules=("numpy",))
-    """
-
-    timeout: float = 10.0
-    memory_mb: int = 256
-    cpu_seconds: float = 10.0
-    max_processes: int = 16
-    max_file_mb: int = 16
-    tmp_mb: int = 64
-    max_output_kb: int = 1024
-    network: str = "none"
-    allowed_modules: tuple[str, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        _number_range("timeout", self.timeout, 0.01, 86_400)
-        _int_range("memory_mb", self.memory_mb, 64, 1 << 20)
-        _number_range("cpu_seconds", self.cpu_seconds, 1, 86_400)
-        _int_range("max_processes", self.max_processes, 1, 4096)
-        _int_range("max_file_mb", self.max_file_mb, 1, 1 << 20)
-        _int_range("tmp_mb", self.tmp_mb, 1, 1 << 16)
-        _int_range("max_output_kb", self.max_output_kb, 1, 1 << 20)
-        if self.network not in ("none", "host"):
-            raise InputError(f"code_execution: network must be 'none' or 'host', got {self.network!r}")
-        if isinstance(self.allowed_modules, str) or not all(isinstance(m, str) for m in self.allowed_modules):
-            raise InputError(
-                f"code_execution: allowed_modules must be a list of module names, got {self.allowed_modules!r}"
-            )
-        object.__setattr__(self, "allowed_modules", tuple(self.allowed_modules))
-
-    def for_runner(self, sandboxed: bool) -> dict[str, Any]:
-        """The limits as the runner applies them (``sandbox_runner._apply_limits``)."""
-        return {
-            "memory_mb": self.memory_mb,
-            "cpu_seconds": self.cpu_seconds,
-            # The sandbox's user namespace counts only its own processes; unsandboxed, the
-            # limit would count every process of the worker's user: not applied.
-            "max_processes": self.max_processes if sandboxed else None,
-            "max_file_mb": self.max_file_mb,
-            "max_output_kb": self.max_output_kb,
-            "site": SITE_PATH if sandboxed and self.allowed_modules else None,
-            "die_with_parent": not sandboxed,
-        }
-
-
-@dataclass(frozen=True)
-class CodeResult:
-    """The outcome of a successful call: the JSON ``value``, what the code printed
-    (``stdout``, at most 64 KiB) and wrote to its stderr, whether it ran sandboxed, and
-    its wall and CPU time."""
-
-    value: Any
-    stdout: str = ""
-    stderr: str = ""
-    sandboxed: bool = True
-    duration: float = 0.0
-    cpu_time: float = 0.0
-
-
-@dataclass(frozen=True)
-class SandboxInfo:
-    """What :func:`check_sandbox` found: whether code runs sandboxed here, with which
-    bubblewrap and interpreter, and why not when it cannot."""
-
-    available: bool
-    bwrap: str | None
-    version: str | None
-    python: str
-    drops_root: bool
-    problem: str | None = None
 
 
 # -- finding the pieces -------------------------------------------------------------------
@@ -459,62 +334,3 @@ def _kill_namespace_init(leader: int) -> None:
             except OSError:
                 continue
             chain.append(child)  # another bwrap of the chain (at most three)
-
-
-def _outcome(ended: Ended, limits: CodeLimits, sandboxed: bool, duration: float) -> CodeResult:
-    """The result in the runner's reply, or the error that explains why there is none."""
-    stderr = ended.stderr.decode("utf-8", "replace")
-    try:
-        reply = json.loads(ended.stdout) if ended.stdout else None
-    except ValueError:
-        reply = None
-    if isinstance(reply, dict) and reply.get("ok") is True:
-        cpu = reply.get("cpu")
-        cpu = float(cpu) if isinstance(cpu, (int, float)) else 0.0
-        return CodeResult(reply.get("result"), str(reply.get("stdout", "")), stderr, sandboxed, duration, cpu)
-    if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
-        error = _code_error(reply["error"])
-        error.stdout = str(reply.get("stdout", ""))
-        raise error
-    tail = codec.redact_text(stderr[-2000:]).strip()
-    code = ended.returncode
-    if sandboxed and code == 1 and stderr.startswith("bwrap:"):
-        raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {tail}")
-    # bwrap exits with 128 + the signal that killed the code; a plain child with -signal.
-    killed_by = -code if code is not None and code < 0 else code - 128 if code and sandboxed and code > 128 else None
-    if killed_by == signal.SIGXCPU:
-        raise CodeLimitExceeded("cpu_seconds", f"the code used more than {limits.cpu_seconds:g} s of CPU time")
-    if killed_by == signal.SIGKILL:
-        raise SandboxError(
-            f"the code was killed by SIGKILL before it produced a result: it passed its CPU time limit "
-            f"(cpu_seconds={limits.cpu_seconds:g}) in native code, or the kernel ran out of memory{_said(tail)}"
-        )
-    if killed_by is not None:
-        raise SandboxError(f"the code was killed by {_signal_name(killed_by)} before it produced a result{_said(tail)}")
-    raise SandboxError(f"the code's process exited with status {code} without a result{_said(tail)}")
-
-
-def _code_error(error: dict[str, Any]) -> SandboxError:
-    """The error of a reply ``{"type", "message", "traceback", "line"}``: a limit the code
-    ran into inside Python, or the exception it raised (secrets in its text redacted)."""
-    kind = str(error.get("type", "Error"))
-    message = codec.redact_text(str(error.get("message", "")))
-    trace = codec.redact_text(str(error.get("traceback", "")))
-    line = error.get("line") if isinstance(error.get("line"), int) else None
-    where = f" (line {line} of the code)" if line else ""
-    if kind == "CPUTimeLimit":
-        return CodeLimitExceeded("cpu_seconds", f"{message}{where}")
-    if kind == "MemoryError":
-        return CodeLimitExceeded("memory_mb", f"{message}{where}\n{trace}".rstrip())
-    return CodeError(kind, message, trace, line)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _said(tail: str) -> str:
-    return f"; its stderr ends with: {tail}" if tail else ""
