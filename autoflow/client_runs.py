@@ -88,7 +88,9 @@ class RunControl:
         run_id = _run_id(run_id)
         self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002  # short runs end within milliseconds: look again soon, then less often
+        # A store that wakes waiters is waited on for up to a second at a time; else short
+        # runs end within milliseconds: look again soon, then less often.
+        pause = 1.0 if self.backend.store.finish_wakes_waiters else 0.002
         while True:
             if self._finished(run_id):  # cheap; the full snapshot only once at the end
                 return self.status(run_id)

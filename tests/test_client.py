@@ -383,6 +383,29 @@ def test_wait_times_out_without_hanging(client: af.Client) -> None:
     run.wait(timeout=5)
 
 
+def test_a_waiter_on_redis_blocks_until_the_end_instead_of_polling(
+    client: af.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if client.backend.kind != "redis":
+        pytest.skip("Redis wakes waiters when a run ends (XREAD); SQLite waiters poll")
+    store = client.backend.store
+    waits: list[float] = []
+    wait_finished = store.wait_finished
+
+    def counted(run_id: str, timeout: float) -> None:
+        waits.append(timeout)
+        wait_finished(run_id, timeout)
+
+    monkeypatch.setattr(store, "wait_finished", counted)
+    run = client.execute(slow_pair, seconds=0.4)
+    started = time.monotonic()
+    assert run.result(timeout=10) is not None
+    assert time.monotonic() - started < 2.0
+    # One blocking read (two if the end came between the first check and the read), not
+    # the 2 ms, 3 ms, 4.5 ms ... of a polling waiter (about 10 in 0.4 s).
+    assert 1 <= len(waits) <= 2, waits
+
+
 def _wait_for(condition: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -209,6 +209,10 @@ class Store(Catalog, Protocol):
     """
 
     url: str
+    #: Whether ``wait_finished`` returns as soon as the run finishes, whichever process ends
+    #: it (a waiter can then block for its whole timeout), rather than only for runs ended
+    #: in this process (a waiter looks again soon, then less often).
+    finish_wakes_waiters: bool
 
     def put_definition(self, digest: str, body: str) -> None:
         """Store a workflow definition (JSON text) under its digest; idempotent."""
@@ -390,7 +394,8 @@ class Store(Catalog, Protocol):
         """Delete runs finished more than ``retention`` seconds ago; returns how many."""
 
     def wait_finished(self, run_id: str, timeout: float) -> None:
-        """Block up to ``timeout`` seconds or until the run may have finished."""
+        """Block up to ``timeout`` seconds or until the run may have finished (see
+        ``finish_wakes_waiters``)."""
 
     def close(self) -> None:
         """Release connections."""

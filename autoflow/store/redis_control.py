@@ -25,6 +25,8 @@ CREATING_GRACE = 10.0
 class RedisControl(RedisReads):
     """Run-level operations of :class:`~autoflow.store.redis.RedisStore`."""
 
+    finish_wakes_waiters = True  # XREAD on the run's "done" stream (see wait_finished)
+
     _scripts: dict[str, Any]
     _wire: RedisLane
     #: Called when an ended run's bookkeeping, sent ahead of a queue read, finds runs

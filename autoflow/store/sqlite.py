@@ -43,6 +43,8 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
         store = SQLiteStore(Path.home() / ".autoflow" / "autoflow.db")
     """
 
+    finish_wakes_waiters = False  # a finish in another process is noticed by polling
+
     def __init__(self, path: str | Path = ":memory:", *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
