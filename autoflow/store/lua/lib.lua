@@ -203,17 +203,19 @@ local function bump(field, by)
   R[field] = R[field] + by
 end
 
--- An engine log line. Its texts are the engine's own and node ids plain (define/node.py's
--- ID_PATTERN, plus "[i]" for map items), so it is written as is; anything else that would
--- need escaping goes through cjson.
+-- An engine log line. Its messages are the engine's own texts (literals, counts, statuses:
+-- nothing to escape) and node ids are plain (define/node.py's ID_PATTERN, plus "[i]" for
+-- map items), so it is written as is in one concatenation; a node id that would need
+-- escaping goes through cjson.
 local function log(now, level, message, node)
-  if string.find(message, '[%c"\\]') or (node and string.find(node, '[%c"\\]')) then
+  if not node then
+    LOGS[#LOGS + 1] = '{"ts":' .. now .. ',"level":"' .. level .. '","message":"' .. message .. '"}'
+  elseif string.find(node, '[%c"\\]') then
     LOGS[#LOGS + 1] = cjson.encode({ts = tonumber(now), level = level, message = message, node_id = node})
-    return
+  else
+    LOGS[#LOGS + 1] = '{"ts":' .. now .. ',"level":"' .. level .. '","message":"' .. message .. '","node_id":"' .. node
+      .. '"}'
   end
-  local line = '{"ts":' .. now .. ',"level":"' .. level .. '","message":"' .. message
-  if node then line = line .. '","node_id":"' .. node end
-  LOGS[#LOGS + 1] = line .. '"}'
 end
 
 local function add_logs(first, count)
