@@ -117,12 +117,24 @@ local function flush_states()
   end
 end
 
+-- Short states (no times in them: a pending node's, the same for every run) parsed before,
+-- kept across calls while the function library is loaded; get() hands out copies.
+local PARSED, PARSED_N, PARSED_LIMIT, PARSED_LEN = {}, 0, 1000, 32
+
 local function get(node)
   local raw
   if node == HELD_NODE then raw = HELD_STATE else raw = redis.call('HGET', K.ns, node) end
   if not raw then return nil end
+  local known = PARSED[raw]
+  if known then return {unpack(known)} end
   local s = {string.match(raw, STATE_FIELDS)}
-  if #s == NFIELDS then return s end
+  if #s == NFIELDS then
+    if #raw <= PARSED_LEN then
+      if PARSED_N >= PARSED_LIMIT then PARSED, PARSED_N = {}, 0 end
+      PARSED[raw], PARSED_N = {unpack(s)}, PARSED_N + 1
+    end
+    return s
+  end
   s = {}
   for field in string.gmatch(raw .. '|', '([^|]*)|') do s[#s + 1] = field end
   for i = #s + 1, NFIELDS do s[i] = '' end
