@@ -96,11 +96,21 @@ class RedisReads:
         return None if status is None else RunStatus(_s(status))
 
     @_guard
+    def run_statuses(self, run_ids: Sequence[str]) -> list[RunStatus | None]:
+        return [None if status is None else RunStatus(_s(status)) for status in self._run_field(run_ids, "status")]
+
+    @_guard
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
+        return [None if at is None else float(at) for at in self._run_field(run_ids, "created_at")]
+
+    def _run_field(self, run_ids: Sequence[str], name: str) -> list[Any]:
+        """One field of each run's hash (None where there is no run), in one round trip."""
+        if not run_ids:
+            return []
         pipe = self.r.pipeline(transaction=False)
         for run_id in run_ids:
-            pipe.hget(self._keys(run_id)[RUN], "created_at")
-        return [None if at is None else float(at) for at in pipe.execute()] if run_ids else []
+            pipe.hget(self._keys(run_id)[RUN], name)
+        return list(pipe.execute())
 
     @_guard
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
