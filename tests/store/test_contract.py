@@ -13,6 +13,7 @@ from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
 from autoflow.store.base import NewRun, NodeSeed, Ready, Store
 from autoflow.store.redis import RedisStore
+from autoflow.store.redis_line import _Line
 from autoflow.store.rules import Decision, Rule, decide, skip_outcome
 from autoflow.store.sqlite_reads import ID_PAGE
 
@@ -468,14 +469,19 @@ def test_redis_reads_many_statuses_in_one_round_trip(store: Store, monkeypatch: 
     if not isinstance(store, RedisStore):
         pytest.skip("round trips are Redis's (SQLite: one query per 500 ids, tested above)")
     made = [seed(store, {"a": []}) for _ in range(200)]
-    sent: list[int] = []
-    real = redis.connection.AbstractConnection.send_packed_command
+    sent: list[str] = []  # what reaches a socket: through redis-py, or written by the store's own lines
+    through_redis_py, written = redis.connection.AbstractConnection.send_packed_command, _Line.write
 
-    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(1)
-        real(conn, command, check_health)
+    def counted_redis_py(conn: Any, command: Any, check_health: bool = True) -> None:
+        sent.append("redis-py")
+        through_redis_py(conn, command, check_health)
 
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    def counted_line(line: _Line, packed: bytes) -> None:
+        sent.append("line")
+        written(line, packed)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted_redis_py)
+    monkeypatch.setattr(_Line, "write", counted_line)
     assert store.run_statuses([*made, "no-such-run"]) == [RunStatus.PENDING] * len(made) + [None]
     assert len(sent) == 1
 
