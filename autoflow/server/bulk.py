@@ -33,7 +33,7 @@ from autoflow.server import metrics
 from autoflow.server.auth import Principal
 from autoflow.server.deps import ClientDep, charge, require, state
 from autoflow.server.errors import ERROR_RESPONSES, ApiError
-from autoflow.server.executions import Execution
+from autoflow.server.executions import KEY_RULE, Execution, scoped_key
 from autoflow.server.workflows import MAX_VERSION, WorkflowId
 from autoflow.store.catalog import StoredWorkflow
 
@@ -44,11 +44,10 @@ router = APIRouter(responses=ERROR_RESPONSES)
 #: A request costs one token of the execute rate limit per this many runs (rounded up):
 #: up to 50 runs cost what one ``/execute`` costs.
 RUNS_PER_TOKEN = 50
-_KEY_BYTES = 256  # what Client.execute accepts as an idempotency key, our prefix included
 _ITEM = re.compile(r"^inputs\[(\d+)\]")
 
 CanExecute = Annotated[Principal, Depends(require("execute"))]
-Key = Annotated[str, Field(min_length=1, max_length=255)]
+Key = Annotated[str, Field(min_length=1, description=KEY_RULE)]  # its length: scoped_key checks it
 _INPUTS = (
     "the workflow's inputs, one object per run (in the order of the answer); at most AUTOFLOW_API_MAX_BULK_ITEMS"
     " (413 above it: the server's setting, so not in this schema)"
@@ -209,18 +208,15 @@ def _scoped_keys(principal: Principal, keys: list[str] | None, count: int) -> li
     if len(keys) != count:
         detail = f"idempotencyKeys must hold one key per item: {len(keys)} keys for {count} items"
         raise ApiError(422, detail, field="idempotencyKeys")
-    prefix = f"api:{principal.organization}:"
     seen: dict[str, int] = {}
+    scoped = []
     for i, key in enumerate(keys):
         field = f"idempotencyKeys[{i}]"
         if key in seen:
             raise ApiError(422, f"{field} repeats idempotencyKeys[{seen[key]}]: one key names one run", field=field)
-        if not key.isprintable():
-            raise ApiError(422, f"{field} must be printable characters only", field=field)
-        if len(prefix) + len(key) > _KEY_BYTES:
-            raise ApiError(422, f"{field} is too long: at most {_KEY_BYTES - len(prefix)} characters", field=field)
+        scoped.append(scoped_key(principal.organization, key, field))
         seen[key] = i
-    return [prefix + key for key in keys]
+    return scoped
 
 
 def _conflicts(
