@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from autoflow import codec
@@ -62,6 +63,16 @@ class RunControl:
         if status is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
         return status
+
+    def run_statuses(self, run_ids: Sequence[str | Run]) -> list[RunStatus]:
+        """:meth:`run_status` of many runs, in their order, in one read; NotFoundError
+        (naming the first) if any is unknown."""
+        ids = [_run_id(run_id) for run_id in run_ids]
+        statuses = self.backend.store.run_statuses(ids)
+        for run_id, status in zip(ids, statuses, strict=True):
+            if status is None:
+                raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+        return [status for status in statuses if status is not None]
 
     def logs(self, run_id: str | Run, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         """Log lines with ``id > since``, oldest first, at most ``limit`` per call;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import autoflow as af
-from autoflow.errors import InputError
+from autoflow.errors import InputError, NotFoundError
 from autoflow.models import RunStatus
 
 
@@ -77,6 +77,23 @@ def test_idempotency_keys_find_the_runs_made_before(client: af.Client) -> None:
 def test_an_empty_list_submits_nothing(client: af.Client) -> None:
     assert client.execute_many(scale_then_add, []) == []
     assert client.runs() == []
+
+
+def test_statuses_of_many_runs_are_read_at_once_as_one_by_one(client: af.Client) -> None:
+    """``Client.run_statuses`` answers ``run_status`` of each run (handles or ids), in
+    order, and refuses an unknown run with run_status's own NotFoundError."""
+    runs = client.execute_many(scale_then_add, [{"x": i} for i in range(3)])
+    for run in runs:
+        run.wait(timeout=30)
+    assert client.run_statuses(runs) == [RunStatus.COMPLETED] * 3
+    ids = [runs[2].id, runs[0].id, runs[2].id]
+    assert client.run_statuses(ids) == [client.run_status(run_id) for run_id in ids]
+    assert client.run_statuses([]) == []
+    with pytest.raises(NotFoundError) as single:
+        client.run_status("no-such-run")
+    with pytest.raises(NotFoundError) as many:
+        client.run_statuses([runs[0], "no-such-run", "another-one"])
+    assert str(many.value) == str(single.value)  # the first unknown one, in the same words
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

@@ -27,13 +27,13 @@ from autoflow import codec
 from autoflow.client import Client
 from autoflow.define.workflow import Workflow
 from autoflow.errors import InputError, NotFoundError
-from autoflow.models import RunInfo
+from autoflow.models import RunInfo, RunStatus
 from autoflow.run import Run
 from autoflow.server import metrics
 from autoflow.server.auth import Principal
 from autoflow.server.deps import ClientDep, charge, require, state
 from autoflow.server.errors import ERROR_RESPONSES, ApiError
-from autoflow.server.executions import Execution
+from autoflow.server.executions import KEY_RULE, Execution, scoped_key
 from autoflow.server.workflows import MAX_VERSION, WorkflowId
 from autoflow.store.catalog import StoredWorkflow
 
@@ -44,11 +44,10 @@ router = APIRouter(responses=ERROR_RESPONSES)
 #: A request costs one token of the execute rate limit per this many runs (rounded up):
 #: up to 50 runs cost what one ``/execute`` costs.
 RUNS_PER_TOKEN = 50
-_KEY_BYTES = 256  # what Client.execute accepts as an idempotency key, our prefix included
 _ITEM = re.compile(r"^inputs\[(\d+)\]")
 
 CanExecute = Annotated[Principal, Depends(require("execute"))]
-Key = Annotated[str, Field(min_length=1, max_length=255)]
+Key = Annotated[str, Field(min_length=1, description=KEY_RULE)]  # its length: scoped_key checks it
 _INPUTS = (
     "the workflow's inputs, one object per run (in the order of the answer); at most AUTOFLOW_API_MAX_BULK_ITEMS"
     " (413 above it: the server's setting, so not in this schema)"
@@ -197,7 +196,9 @@ def _submit(
             note = "; a request racing with this one made it, and the other runs of this request started"
             _check_same(client.status(run.id), wf, stored, items[i], trigger_data, principal, i, note)
     response.status_code = 202 if any(run.created for run in runs) else 200
-    return Executions(executions=[_execution(run) for run in runs])
+    metrics.run_started("api", sum(run.created for run in runs))
+    statuses = client.run_statuses(runs)  # one read for all; a run gone meanwhile is a 404, as on /execute
+    return Executions(executions=[_execution(run, status) for run, status in zip(runs, statuses, strict=True)])
 
 
 def _scoped_keys(principal: Principal, keys: list[str] | None, count: int) -> list[str] | None:
@@ -207,18 +208,15 @@ def _scoped_keys(principal: Principal, keys: list[str] | None, count: int) -> li
     if len(keys) != count:
         detail = f"idempotencyKeys must hold one key per item: {len(keys)} keys for {count} items"
         raise ApiError(422, detail, field="idempotencyKeys")
-    prefix = f"api:{principal.organization}:"
     seen: dict[str, int] = {}
+    scoped = []
     for i, key in enumerate(keys):
         field = f"idempotencyKeys[{i}]"
         if key in seen:
             raise ApiError(422, f"{field} repeats idempotencyKeys[{seen[key]}]: one key names one run", field=field)
-        if not key.isprintable():
-            raise ApiError(422, f"{field} must be printable characters only", field=field)
-        if len(prefix) + len(key) > _KEY_BYTES:
-            raise ApiError(422, f"{field} is too long: at most {_KEY_BYTES - len(prefix)} characters", field=field)
+        scoped.append(scoped_key(principal.organization, key, field))
         seen[key] = i
-    return [prefix + key for key in keys]
+    return scoped
 
 
 def _conflicts(
@@ -279,8 +277,6 @@ def _check_same(
         )
 
 
-def _execution(run: Run) -> Execution:
-    if run.created:
-        metrics.run_started("api")
+def _execution(run: Run, status: RunStatus) -> Execution:
     url = f"/api/executions/{run.id}/status"
-    return Execution(executionId=run.id, status=run.client.run_status(run.id), statusUrl=url, created=run.created)
+    return Execution(executionId=run.id, status=status, statusUrl=url, created=run.created)

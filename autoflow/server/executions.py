@@ -22,11 +22,20 @@ from autoflow.server.auth import Principal
 from autoflow.server.deps import ClientDep, require
 from autoflow.server.errors import ERROR_RESPONSES, ApiError
 
-__all__ = ["ExecuteRequest", "Execution", "own_run", "router", "started"]
+__all__ = ["KEY_CHARS", "KEY_RULE", "ExecuteRequest", "Execution", "own_run", "router", "scoped_key", "started"]
 
 router = APIRouter(prefix="/api/executions", tags=["executions"], responses=ERROR_RESPONSES)
 
 RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the run (execution) id")]
+#: How long an idempotency key ``Client.execute`` takes, the organization's scope included.
+KEY_CHARS = 256
+_SCOPE = "api:{}:"  # an organization's API keys, apart from others' (never shown to callers)
+#: What an idempotency key given to the API may be (checked by :func:`scoped_key`, not by
+#: the schema: the limit depends on the organization).
+KEY_RULE = (
+    f"printable, at most {KEY_CHARS - len(_SCOPE.format(''))} characters minus the length of the"
+    " organization id (a longer key is a 422 that says the limit)"
+)
 CanRead = Annotated[Principal, Depends(require("read"))]
 CanExecute = Annotated[Principal, Depends(require("execute"))]
 
@@ -79,6 +88,24 @@ def own_run(client: Client, run_id: str, principal: Principal) -> RunInfo:
     if info is None or info.organization_id != principal.organization:
         raise ApiError(404, f"no execution {run_id!r}")
     return info
+
+
+def scoped_key(organization: str, key: str, field: str) -> str:
+    """An idempotency key given to the API, as the client gets it: in the organization's
+    own key space. A 422 naming ``field`` (the header, or the item of a list) if it cannot
+    be one: not printable, or longer than the organization's scope leaves room for. The
+    message says the limit, not how the scope is written."""
+    prefix = _SCOPE.format(organization)
+    room = KEY_CHARS - len(prefix)
+    if not key.isprintable():
+        raise ApiError(422, f"{field} must be printable characters only", field=field)
+    if room < 1:
+        raise ApiError(
+            422, f"{field} cannot be used: this organization's id is too long for idempotency keys", field=field
+        )
+    if len(key) > room:
+        raise ApiError(422, f"{field} is too long: at most {room} characters (for this organization)", field=field)
+    return prefix + key
 
 
 def started(run: Run, response: Response) -> Execution:

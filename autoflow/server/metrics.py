@@ -116,8 +116,10 @@ def _rejected() -> Counter:
     )
 
 
-def run_started(trigger: str) -> None:
-    _runs_started().labels(trigger).inc()
+def run_started(trigger: str, count: int = 1) -> None:
+    """``count`` runs were started by ``trigger``."""
+    if count > 0:
+        _runs_started().labels(trigger).inc(count)
 
 
 def http_request(method: str, route: str, code: int) -> None:

@@ -20,7 +20,7 @@ from autoflow.define.definition import ID_PATTERN
 from autoflow.server.auth import Principal
 from autoflow.server.deps import ClientDep, require
 from autoflow.server.errors import ERROR_RESPONSES, ApiError
-from autoflow.server.executions import Execution, started
+from autoflow.server.executions import KEY_RULE, Execution, scoped_key, started
 from autoflow.store.catalog import StoredWorkflow
 
 __all__ = ["router"]
@@ -142,14 +142,14 @@ def execute(
     principal: CanExecute,
     response: Response,
     body: ExecuteStored | None = None,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, description=KEY_RULE)] = None,
 ) -> Execution:
     """Run a stored workflow (latest version, or ``version``). The same
     ``Idempotency-Key`` with the same body returns the first run (200); with another
     body it is refused (409)."""
+    key = scoped_key(principal.organization, idempotency_key, "Idempotency-Key") if idempotency_key else None
     body = body or ExecuteStored()
     stored = client.stored_workflow(workflow_id, version=body.version, organization_id=principal.organization)
-    key = f"api:{principal.organization}:{idempotency_key}" if idempotency_key else None
     run = client.execute(
         stored,
         body.inputs,

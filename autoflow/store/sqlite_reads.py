@@ -21,7 +21,10 @@ from autoflow.models import (
 )
 from autoflow.templates import resolve_template
 
-__all__ = ["MIGRATIONS", "SCHEMA", "SQLiteReads"]
+__all__ = ["ID_PAGE", "MIGRATIONS", "SCHEMA", "SQLiteReads"]
+
+#: Ids per query of a read of many runs: SQLite before 3.32 binds at most 999 parameters.
+ID_PAGE = 500
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS definitions (digest TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -103,14 +106,24 @@ class SQLiteReads:
         rows = self._read("SELECT status FROM runs WHERE id = ?", (run_id,))
         return RunStatus(rows[0][0]) if rows else None
 
+    def run_statuses(self, run_ids: Sequence[str]) -> list[RunStatus | None]:
+        found = self._run_column(run_ids, "status")
+        return [RunStatus(found[run_id]) if run_id in found else None for run_id in run_ids]
+
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
-        found: dict[str, float] = {}
-        for first in range(0, len(run_ids), 500):  # SQLite's limit on bound parameters
-            page = run_ids[first : first + 500]
-            marks = ",".join("?" * len(page))
-            rows = self._read(f"SELECT id, created_at FROM runs WHERE id IN ({marks})", page)
-            found.update((row[0], row[1]) for row in rows)
+        found = self._run_column(run_ids, "created_at")
         return [found.get(run_id) for run_id in run_ids]
+
+    def _run_column(self, run_ids: Sequence[str], column: str) -> dict[str, Any]:
+        """One column of the runs that exist among ``run_ids``, by id: one query per
+        :data:`ID_PAGE` ids (SQLite's limit on bound parameters)."""
+        found: dict[str, Any] = {}
+        for first in range(0, len(run_ids), ID_PAGE):
+            page = run_ids[first : first + ID_PAGE]
+            marks = ",".join("?" * len(page))
+            rows = self._read(f"SELECT id, {column} FROM runs WHERE id IN ({marks})", page)
+            found.update((row[0], row[1]) for row in rows)
+        return found
 
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
         rows = self._read("SELECT parent_run, parent_node FROM runs WHERE id = ?", (run_id,))

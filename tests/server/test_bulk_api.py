@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from autoflow.run import Run
 from tests.server.conftest import Api
 from tests.server.flows import api_flow
 
@@ -73,6 +74,62 @@ def test_stored_workflow_and_idempotency_keys(api: Api) -> None:
 
     info = api.wait_status(ids[1], api.auth(scopes="read"), lambda b: b["status"] == "completed")
     assert info["workflow_id"] == "etl" and info["workflow_version"] == 1 and info["output"] == 6
+
+
+def test_the_answer_holds_each_runs_status_read_in_one_go(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is what it was when each run's status was read on its own (the store's
+    status of each run, in the order of the items), read once for all the runs."""
+    api = make_api(workflow_concurrency=2)  # two runs start, the others wait: both statuses show
+    store = api.client.backend.store
+    reads: list[tuple[str, int]] = []
+    one, many = store.run_status, store.run_statuses
+    monkeypatch.setattr(store, "run_status", lambda run_id: reads.append(("run_status", 1)) or one(run_id))
+    monkeypatch.setattr(store, "run_statuses", lambda ids: reads.append(("run_statuses", len(ids))) or many(ids))
+    keys = [f"nap-{i}" for i in range(4)]
+    body = {"workflowId": "api_slow", "inputs": [{"seconds": 60}] * 4, "idempotencyKeys": keys}
+    first = _many(api, **body)
+    assert first.status_code == 202, first.text
+    ids = [e["executionId"] for e in first.json()["executions"]]
+    # Nothing changes now (the started runs nap for a minute): one read per run is the reference.
+    expected = [one(run_id).value for run_id in ids]  # type: ignore[union-attr]
+    assert sorted(expected) == ["pending", "pending", "running", "running"]
+
+    def answer(created: bool) -> dict[str, Any]:
+        return {
+            "executions": [
+                {"executionId": i, "status": s, "statusUrl": f"/api/executions/{i}/status", "created": created}
+                for i, s in zip(ids, expected, strict=True)
+            ]
+        }
+
+    assert first.json() == answer(True)
+    again = _many(api, **body)
+    assert again.status_code == 200 and again.json() == answer(False)
+    assert reads == [("run_statuses", 4), ("run_statuses", 4)]  # no read per run
+    for run_id in ids:
+        api.http.delete(f"/api/executions/{run_id}", headers=api.auth())
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("many", [True, False])
+def test_a_run_gone_before_the_answer_is_a_404_as_on_execute(
+    api: Api, monkeypatch: pytest.MonkeyPatch, many: bool
+) -> None:
+    """A run that no longer exists when the answer is made (past retention) is a 404
+    naming it, on execute-many as on execute (the same problem)."""
+    client = api.client
+    if many:
+        real_many = client.execute_many
+        monkeypatch.setattr(client, "execute_many", lambda *a, **k: [*real_many(*a, **k), Run(client, "gone")])
+        reply = _many(api, inputs=[{"a": 1}])
+    else:
+        monkeypatch.setattr(client, "execute", lambda *a, **k: Run(client, "gone"))
+        reply = api.http.post("/api/executions/execute", json={"workflowId": "api_flow"}, headers=api.auth())
+    assert reply.status_code == 404, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["detail"].startswith("no run 'gone' on ")
 
 
 @pytest.mark.parametrize(

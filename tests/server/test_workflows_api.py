@@ -75,6 +75,53 @@ def test_idempotency_key(api: Api) -> None:
     assert len(runs) == 1
 
 
+def test_a_key_too_long_for_the_organization_is_refused_naming_the_header_and_its_limit(api: Api) -> None:
+    """The Idempotency-Key header's limit is what is left of the client's 256 characters
+    once the key is put in the organization's own space: every key too long for it gets
+    the same 422 naming the header and that limit, and none shows how keys are scoped."""
+    api.http.post("/api/workflows", json={"id": "once", "definition": _definition()}, headers=api.auth(scopes="admin"))
+    limit = 247  # 251 minus len("acme")
+    body = {"inputs": {"a": 1}}
+    for key in ("k" * (limit + 1), "k" * 255, "k" * 300):  # 255: what the header schema used to allow
+        reply = api.http.post("/api/workflows/once/execute", json=body, headers={**api.auth(), "Idempotency-Key": key})
+        assert reply.status_code == 422, reply.text
+        problem = reply.json()
+        assert problem["field"] == "Idempotency-Key"
+        assert problem["detail"] == f"Idempotency-Key is too long: at most {limit} characters (for this organization)"
+    tab = api.http.post("/api/workflows/once/execute", json=body, headers={**api.auth(), "Idempotency-Key": "a\tb"})
+    assert tab.status_code == 422 and tab.json()["field"] == "Idempotency-Key" and "printable" in tab.json()["detail"]
+    assert api.http.get("/api/executions", headers=api.auth()).json()["runs"] == []  # nothing was started
+    longest = {**api.auth(), "Idempotency-Key": "k" * limit}
+    first = api.http.post("/api/workflows/once/execute", json=body, headers=longest)
+    again = api.http.post("/api/workflows/once/execute", json=body, headers=longest)
+    assert (first.status_code, again.status_code) == (202, 200), first.text
+    assert again.json()["executionId"] == first.json()["executionId"]
+    # The bulk endpoint's keys follow the same rule, with the same words.
+    many = {"workflowId": "once", "inputs": [{"a": 1}], "idempotencyKeys": ["k" * 300]}
+    reply = api.http.post("/api/executions/execute-many", json=many, headers=api.auth())
+    assert reply.status_code == 422 and reply.json()["field"] == "idempotencyKeys[0]"
+    assert (
+        reply.json()["detail"] == f"idempotencyKeys[0] is too long: at most {limit} characters (for this organization)"
+    )
+
+
+def test_an_organization_id_leaving_no_room_for_keys_is_told_so(api: Api) -> None:
+    org = "o" * 251  # the key is checked before the workflow is looked up
+    reply = api.http.post(
+        "/api/workflows/once/execute", json={"inputs": {}}, headers={**api.auth(org), "Idempotency-Key": "k"}
+    )
+    assert reply.status_code == 422 and reply.json()["field"] == "Idempotency-Key"
+    assert "organization's id is too long" in reply.json()["detail"] and "api:" not in reply.json()["detail"]
+
+
+def test_openapi_documents_the_key_rule_once(api: Api) -> None:
+    schema = api.http.get("/openapi.json").json()
+    params = schema["paths"]["/api/workflows/{workflow_id}/execute"]["post"]["parameters"]
+    header = next(p for p in params if p["in"] == "header" and p["name"].lower() == "idempotency-key")
+    assert "251 characters minus the length of the organization id" in header["description"]
+    assert "maxLength" not in str(header["schema"])  # the limit depends on the organization: checked, not in the schema
+
+
 def test_bad_definitions_and_scopes(api: Api) -> None:
     admin = api.auth(scopes="admin")
     broken = _definition()

@@ -7,12 +7,15 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
 from autoflow.store.base import NewRun, NodeSeed, Ready, Store
 from autoflow.store.redis import RedisStore
+from autoflow.store.redis_line import _Line
 from autoflow.store.rules import Decision, Rule, decide, skip_outcome
+from autoflow.store.sqlite_reads import ID_PAGE
 
 LEASE = 30.0
 ERR = ErrorInfo(type="ValueError", message="boom", traceback="Traceback ...", node_id=None)
@@ -418,6 +421,69 @@ def test_stats_count_both_queues(store: Store) -> None:
     assert stats.node.active - before.node.active == 1
     assert stats.node.waiting - before.node.waiting == 1
     assert stats.node.completed - before.node.completed == 1
+
+
+def test_statuses_of_many_runs_are_read_in_order_unknown_ones_as_none(store: Store) -> None:
+    """``run_statuses`` is ``run_status`` of each id, in their order (repeats and unknown
+    ids included: None, as ``run_status`` says for an unknown run)."""
+    completed, _ = start(store, {"a": []})
+    run_node(store, completed, "a")
+    failed, _ = start(store, {"a": []})
+    assert store.claim(failed, "a", 1, "t", LEASE) is not None
+    store.fail(failed, "a", "t", ERR, None, [])
+    cancelled = seed(store, {"a": []})
+    store.cancel_run(cancelled)
+    paused, _ = start(store, {"a": []})
+    store.pause_run(paused)
+    running, _ = start(store, {"a": []})
+    pending = seed(store, {"a": []})  # created after the last admission
+    ids = [pending, running, "no-such-run", paused, completed, failed, cancelled, running]
+    expected = [
+        RunStatus.PENDING,
+        RunStatus.RUNNING,
+        None,
+        RunStatus.PAUSED,
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.RUNNING,
+    ]
+    assert store.run_statuses(ids) == expected
+    assert store.run_statuses(ids) == [store.run_status(run_id) for run_id in ids]
+    assert store.run_statuses(["no-such-run"]) == [None]
+    assert store.run_statuses([]) == []
+
+
+def test_statuses_of_more_runs_than_one_query_binds(store: Store) -> None:
+    """More ids than SQLite binds in one query (it pages them), in order."""
+    made = [seed(store, {"a": []}) for _ in range(ID_PAGE + 30)]
+    store.cancel_run(made[-1])
+    unknown = [f"unknown-{i}" for i in range(len(made))]
+    ids = [run_id for pair in zip(unknown, made, strict=True) for run_id in pair]  # 2 * 530 ids
+    statuses = store.run_statuses(ids)
+    assert statuses[1::2] == [RunStatus.PENDING] * (len(made) - 1) + [RunStatus.CANCELLED]
+    assert statuses[::2] == [None] * len(unknown)
+
+
+def test_redis_reads_many_statuses_in_one_round_trip(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("round trips are Redis's (SQLite: one query per 500 ids, tested above)")
+    made = [seed(store, {"a": []}) for _ in range(200)]
+    sent: list[str] = []  # what reaches a socket: through redis-py, or written by the store's own lines
+    through_redis_py, written = redis.connection.AbstractConnection.send_packed_command, _Line.write
+
+    def counted_redis_py(conn: Any, command: Any, check_health: bool = True) -> None:
+        sent.append("redis-py")
+        through_redis_py(conn, command, check_health)
+
+    def counted_line(line: _Line, packed: bytes) -> None:
+        sent.append("line")
+        written(line, packed)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted_redis_py)
+    monkeypatch.setattr(_Line, "write", counted_line)
+    assert store.run_statuses([*made, "no-such-run"]) == [RunStatus.PENDING] * len(made) + [None]
+    assert len(sent) == 1
 
 
 def test_list_runs_newest_first_with_filters(store: Store) -> None:
