@@ -111,7 +111,8 @@ class RunControl:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise RunTimeout(run_id, timeout or 0.0)
-            self.backend.store.wait_finished(run_id, min(remaining, pause))
+            if self.backend.store.wait_finished(run_id, min(remaining, pause)):
+                return self.status(run_id)
             pause = min(1.0, pause * 1.5)
 
     def result(self, run_id: str | Run, timeout: float | None = None) -> Any:

@@ -392,9 +392,9 @@ def test_a_waiter_on_redis_blocks_until_the_end_instead_of_polling(
     waits: list[float] = []
     wait_finished = store.wait_finished
 
-    def counted(run_id: str, timeout: float) -> None:
+    def counted(run_id: str, timeout: float) -> bool:
         waits.append(timeout)
-        wait_finished(run_id, timeout)
+        return wait_finished(run_id, timeout)
 
     monkeypatch.setattr(store, "wait_finished", counted)
     run = client.execute(slow_pair, seconds=0.4)

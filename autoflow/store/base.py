@@ -397,9 +397,10 @@ class Store(Catalog, Protocol):
     def purge(self, now: float, retention: float) -> int:
         """Delete runs finished more than ``retention`` seconds ago; returns how many."""
 
-    def wait_finished(self, run_id: str, timeout: float) -> None:
+    def wait_finished(self, run_id: str, timeout: float) -> bool:
         """Block up to ``timeout`` seconds or until the run may have finished (see
-        ``finish_wakes_waiters``)."""
+        ``finish_wakes_waiters``). True when the store knows it has finished (the waiter
+        need not ask again); False when it may or may not have."""
 
     def close(self) -> None:
         """Release connections."""

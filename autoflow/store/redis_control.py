@@ -316,11 +316,12 @@ class RedisControl(RedisReads):
             offset += len(ids) - len(gone)
 
     @_guard
-    def wait_finished(self, run_id: str, timeout: float) -> None:
+    def wait_finished(self, run_id: str, timeout: float) -> bool:
         key = self._keys(run_id)[DONE]
         # The run's "done" stream gets one entry when it ends; XREAD blocks until then and
         # is a read command, so clients with read-only access can wait too.
-        self.r.xread({key: "0-0"}, count=1, block=max(1, int(min(timeout, 1.0) * 1000)))
+        # The stream gets its entry only when the run ends: an answer says it has.
+        return bool(self.r.xread({key: "0-0"}, count=1, block=max(1, int(min(timeout, 1.0) * 1000))))
 
 
 _PURGE_PAGE = 500  # runs looked at per round trip when purging

@@ -349,7 +349,9 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
                     [(time.time() + lease, key, holder) for key, holder in held],
                 )
 
-    def wait_finished(self, run_id: str, timeout: float) -> None:
-        # In-process finishes notify at once; other processes are noticed by polling.
+    def wait_finished(self, run_id: str, timeout: float) -> bool:
+        # In-process finishes notify at once (of any run: it may not be this one); other
+        # processes are noticed by polling.
         with self._finished:
             self._finished.wait(min(timeout, 0.05))
+        return False
