@@ -81,7 +81,7 @@ local function server_now()
   return NOW_S .. '.' .. NOW_US
 end
 
--- The time `seconds` after the last server_now(), in the same form.
+-- The time `seconds` after this call's server_now() (an error before it), in the same form.
 local function server_later(seconds)
   if seconds == math.floor(seconds) then
     return string.format('%d', tonumber(NOW_S) + seconds) .. '.' .. NOW_US
@@ -600,5 +600,5 @@ local function begin(keys, args)
   KEYS, ARGV = keys, args
   K.run, K.ns, K.topo, K.out, K.err, K.lease, K.due, K.logs, K.done, K.order, K.iv =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
-  R, LOGS, TOPO, C, HELD_NODE = nil, {}, false, nil, nil
+  R, LOGS, TOPO, C, HELD_NODE, NOW_S, NOW_US = nil, {}, false, nil, nil, nil, nil
 end
