@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,6 +146,52 @@ class NodeInfo(BaseModel):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_FIELD_COUNTS: dict[type[BaseModel], int] = {}
+
+
+def trusted(cls: type[_Model], **values: Any) -> _Model:
+    """An instance of ``cls`` made from values the engine itself wrote, every field given
+    and already of its type: nothing is validated. ``model_construct`` promises the same but
+    walks the model's fields on every call (~11 µs for a ``NodeInfo``, against ~3 here),
+    and a store reading a 1,000-node run makes 1,000 of them. Checked against
+    ``model_construct`` once, at import: with a pydantic that lays models out otherwise,
+    or when a field is left out, it is ``model_construct``."""
+    fields = _FIELD_COUNTS.get(cls)
+    if fields is None:
+        fields = _FIELD_COUNTS[cls] = len(cls.model_fields)  # (a slow class property)
+    if not _TRUSTED_LAYOUT or len(values) != fields:
+        return cls.model_construct(**values)
+    made = cls.__new__(cls)
+    object.__setattr__(made, "__dict__", values)
+    object.__setattr__(made, "__pydantic_fields_set__", set(values))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
+
+
+def _trusted_layout() -> bool:
+    values: dict[str, Any] = {
+        "id": "a", "type": "t", "status": NodeStatus.COMPLETED, "attempt": 1, "stall_count": 0,
+        "started_at": None, "finished_at": None, "output": {"x": [1]}, "error": None,
+        "items_total": None, "items_done": 0, "child_run_id": None,
+    }  # fmt: skip
+    try:
+        made, expected = trusted(NodeInfo, **dict(values)), NodeInfo.model_construct(**values)
+        return (
+            made == expected
+            and made.model_dump() == expected.model_dump()
+            and made.model_fields_set == expected.model_fields_set
+            and repr(made) == repr(expected)
+        )
+    except Exception:  # any surprise means: use model_construct
+        return False
+
+
+_TRUSTED_LAYOUT = True  # _trusted_layout() needs trusted() to try the fast path
+_TRUSTED_LAYOUT = _trusted_layout()
 
 
 class RunInfo(BaseModel):

@@ -15,11 +15,11 @@ import pytest
 from pydantic import BaseModel
 
 import autoflow as af
-from autoflow import codec
+from autoflow import codec, models
 from autoflow.context import CancelEvent
 from autoflow.define.schema import check_json_schema, compatible
 from autoflow.engine.planner import retry_delay
-from autoflow.models import LogLevel
+from autoflow.models import ErrorInfo, LogLevel, NodeInfo, NodeStatus, trusted
 from autoflow.store.base import engine_log, log_text
 from autoflow.store.rules import Decision, Rule, decide, final_status
 
@@ -235,3 +235,33 @@ def test_an_engine_record_is_written_as_the_encoder_writes_it(message: str, node
     record = engine_log(LogLevel.INFO, message, node_id, 1796129193.2685916)
     assert record.json() == codec.dumps(record) == log_text(record)
     assert json.loads(record.json()) == record
+
+
+def _node_values() -> dict[str, object]:
+    return {
+        "id": "a", "type": "fn", "status": NodeStatus.FAILED, "attempt": 2, "stall_count": 1,
+        "started_at": datetime(2026, 1, 1, tzinfo=timezone.utc), "finished_at": None,
+        "output": None, "error": ErrorInfo(type="ValueError", message="bad"),
+        "items_total": None, "items_done": 0, "child_run_id": None,
+    }  # fmt: skip
+
+
+def test_trusted_models_are_the_models_model_construct_makes() -> None:
+    assert models._TRUSTED_LAYOUT  # this pydantic takes the fast path
+    made, expected = trusted(NodeInfo, **_node_values()), NodeInfo.model_construct(**_node_values())
+    assert type(made) is NodeInfo
+    assert made == expected and repr(made) == repr(expected)
+    assert made.model_dump_json() == expected.model_dump_json()
+    assert made.model_fields_set == expected.model_fields_set
+    assert made.duration is None and made.error is not None and made.error.message == "bad"
+    with pytest.raises(ValueError):  # still frozen
+        made.attempt = 3  # type: ignore[misc]
+    assert made.model_copy(update={"attempt": 3}).attempt == 3
+
+
+def test_trusted_fills_defaults_through_model_construct_when_a_field_is_left_out() -> None:
+    values = _node_values()
+    del values["items_done"], values["type"]
+    made = trusted(NodeInfo, **values)
+    assert made.items_done == 0 and made.type == ""
+    assert made == NodeInfo.model_construct(**values)

@@ -18,6 +18,7 @@ from autoflow.models import (
     QueueStats,
     RunInfo,
     RunStatus,
+    trusted,
 )
 from autoflow.templates import resolve_template
 
@@ -139,7 +140,8 @@ class SQLiteReads:
             (run_id,),
         )
         infos = {
-            n["node_id"]: NodeInfo.model_construct(  # trusted rows: skip validation (hot path)
+            n["node_id"]: trusted(  # written by the engine: no validation (hot path)
+                NodeInfo,
                 id=n["node_id"],
                 type=n["type"],
                 status=NodeStatus(n["status"]),
