@@ -22,6 +22,20 @@ log = logging.getLogger("autoflow.store")
 CREATING_GRACE = 10.0
 
 
+_SCORE_EPOCH = 1_700_000_000  # 2023-11-14: creation times count from here...
+_SCORE_SPAN = 2.0**31  # ...in this many seconds (until 2091), as a fraction below 1
+
+
+def admission_score(priority: int, created_at: float) -> float:
+    """A run's score in the admission queue (lowest first): by priority, highest first,
+    then by creation time, oldest first. The creation time is a fraction below 1 added to
+    ``-priority``: sub-millisecond apart for the usual priorities (0.5 s at ±1,000,000).
+    Ties go by run id, which puts a keyed run (``k...``) after the plain runs (time-ordered
+    ids) of the same score, so the time cannot be left out: keyed runs would wait for
+    every plain run of their priority."""
+    return -priority + min(max((created_at - _SCORE_EPOCH) / _SCORE_SPAN, 0.0), 0.999999)
+
+
 class RedisControl(RedisReads):
     """Run-level operations of :class:`~autoflow.store.redis.RedisStore`."""
 
@@ -138,8 +152,9 @@ class RedisControl(RedisReads):
         res = self._call("resume", run_id)
         status = _s(res[0])
         if status == "pending":
-            priority, parent = self.r.hmget(self._keys(run_id)[RUN], "priority", "parent_run")
-            self.r.zadd(self._pending(bool(parent)), {run_id: -int(priority or 0)})
+            priority, parent, created = self.r.hmget(self._keys(run_id)[RUN], "priority", "parent_run", "created_at")
+            score = admission_score(int(priority or 0), float(created or time.time()))
+            self.r.zadd(self._pending(bool(parent)), {run_id: score})
         return self._ready(run_id, res[1:]) if status == "running" else []
 
     # -- recovery --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from autoflow import codec
 from autoflow.store.base import NewRun, NodeSeed, QueueCommands, Ready
-from autoflow.store.redis_control import RedisControl
+from autoflow.store.redis_control import RedisControl, admission_score
 from autoflow.store.redis_lane import lost_script
 from autoflow.store.redis_reads import _guard, _s
 from autoflow.store.rules import message_priority
@@ -260,7 +260,7 @@ class RedisRuns(RedisControl):
         """The global index updates of a created run (all idempotent: a run found again by
         its key keeps its place), then the removal of its journal entry."""
         return [
-            ("ZADD", self._pending(child), "NX", -priority, run_id),
+            ("ZADD", self._pending(child), "NX", admission_score(priority, created_at), run_id),
             ("ZADD", self._g("runs"), "NX", created_at, run_id),
             ("ZADD", self._g(f"wf:{workflow}"), "NX", created_at, run_id),
             ("ZREM", self._g("creating"), run_id),

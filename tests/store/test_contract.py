@@ -145,6 +145,25 @@ def test_admit_is_fifo_within_a_priority(store: Store) -> None:
     assert [r.run_id for r in store.admit(10)] == ids
 
 
+def test_keyed_runs_keep_their_place_in_the_admission_queue(store: Store) -> None:
+    # A keyed run's id is a hash ("k..."), not time-ordered: it must still be admitted in
+    # creation order among its priority's runs, not after every plain run.
+    ids = []
+    for i in range(4):
+        ids.append(seed(store, {"a": []}, idempotency_key=f"key-{i}" if i % 2 else None))
+        time.sleep(0.002)  # distinct creation times
+    assert [r.run_id for r in store.admit(1)] == [ids[0]]
+    assert [r.run_id for r in store.admit(2)] == [ids[1]]  # one slot left
+    run_node(store, ids[0], "a")
+    run_node(store, ids[1], "a")
+    assert [r.run_id for r in store.admit(2)] == ids[2:]
+    high = seed(store, {"a": []}, priority=1, idempotency_key="key-high")
+    low = seed(store, {"a": []}, priority=-1)
+    run_node(store, ids[2], "a")
+    run_node(store, ids[3], "a")
+    assert [r.run_id for r in store.admit(2)] == [high, low]  # priority first, still
+
+
 def test_claim_returns_inputs_and_parent_outputs(store: Store) -> None:
     run_id, ready = start(store, DIAMOND)
     assert [(r.node_id, r.attempt) for r in ready] == [("a", 1)]
