@@ -57,6 +57,7 @@ from benchmarks.harness import (  # noqa: E402
     git_revision,
     loadavg,
     pct,
+    wait_ready,
     wait_until,
 )
 
@@ -215,14 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         children += [api, worker]
         base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 30, "autoflow serve", children, interval=0.1)
+        wait_ready(base, children)
         token = _token()
         print(f"# API benchmark, {time.strftime('%Y-%m-%d %H:%M')}, commit {git_revision()}, load {loadavg()}")
         print(

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python benchmarks/api_many.py` from anywhere
 
-from benchmarks.harness import PYTHON, Child, RedisServer, _child_env, free_port, git_revision, loadavg, wait_until  # noqa: E402
+from benchmarks.harness import PYTHON, Child, RedisServer, _child_env, free_port, git_revision, loadavg, wait_ready  # noqa: E402
 
 SECRET = "benchmark-jwt-secret-" + "x" * 48
 WAYS = ("plain", "keyed", "found")
@@ -67,14 +67,7 @@ def _serve(backend: str, workdir: Path, children: list[Child]) -> tuple[str, red
     argv = [PYTHON, "-m", "autoflow.cli", "serve", "benchmarks.api_flows", "--port", str(port), "--workers", "0"]
     children.append(Child(f"api-{backend}", argv, _child_env(env), workdir))
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 30, "autoflow serve", children, interval=0.1)
+    wait_ready(base, children)
     return base, counters
 
 

@@ -242,6 +242,19 @@ def wait_until(
         time.sleep(interval)
 
 
+def wait_ready(base: str, children: Sequence[Child], timeout: float = 30) -> None:
+    """Wait until an ``autoflow serve`` at ``base`` answers ``/readyz`` with 200."""
+    import httpx  # only the API benchmarks need it
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout, "autoflow serve", children, interval=0.1)
+
+
 # -- one backend's setup ----------------------------------------------------------------------
 @dataclass
 class Setup:
