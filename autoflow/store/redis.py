@@ -39,7 +39,7 @@ _GLOBAL_SCRIPTS = ("admit", "bucket", "slot", "book")
 _ITEM_CHUNK, _ITEM_CHUNK_BYTES = 1000, 4 * 1024 * 1024
 #: maxmemory policies that never evict keys; anything else could drop a run's state.
 _SAFE_POLICIES = ("noeviction",)
-#: The fixed fields of a claim in a script's reply (see claim_data in lua/lib.lua).
+#: The fixed fields of a claim in a script's reply (see claim_data in lua/lib_flow.lua).
 _CLAIM_FIELDS = 13
 
 
@@ -207,7 +207,7 @@ class RedisStore(RedisRuns, RedisCatalog):
 
     @staticmethod
     def _claim(run_id: str, res: Sequence[Any], at: int, facts: _Facts) -> Claim:
-        """The claim a script's reply holds from position ``at`` (see claim_data in lib.lua),
+        """The claim a script's reply holds from position ``at`` (see claim_data in lua/lib_flow.lua),
         with the run's facts."""
         f = res[at : at + _CLAIM_FIELDS]
         outputs = {_s(res[i]): codec.loads(res[i + 1]) for i in range(at + _CLAIM_FIELDS, len(res), 2)}

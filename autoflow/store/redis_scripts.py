@@ -1,6 +1,7 @@
 """The Lua of the Redis store: run transitions as a Redis function library, else scripts.
 
-A run transition is ``lua/lib.lua`` (shared helpers) plus the transition's own file.
+A run transition is the shared helpers (``lua/lib.lua`` then ``lua/lib_flow.lua``, one
+chunk: see :func:`helpers`) plus the transition's own file.
 Sent as a script (EVALSHA), the helpers come with every call and Redis re-declares them
 each time (~5 µs of its CPU per call, more than a tenth of a chain step's). On Redis 7 and
 later they are loaded once as a function library (``FUNCTION LOAD``) and each transition
@@ -50,12 +51,23 @@ def functions_unavailable(exc: ResponseError) -> bool:
     return text.startswith(("unknown command", "unknown subcommand"))
 
 
+#: The files of the shared helpers, in the order they are joined (each uses the locals of
+#: those before it).
+HELPERS = ("lib.lua", "lib_flow.lua")
+
+
+def helpers() -> str:
+    """The text of the shared helpers every transition runs after."""
+    lua = resources.files("autoflow.store").joinpath("lua")
+    return "\n".join(lua.joinpath(name).read_text() for name in HELPERS)
+
+
 class RunScripts:
     """The run transitions ``names`` of one client: scripts, and functions once loaded."""
 
     def __init__(self, client: Any, names: Iterable[str], *, url: str) -> None:
         lua = resources.files("autoflow.store").joinpath("lua")
-        lib = lua.joinpath("lib.lua").read_text()
+        lib = helpers()
         bodies = {name: lua.joinpath(f"{name}.lua").read_text() for name in names}
         # As scripts: the helpers see the script's KEYS and ARGV through locals of the same name.
         self.scripts: dict[str, Script] = {

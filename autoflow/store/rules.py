@@ -1,6 +1,6 @@
 """The trigger rules both stores apply: when a node becomes ready or skipped, what a
 skipped node tells its children, how a run ends, a message's priority. Pure functions; the
-Redis store mirrors :func:`decide` in Lua (lua/lib.lua) and the contract tests hold the two
+Redis store mirrors :func:`decide` in Lua (lua/lib_flow.lua) and the contract tests hold the two
 together.
 """
 

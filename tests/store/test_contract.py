@@ -11,6 +11,7 @@ import redis
 
 from autoflow import codec
 from autoflow.models import ErrorInfo, LogLevel, NodeStatus, RunStatus
+from autoflow.store import redis_scripts
 from autoflow.store.base import NewRun, NodeSeed, Ready, Store
 from autoflow.store.redis import RedisStore
 from autoflow.store.redis_line import _Line
@@ -699,13 +700,8 @@ def test_concurrency_slots_are_taken_released_and_expire(store: Store) -> None:
 def test_lua_decide_matches_the_planner(request: pytest.FixtureRequest) -> None:
     """The Redis scripts mirror planner.decide and skip_outcome; check every rule on every
     tally up to 3 parents."""
-    pytest.importorskip("redis")
-    from importlib import resources
-
-    from autoflow.store.redis import RedisStore
-
     store = RedisStore.from_url(request.getfixturevalue("redis_url"))
-    lib = resources.files("autoflow.store").joinpath("lua/lib.lua").read_text()
+    lib = redis_scripts.helpers()
     script = store.r.register_script(
         lib + "return {decide(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),"
         " tonumber(ARGV[5])), skip_outcome(ARGV[1], tonumber(ARGV[4]))}"

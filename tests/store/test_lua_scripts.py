@@ -13,9 +13,11 @@ from importlib import resources
 
 import pytest
 
+from autoflow.store.redis_scripts import HELPERS
+
 LUA = resources.files("autoflow.store").joinpath("lua")
-SCRIPTS = sorted(p.name for p in LUA.iterdir() if p.name.endswith(".lua") and p.name != "lib.lua")
-# lib.lua's helpers that write node states (through put()).
+SCRIPTS = sorted(p.name for p in LUA.iterdir() if p.name.endswith(".lua") and p.name not in HELPERS)
+# The helpers that write node states (through put()).
 WRITES = re.compile(
     r"\b(put|take|queue|skip|settle|requeue|release|completed|fail_node|cancel_node|item_done|item_failed)\("
 )

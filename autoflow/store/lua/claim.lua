@@ -1,6 +1,6 @@
 -- ARGV: node, attempt, token, lease (seconds). Queued/retrying/waiting -> running, held by
 -- `token` until the server's clock passes now + lease (a worker's clock never shortens it).
--- Reply: false, or the claim data (see claim_data in lib.lua).
+-- Reply: false, or the claim data (see claim_data in lib_flow.lua).
 local node, attempt, token = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local s = get(node)
 if not s then return false end
