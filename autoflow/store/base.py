@@ -351,6 +351,11 @@ class Store(Catalog, Protocol):
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
         """When each run was created (unix s; None: unknown), in one read."""
 
+    def run_summaries(self, run_ids: Sequence[str]) -> list[RunInfo | None]:
+        """Each run's own fields without its nodes (as :meth:`list_runs` gives them:
+        ``nodes`` empty, ``output`` and ``error`` None), in the order of ``run_ids`` (None:
+        unknown), in one read (one round trip; SQLite: one query per 500 ids)."""
+
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
         """``(parent run, parent node)`` of a sub-workflow run (cheap), else None."""
 
