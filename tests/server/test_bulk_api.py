@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from autoflow.run import Run
+from autoflow.server import bulk
 from tests.server.conftest import Api
 from tests.server.flows import api_flow
 
@@ -110,6 +111,98 @@ def test_the_answer_holds_each_runs_status_read_in_one_go(
     assert reads == [("run_statuses", 4), ("run_statuses", 4)]  # no read per run
     for run_id in ids:
         api.http.delete(f"/api/executions/{run_id}", headers=api.auth())
+
+
+_DIFFER = "was used with another request (workflow, inputs or triggerData differ)"
+_RACED = "; a request racing with this one made it, and the other runs of this request started"
+
+
+def _count_reads(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record the store's reads of whole runs (``get_run``) and of summaries."""
+    store = api.client.backend.store
+    reads: list[tuple[str, int]] = []
+    whole, summaries = store.get_run, store.run_summaries
+    monkeypatch.setattr(store, "get_run", lambda run_id: reads.append(("get_run", 1)) or whole(run_id))
+    monkeypatch.setattr(store, "run_summaries", lambda ids: reads.append(("run_summaries", len(ids))) or summaries(ids))
+    return reads
+
+
+def test_found_keys_are_read_in_one_go_and_checked_as_before(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys that name earlier runs: the same body answers those runs (200), read once for
+    all without their nodes; another body (inputs, triggerData, workflow, stored
+    workflow) is a 409 naming the first item that differs, and creates nothing."""
+    _store(api, "etl")
+    reads = _count_reads(api, monkeypatch)
+    keys = [f"found-{i}" for i in range(5)]
+    body = {"inputs": [{"a": i} for i in range(5)], "idempotencyKeys": keys, "triggerData": {"batch": [1, None]}}
+    first = _many(api, **body)
+    assert first.status_code == 202, first.text
+    ids = [e["executionId"] for e in first.json()["executions"]]
+    reads.clear()
+    again = _many(api, **body)
+    assert again.status_code == 200, again.text
+    assert [(e["executionId"], e["created"]) for e in again.json()["executions"]] == [(i, False) for i in ids]
+    assert reads == [("run_summaries", 5)]  # not a whole run per key
+
+    before = _run_ids(api)
+    inputs = [{"a": i} for i in range(5)]
+    for changes, differs in [
+        ({"inputs": [*inputs[:3], {"a": 30}, inputs[4]]}, 3),  # items 0 to 2 are found, the same
+        ({"inputs": [{"a": 1}, *inputs[1:]]}, 0),
+        ({"triggerData": {"batch": [1, 2]}}, 0),
+        ({"triggerData": None}, 0),
+        ({"workflowId": "api_retry", "inputs": [{}] * 5}, 0),  # another workflow
+        ({"workflowId": "etl"}, 0),  # the same definition, stored: another workflow id
+    ]:
+        reply = _many(api, **{**body, **changes})
+        assert reply.status_code == 409, (changes, reply.text)
+        assert reply.json()["detail"] == f"idempotencyKeys[{differs}] {_DIFFER}"
+        assert reply.json()["field"] == f"idempotencyKeys[{differs}]"
+    stored = api.http.post("/api/workflows/etl/execute-many", json=body, headers=api.auth())
+    assert stored.status_code == 409 and stored.json()["field"] == "idempotencyKeys[0]"
+    assert _run_ids(api) == before  # nothing was created by any of them
+    assert ("get_run", 1) not in reads
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_runs_a_racing_request_made_are_checked_in_one_read(
+    api: Api, monkeypatch: pytest.MonkeyPatch, same: bool
+) -> None:
+    """A key whose run a racing request made between this request's check and its
+    submission (here: the check finds nothing, as if it ran first) is checked after the
+    submission, the runs so made read once for all: the same body finds it, another is a
+    409 that says the other runs started."""
+    first = _many(api, inputs=[{"a": 1}, {"a": 2}], idempotencyKeys=["r0", "r1"])
+    assert first.status_code == 202, first.text
+    made = [e["executionId"] for e in first.json()["executions"]]
+    monkeypatch.setattr(bulk, "_conflicts", lambda *args: set())
+    reads = _count_reads(api, monkeypatch)
+    inputs = [{"a": 3}, {"a": 1}, {"a": 2 if same else 20}]
+    reply = _many(api, inputs=inputs, idempotencyKeys=["r-new", "r0", "r1"])
+    assert reads == [("run_summaries", 2)]
+    if same:
+        assert reply.status_code == 202, reply.text
+        assert [e["created"] for e in reply.json()["executions"]] == [True, False, False]
+        assert [e["executionId"] for e in reply.json()["executions"]][1:] == made
+    else:
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["detail"] == f"idempotencyKeys[2] {_DIFFER}{_RACED}"
+        assert reply.json()["field"] == "idempotencyKeys[2]"
+    assert len(_run_ids(api)) == 3  # the new key's run started either way
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_racing_requests_run_gone_meanwhile_is_a_404(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run a racing request made is gone when it is checked (past retention): a 404
+    naming it, as when it was read whole."""
+    made = _many(api, inputs=[{"a": 1}], idempotencyKeys=["gone"]).json()["executions"][0]["executionId"]
+    store = api.client.backend.store
+    monkeypatch.setattr(bulk, "_conflicts", lambda *args: set())
+    monkeypatch.setattr(store, "run_summaries", lambda ids: [None] * len(ids))
+    monkeypatch.setattr(store, "get_run", lambda run_id: None)
+    reply = _many(api, inputs=[{"a": 1}], idempotencyKeys=["gone"])
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["detail"].startswith(f"no run {made!r} on ")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
