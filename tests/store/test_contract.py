@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any
 
@@ -768,6 +769,47 @@ def test_token_bucket_is_shared(store: Store) -> None:
     wait = store.take_token("api", 2, 1.0)
     assert 0.2 < wait <= 0.5
     assert store.take_token("other", 2, 1.0) == 0.0
+
+
+def test_token_bucket_takes_many_tokens_at_once_or_none(store: Store) -> None:
+    """``tokens=n`` takes n at once, as n calls would; a refusal takes none and says how
+    long until the bucket holds all n (5 per second here: 0.2 s a token)."""
+    assert store.take_token("many", 5, 1.0, tokens=3) == 0.0  # 2 left
+    wait = store.take_token("many", 5, 1.0, tokens=3)  # one short
+    assert 0.15 < wait <= 0.2
+    assert store.take_token("many", 5, 1.0, tokens=2) == 0.0  # the refusal took none
+    wait = store.take_token("many", 5, 1.0, tokens=5)  # empty: a whole bucket to wait for
+    assert 0.9 < wait <= 1.0
+    wait = store.take_token("many", 5, 1.0, tokens=2)
+    assert 0.3 < wait <= 0.4
+    time.sleep(wait + 0.02)  # as long as it said: then they are there
+    assert store.take_token("many", 5, 1.0, tokens=2) == 0.0
+    assert store.take_token("many", 5, 1.0) > 0  # and gone: one at a time shares the same bucket
+    assert store.take_token("whole", 3, 60.0, tokens=3) == 0.0  # a full bucket at once
+    assert 19.0 < store.take_token("whole", 3, 60.0, tokens=1) <= 20.0
+    for bad in (0, -1, 4):
+        with pytest.raises(ValueError, match="tokens must be 1 to 3"):
+            store.take_token("whole", 3, 60.0, tokens=bad)
+
+
+def test_token_bucket_takes_many_atomically(store: Store) -> None:
+    """Concurrent takes of 3 from a bucket of 10 (nothing refills within the test): three
+    succeed, the others take nothing (9 tokens gone, one left for a single take)."""
+    results: list[float] = []
+    barrier = threading.Barrier(8)
+
+    def take() -> None:
+        barrier.wait()
+        results.append(store.take_token("race", 10, 36_000.0, tokens=3))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r == 0.0 for r in results) == [False] * 5 + [True] * 3
+    assert store.take_token("race", 10, 36_000.0) == 0.0
+    assert store.take_token("race", 10, 36_000.0) > 0
 
 
 def test_concurrency_slots_are_taken_released_and_expire(store: Store) -> None:
