@@ -11,7 +11,8 @@ round trips per 500 runs.
 Limits: ``AUTOFLOW_API_MAX_BULK_ITEMS`` items per request (413 past it), the request body
 size limit as for any request, and the execute rate limit counts one token per
 :data:`RUNS_PER_TOKEN` runs (rounded up; at most a full bucket, so that any allowed
-request can pass).
+request can pass): the first taken before the body is read, as for any request, the
+others in one store call, all or none.
 
 Keys that name existing runs are checked against the request (409 if a run was started
 with another body) from the runs' own fields (``Store.run_summaries``: one read for all,

@@ -295,6 +295,41 @@ def test_rate_limit_counts_runs(make_api: Callable[..., Api]) -> None:
     assert huge.http.post(MANY, json={**body, "inputs": [{}] * 200}, headers=huge.auth(sub="u2")).status_code == 202
 
 
+def test_a_refused_request_takes_none_of_its_runs_tokens(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs' tokens are taken in one store call, all or none: a refused request spent
+    only the token every request takes, its Retry-After is the time until the bucket holds
+    the whole request, and a smaller request still fits in what it left."""
+    monkeypatch.setattr(bulk, "RUNS_PER_TOKEN", 1)  # a token per run: small requests
+    api = make_api(api_execute_rate_limit="10/m")  # 6 s a token
+    store = api.client.backend.store
+    taken: list[int] = []
+    take = store.take_token
+
+    def counted(key: str, count: int, per: float, *, tokens: int = 1) -> float:
+        taken.append(tokens)
+        return take(key, count, per, tokens=tokens)
+
+    monkeypatch.setattr(store, "take_token", counted)
+    headers = api.auth()  # one token: one bucket
+
+    def many(runs: int) -> httpx.Response:
+        return api.http.post(MANY, json={"workflowId": "api_flow", "inputs": [{"a": 1}] * runs}, headers=headers)
+
+    assert many(6).status_code == 202  # 4 tokens left
+    assert taken == [1, 5]  # the request's first token, then the rest in one call
+    refused = many(6)  # takes 1 (3 left); 5 more are refused
+    assert refused.status_code == 429, refused.text
+    assert taken == [1, 5, 1, 5]
+    wait = float(refused.json()["detail"].rsplit("retry after ", 1)[1].rstrip("s"))
+    assert 17.0 < wait <= 18.0  # 2 tokens short, and the one it took: 3 * 6 s
+    assert refused.headers["retry-after"] == "18"
+    assert many(3).status_code == 202  # 1 + 2 of the 3 left
+    assert len(_run_ids(api)) == 9
+    assert many(1).status_code == 429  # now the bucket is empty
+
+
 def test_openapi_documents_the_models(api: Api) -> None:
     schema = api.http.get("/openapi.json").json()
     for path, model in (
