@@ -11,7 +11,12 @@ round trips per 500 runs.
 Limits: ``AUTOFLOW_API_MAX_BULK_ITEMS`` items per request (413 past it), the request body
 size limit as for any request, and the execute rate limit counts one token per
 :data:`RUNS_PER_TOKEN` runs (rounded up; at most a full bucket, so that any allowed
-request can pass).
+request can pass): the first taken before the body is read, as for any request, the
+others in one store call, all or none.
+
+Keys that name existing runs are checked against the request (409 if a run was started
+with another body) from the runs' own fields (``Store.run_summaries``: one read for all,
+without their nodes), before anything is created.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from autoflow import codec
 from autoflow.client import Client
 from autoflow.define.workflow import Workflow
-from autoflow.errors import InputError, NotFoundError
+from autoflow.errors import InputError
 from autoflow.models import RunInfo, RunStatus
 from autoflow.run import Run
 from autoflow.server import metrics
@@ -191,10 +196,14 @@ def _submit(
     except InputError as exc:
         match = _ITEM.match(str(exc))
         raise ApiError(422, str(exc), field=f"inputs[{match.group(1)}]" if match else None) from None
-    for i, run in enumerate(runs):
-        if not run.created and i not in earlier:  # made by a request racing with this one
-            note = "; a request racing with this one made it, and the other runs of this request started"
-            _check_same(client.status(run.id), wf, stored, items[i], trigger_data, principal, i, note)
+    raced = [i for i, run in enumerate(runs) if not run.created and i not in earlier]  # made by a racing request
+    if raced:
+        note = "; a request racing with this one made it, and the other runs of this request started"
+        found = client.backend.store.run_summaries([runs[i].id for i in raced])  # one read for all
+        for i, info in zip(raced, found, strict=True):
+            if info is None:  # gone meanwhile (past retention): client.status says so (a 404)
+                info = client.status(runs[i].id)
+            _check_same(info, wf, stored, items[i], trigger_data, principal, i, note)
     response.status_code = 202 if any(run.created for run in runs) else 200
     metrics.run_started("api", sum(run.created for run in runs))
     statuses = client.run_statuses(runs)  # one read for all; a run gone meanwhile is a 404, as on /execute
@@ -232,15 +241,16 @@ def _conflicts(
     run was started with another request body)."""
     if not keys:
         return set()
+    store = client.backend.store
     run_ids = [codec.keyed_run_id(key) for key in keys]
-    created = client.backend.store.created_at(run_ids)  # one cheap read first: most keys are new
+    created = store.created_at(run_ids)  # one cheap read first: most keys are new
+    named = [i for i, at in enumerate(created) if at is not None]
+    if not named:
+        return set()
     found: set[int] = set()
-    for i, run_id in enumerate(run_ids):
-        if created[i] is None:
-            continue
-        try:
-            info = client.status(run_id)
-        except NotFoundError:  # gone meanwhile (past retention)
+    # The found runs' own fields, without their nodes (all the comparison needs), in one read.
+    for i, info in zip(named, store.run_summaries([run_ids[i] for i in named]), strict=True):
+        if info is None:  # gone meanwhile (past retention)
             continue
         _check_same(info, wf, stored, items[i], trigger_data, principal, i)
         found.add(i)

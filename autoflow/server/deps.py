@@ -75,25 +75,26 @@ def caller(request: Request, scope: str, *, cookie: bool = False) -> Principal:
 
 
 def charge(request: Request, principal: Principal, scope: str, tokens: int = 1, *, spent: int = 0) -> None:
-    """Take ``tokens`` from the caller's budget for ``scope`` (its JWT's token bucket in the
-    store, shared by API replicas); 429 when it runs dry. The store takes one token per
-    call, so tokens taken before a refusal stay spent: ``Retry-After`` is the time the
-    bucket needs to hold the whole request (``spent`` tokens it already took, and these),
-    so that a caller who waits that long is not refused again for want of them.
+    """Take ``tokens`` (at most the bucket's size; none: nothing to do) from the caller's
+    budget for ``scope`` (its JWT's token bucket in the store, shared by API replicas), in
+    one store call, all or none: 429 when the bucket holds fewer, and then none is taken.
+    ``spent`` is what this request already took (``require``'s token): ``Retry-After`` is
+    the time the bucket needs to hold the whole request (``spent`` and ``tokens``), so
+    that a caller who waits that long is not refused again for want of them.
     Blocking: call it from a thread."""
+    if tokens < 1:
+        return
     app = state(request)
     limit = app.read_limit if scope == "read" else app.execute_limit
     key = f"api:{principal.organization}:{principal.token_id}:{'read' if scope == 'read' else 'write'}"
-    for _ in range(tokens):
-        wait = app.client.backend.store.take_token(key, limit.count, limit.per)
-        if wait > 0:
-            wait += (spent + tokens - 1) * limit.per / limit.count
-            raise ApiError(
-                429,
-                f"rate limit exceeded for this JWT ({limit.count} per {limit.per:g}s for {scope}); "
-                f"retry after {wait:.2f}s",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+    wait = app.client.backend.store.take_token(key, limit.count, limit.per, tokens=tokens)
+    if wait > 0:
+        wait += spent * limit.per / limit.count
+        raise ApiError(
+            429,
+            f"rate limit exceeded for this JWT ({limit.count} per {limit.per:g}s for {scope}); retry after {wait:.2f}s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
 
 def require(scope: str, *, cookie: bool = False) -> Callable[..., object]:

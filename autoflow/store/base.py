@@ -32,6 +32,7 @@ __all__ = [
     "QueueCommands",
     "Ready",
     "Store",
+    "check_tokens",
     "child_token",
     "crash_error",
     "engine_log",
@@ -190,6 +191,13 @@ def child_token(child_run_id: str) -> str:
     """The claim token of a node waiting for sub-workflow run ``child_run_id`` (its owner
     in the store; the Lua scripts know the ``@sub:`` prefix too)."""
     return f"@sub:{child_run_id}"
+
+
+def check_tokens(tokens: int, count: int) -> None:
+    """ValueError unless ``tokens`` can be taken at once from a bucket of ``count`` (1 to
+    ``count``: more could never be, all or none)."""
+    if not 1 <= tokens <= count:
+        raise ValueError(f"tokens must be 1 to {count} (the bucket's size) to be taken at once, not {tokens}")
 
 
 #: printf-style message of a node given up after too many lost workers (also used in Lua).
@@ -351,6 +359,11 @@ class Store(Catalog, Protocol):
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
         """When each run was created (unix s; None: unknown), in one read."""
 
+    def run_summaries(self, run_ids: Sequence[str]) -> list[RunInfo | None]:
+        """Each run's own fields without its nodes (as :meth:`list_runs` gives them:
+        ``nodes`` empty, ``output`` and ``error`` None), in the order of ``run_ids`` (None:
+        unknown), in one read (one round trip; SQLite: one query per 500 ids)."""
+
     def run_parent(self, run_id: str) -> tuple[str, str] | None:
         """``(parent run, parent node)`` of a sub-workflow run (cheap), else None."""
 
@@ -373,8 +386,12 @@ class Store(Catalog, Protocol):
         """``(run_id, node_id, child_run_id)`` of sub-workflow nodes whose child run ended
         but which were not settled yet (the worker that ended the child died)."""
 
-    def take_token(self, key: str, count: int, per: float) -> float:
-        """Token bucket shared by all workers: 0.0 if a call may go now, else seconds to wait."""
+    def take_token(self, key: str, count: int, per: float, *, tokens: int = 1) -> float:
+        """Token bucket of ``count`` per ``per`` seconds shared by all workers: take
+        ``tokens`` (1 to ``count``, else ValueError) at once, all or none, atomically. 0.0
+        if they were taken (the call may go now); else none is taken and the result is the
+        seconds until the bucket holds them all (if nobody else takes any meanwhile).
+        Taking n at once is taking one n times, except that a refusal spends nothing."""
 
     def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:
         """Take one of ``limit`` slots of ``key`` for ``lease`` seconds; False if all are busy."""

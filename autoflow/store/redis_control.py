@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from autoflow.models import RunStatus
-from autoflow.store.base import CRASH_MESSAGE, HeartbeatResult, Ready, log_text
+from autoflow.store.base import CRASH_MESSAGE, HeartbeatResult, Ready, check_tokens, log_text
 from autoflow.store.redis_lane import RedisLane
 from autoflow.store.redis_reads import DONE, DUE, LEASE, LOGS, RUN, RedisReads, _guard, _s
 
@@ -263,8 +263,9 @@ class RedisControl(RedisReads):
 
     # -- rate and concurrency limits --------------------------------------------------------
     @_guard
-    def take_token(self, key: str, count: int, per: float) -> float:
-        return float(self._eval("bucket", [self._g(f"rl:{key}")], count, per))
+    def take_token(self, key: str, count: int, per: float, *, tokens: int = 1) -> float:
+        check_tokens(tokens, count)
+        return float(self._eval("bucket", [self._g(f"rl:{key}")], count, per, tokens))
 
     @_guard
     def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:

@@ -46,6 +46,13 @@ __all__ = ["RUN_KEYS", "RedisReads", "State"]
 RUN_KEYS = ("run", "ns", "topo", "out", "err", "lease", "due", "logs", "done", "order", "iv")
 RUN, NS, TOPO, OUT, ERR, LEASE, DUE, LOGS, DONE, ORDER, IV = range(len(RUN_KEYS))
 _FINISHED = {s.value for s in RunStatus if s.finished}
+#: The fields of a run's hash that its summary (``run_summaries``) reads: ``_run_info``'s
+#: without nodes (no output template, code, signature, counters or topology).
+_SUMMARY_FIELDS = (
+    *("id", "workflow", "digest", "status", "priority", "inputs", "user_id", "organization_id", "trigger"),
+    *("trigger_data", "created_at", "started_at", "finished_at", "cancel", "parent_run", "parent_node"),
+    *("workflow_id", "workflow_version"),
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -108,13 +115,28 @@ class RedisReads:
     def created_at(self, run_ids: Sequence[str]) -> list[float | None]:
         return [None if at is None else float(at) for at in self._run_field(run_ids, "created_at")]
 
+    @_guard
+    def run_summaries(self, run_ids: Sequence[str]) -> list[RunInfo | None]:
+        found = self._run_fields(run_ids, ("HMGET", *_SUMMARY_FIELDS))
+        return [
+            None  # no run (its status is the field every run has)
+            if values[3] is None
+            else self._run_info({k: v for k, v in zip(_SUMMARY_FIELDS, values, strict=True) if v is not None}, {}, [])
+            for values in found
+        ]
+
     def _run_field(self, run_ids: Sequence[str], name: str) -> list[Any]:
-        """One field of each run's hash (None where there is no run), in one round trip
-        on this thread's connection (packed by hiredis: a redis-py pipeline took 5x as
+        """One field of each run's hash (None where there is no run): see :meth:`_run_fields`."""
+        return self._run_fields(run_ids, ("HGET", name))
+
+    def _run_fields(self, run_ids: Sequence[str], command: tuple[str, ...]) -> list[Any]:
+        """``command`` (``HGET name``, ``HMGET names...``) on each run's hash, in one round
+        trip on this thread's connection (packed by hiredis: a redis-py pipeline took 5x as
         long to pack and parse 1,000 of them)."""
         if not run_ids:
             return []
-        replies = self._wire.send_many([("HGET", self._keys(run_id)[RUN], name) for run_id in run_ids])
+        verb, *fields = command
+        replies = self._wire.send_many([(verb, self._keys(run_id)[RUN], *fields) for run_id in run_ids])
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

@@ -23,7 +23,7 @@ from autoflow.errors import BackendError
 from autoflow.models import (
     LogLevel,
 )
-from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, QueueCommands, Ready, engine_log
+from autoflow.store.base import HeartbeatResult, NewRun, NodeSeed, QueueCommands, Ready, check_tokens, engine_log
 from autoflow.store.catalog_sqlite import CATALOG_SCHEMA, SQLiteCatalog
 from autoflow.store.rules import message_priority
 from autoflow.store.sqlite_control import SQLiteControl
@@ -312,17 +312,19 @@ class SQLiteStore(SQLiteCatalog, SQLiteControl):
             )
 
     # -- rate and concurrency limits --------------------------------------------------------
-    def take_token(self, key: str, count: int, per: float) -> float:
-        """Token bucket of ``count`` per ``per`` seconds: 0.0 if a call may go now, else the
-        seconds to wait before trying again."""
+    def take_token(self, key: str, count: int, per: float, *, tokens: int = 1) -> float:
+        """Token bucket of ``count`` per ``per`` seconds: take ``tokens`` at once, all or
+        none (one transaction). 0.0 if they were taken, else the seconds until the bucket
+        holds them all."""
+        check_tokens(tokens, count)
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT tokens, ts FROM limits WHERE key = ?", (key,)).fetchone()
-            tokens = float(count) if row is None else min(count, row["tokens"] + (now - row["ts"]) * count / per)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) * per / count
+            held = float(count) if row is None else min(count, row["tokens"] + (now - row["ts"]) * count / per)
+            wait = 0.0 if held >= tokens else (tokens - held) * per / count
             if wait == 0.0:
-                tokens -= 1
-            db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?)", (key, tokens, now))
+                held -= tokens
+            db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?)", (key, held, now))
         return wait
 
     def acquire_slot(self, key: str, holder: str, limit: int, lease: float) -> bool:

@@ -115,15 +115,23 @@ class SQLiteReads:
         found = self._run_column(run_ids, "created_at")
         return [found.get(run_id) for run_id in run_ids]
 
+    def run_summaries(self, run_ids: Sequence[str]) -> list[RunInfo | None]:
+        found = self._run_rows(run_ids, "*")
+        return [_run_info(found[run_id], {}, []) if run_id in found else None for run_id in run_ids]
+
     def _run_column(self, run_ids: Sequence[str], column: str) -> dict[str, Any]:
-        """One column of the runs that exist among ``run_ids``, by id: one query per
-        :data:`ID_PAGE` ids (SQLite's limit on bound parameters)."""
-        found: dict[str, Any] = {}
+        """One column of the runs that exist among ``run_ids``, by id (see :meth:`_run_rows`)."""
+        return {run_id: row[1] for run_id, row in self._run_rows(run_ids, f"id, {column}").items()}
+
+    def _run_rows(self, run_ids: Sequence[str], columns: str) -> dict[str, sqlite3.Row]:
+        """``columns`` of the runs that exist among ``run_ids`` (``id`` among them), by id:
+        one query per :data:`ID_PAGE` ids (SQLite's limit on bound parameters)."""
+        found: dict[str, sqlite3.Row] = {}
         for first in range(0, len(run_ids), ID_PAGE):
             page = run_ids[first : first + ID_PAGE]
             marks = ",".join("?" * len(page))
-            rows = self._read(f"SELECT id, {column} FROM runs WHERE id IN ({marks})", page)
-            found.update((row[0], row[1]) for row in rows)
+            rows = self._read(f"SELECT {columns} FROM runs WHERE id IN ({marks})", page)
+            found.update((row["id"], row) for row in rows)
         return found
 
     def run_parent(self, run_id: str) -> tuple[str, str] | None:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from autoflow.run import Run
+from autoflow.server import bulk
 from tests.server.conftest import Api
 from tests.server.flows import api_flow
 
@@ -112,6 +113,98 @@ def test_the_answer_holds_each_runs_status_read_in_one_go(
         api.http.delete(f"/api/executions/{run_id}", headers=api.auth())
 
 
+_DIFFER = "was used with another request (workflow, inputs or triggerData differ)"
+_RACED = "; a request racing with this one made it, and the other runs of this request started"
+
+
+def _count_reads(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record the store's reads of whole runs (``get_run``) and of summaries."""
+    store = api.client.backend.store
+    reads: list[tuple[str, int]] = []
+    whole, summaries = store.get_run, store.run_summaries
+    monkeypatch.setattr(store, "get_run", lambda run_id: reads.append(("get_run", 1)) or whole(run_id))
+    monkeypatch.setattr(store, "run_summaries", lambda ids: reads.append(("run_summaries", len(ids))) or summaries(ids))
+    return reads
+
+
+def test_found_keys_are_read_in_one_go_and_checked_as_before(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys that name earlier runs: the same body answers those runs (200), read once for
+    all without their nodes; another body (inputs, triggerData, workflow, stored
+    workflow) is a 409 naming the first item that differs, and creates nothing."""
+    _store(api, "etl")
+    reads = _count_reads(api, monkeypatch)
+    keys = [f"found-{i}" for i in range(5)]
+    body = {"inputs": [{"a": i} for i in range(5)], "idempotencyKeys": keys, "triggerData": {"batch": [1, None]}}
+    first = _many(api, **body)
+    assert first.status_code == 202, first.text
+    ids = [e["executionId"] for e in first.json()["executions"]]
+    reads.clear()
+    again = _many(api, **body)
+    assert again.status_code == 200, again.text
+    assert [(e["executionId"], e["created"]) for e in again.json()["executions"]] == [(i, False) for i in ids]
+    assert reads == [("run_summaries", 5)]  # not a whole run per key
+
+    before = _run_ids(api)
+    inputs = [{"a": i} for i in range(5)]
+    for changes, differs in [
+        ({"inputs": [*inputs[:3], {"a": 30}, inputs[4]]}, 3),  # items 0 to 2 are found, the same
+        ({"inputs": [{"a": 1}, *inputs[1:]]}, 0),
+        ({"triggerData": {"batch": [1, 2]}}, 0),
+        ({"triggerData": None}, 0),
+        ({"workflowId": "api_retry", "inputs": [{}] * 5}, 0),  # another workflow
+        ({"workflowId": "etl"}, 0),  # the same definition, stored: another workflow id
+    ]:
+        reply = _many(api, **{**body, **changes})
+        assert reply.status_code == 409, (changes, reply.text)
+        assert reply.json()["detail"] == f"idempotencyKeys[{differs}] {_DIFFER}"
+        assert reply.json()["field"] == f"idempotencyKeys[{differs}]"
+    stored = api.http.post("/api/workflows/etl/execute-many", json=body, headers=api.auth())
+    assert stored.status_code == 409 and stored.json()["field"] == "idempotencyKeys[0]"
+    assert _run_ids(api) == before  # nothing was created by any of them
+    assert ("get_run", 1) not in reads
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_runs_a_racing_request_made_are_checked_in_one_read(
+    api: Api, monkeypatch: pytest.MonkeyPatch, same: bool
+) -> None:
+    """A key whose run a racing request made between this request's check and its
+    submission (here: the check finds nothing, as if it ran first) is checked after the
+    submission, the runs so made read once for all: the same body finds it, another is a
+    409 that says the other runs started."""
+    first = _many(api, inputs=[{"a": 1}, {"a": 2}], idempotencyKeys=["r0", "r1"])
+    assert first.status_code == 202, first.text
+    made = [e["executionId"] for e in first.json()["executions"]]
+    monkeypatch.setattr(bulk, "_conflicts", lambda *args: set())
+    reads = _count_reads(api, monkeypatch)
+    inputs = [{"a": 3}, {"a": 1}, {"a": 2 if same else 20}]
+    reply = _many(api, inputs=inputs, idempotencyKeys=["r-new", "r0", "r1"])
+    assert reads == [("run_summaries", 2)]
+    if same:
+        assert reply.status_code == 202, reply.text
+        assert [e["created"] for e in reply.json()["executions"]] == [True, False, False]
+        assert [e["executionId"] for e in reply.json()["executions"]][1:] == made
+    else:
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["detail"] == f"idempotencyKeys[2] {_DIFFER}{_RACED}"
+        assert reply.json()["field"] == "idempotencyKeys[2]"
+    assert len(_run_ids(api)) == 3  # the new key's run started either way
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_racing_requests_run_gone_meanwhile_is_a_404(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run a racing request made is gone when it is checked (past retention): a 404
+    naming it, as when it was read whole."""
+    made = _many(api, inputs=[{"a": 1}], idempotencyKeys=["gone"]).json()["executions"][0]["executionId"]
+    store = api.client.backend.store
+    monkeypatch.setattr(bulk, "_conflicts", lambda *args: set())
+    monkeypatch.setattr(store, "run_summaries", lambda ids: [None] * len(ids))
+    monkeypatch.setattr(store, "get_run", lambda run_id: None)
+    reply = _many(api, inputs=[{"a": 1}], idempotencyKeys=["gone"])
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["detail"].startswith(f"no run {made!r} on ")
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("many", [True, False])
 def test_a_run_gone_before_the_answer_is_a_404_as_on_execute(
@@ -200,6 +293,41 @@ def test_rate_limit_counts_runs(make_api: Callable[..., Api]) -> None:
     assert len(_run_ids(api)) == 51
     huge = make_api(api_execute_rate_limit="1/m")  # a request never costs more than a full bucket
     assert huge.http.post(MANY, json={**body, "inputs": [{}] * 200}, headers=huge.auth(sub="u2")).status_code == 202
+
+
+def test_a_refused_request_takes_none_of_its_runs_tokens(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs' tokens are taken in one store call, all or none: a refused request spent
+    only the token every request takes, its Retry-After is the time until the bucket holds
+    the whole request, and a smaller request still fits in what it left."""
+    monkeypatch.setattr(bulk, "RUNS_PER_TOKEN", 1)  # a token per run: small requests
+    api = make_api(api_execute_rate_limit="10/m")  # 6 s a token
+    store = api.client.backend.store
+    taken: list[int] = []
+    take = store.take_token
+
+    def counted(key: str, count: int, per: float, *, tokens: int = 1) -> float:
+        taken.append(tokens)
+        return take(key, count, per, tokens=tokens)
+
+    monkeypatch.setattr(store, "take_token", counted)
+    headers = api.auth()  # one token: one bucket
+
+    def many(runs: int) -> httpx.Response:
+        return api.http.post(MANY, json={"workflowId": "api_flow", "inputs": [{"a": 1}] * runs}, headers=headers)
+
+    assert many(6).status_code == 202  # 4 tokens left
+    assert taken == [1, 5]  # the request's first token, then the rest in one call
+    refused = many(6)  # takes 1 (3 left); 5 more are refused
+    assert refused.status_code == 429, refused.text
+    assert taken == [1, 5, 1, 5]
+    wait = float(refused.json()["detail"].rsplit("retry after ", 1)[1].rstrip("s"))
+    assert 17.0 < wait <= 18.0  # 2 tokens short, and the one it took: 3 * 6 s
+    assert refused.headers["retry-after"] == "18"
+    assert many(3).status_code == 202  # 1 + 2 of the 3 left
+    assert len(_run_ids(api)) == 9
+    assert many(1).status_code == 429  # now the bucket is empty
 
 
 def test_openapi_documents_the_models(api: Api) -> None:

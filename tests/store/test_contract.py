@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any
 
@@ -506,6 +507,110 @@ def test_redis_reads_many_statuses_in_one_round_trip(store: Store, monkeypatch: 
     assert len(sent) == 1
 
 
+def _own_run(store: Store, **fields: Any) -> str:
+    """A one-node run with every field a summary shows set (``fields`` override them)."""
+    values: dict[str, Any] = {
+        "id": codec.new_run_id(),
+        "workflow": "wf",
+        "digest": "d" * 32,
+        "inputs": {"x": 1, "nested": {"list": [1, "two", None]}},
+        "output": {"$ref": "a"},
+        "created_at": time.time(),
+        "priority": 7,
+        "user_id": "u1",
+        "organization_id": "acme",
+        "trigger": "api",
+        "trigger_data": {"batch": 3, "tags": ["a", "b"]},
+        "workflow_id": "stored",
+        "workflow_version": 4,
+        **fields,
+    }
+    return store.create_run(NewRun(**values), [NodeSeed("a", "tests:fn", (), ())])
+
+
+def _without_nodes(store: Store, run_id: str) -> Any:
+    """``get_run`` of the run as a summary shows it: no nodes, so no output or error."""
+    info = store.get_run(run_id)
+    assert info is not None
+    return info.model_copy(update={"nodes": {}, "output": None, "error": None})
+
+
+def test_summaries_are_the_runs_own_fields_in_order_unknown_ones_as_none(store: Store) -> None:
+    """``run_summaries`` is each run as ``get_run`` has it, without its nodes (as
+    ``list_runs`` shows runs), in the order of the ids; None for an unknown id."""
+    full = _own_run(store)
+    unset = ("user_id", "organization_id", "trigger_data", "workflow_id", "workflow_version")
+    bare = _own_run(store, **dict.fromkeys(unset))
+    keyed = _own_run(store, idempotency_key="key-1", trigger="manual", priority=-3)
+    store.admit(1000)
+    completed = _own_run(store, inputs={})
+    store.admit(1000)
+    run_node(store, completed, "a", output={"big": "x" * 100})
+    failed = _own_run(store)
+    store.admit(1000)
+    assert store.claim(failed, "a", 1, "t", LEASE) is not None
+    store.fail(failed, "a", "t", ERR, None, [])
+    cancelling = _own_run(store)
+    store.admit(1000)
+    assert store.claim(cancelling, "a", 1, "t", LEASE) is not None
+    store.cancel_run(cancelling)  # asked, not ended: its node still runs
+    child = _own_run(store, parent_run_id=full, parent_node_id="a")
+    pending = _own_run(store)
+    ids = [pending, full, "no-such-run", bare, keyed, completed, failed, cancelling, child, full]
+    summaries = store.run_summaries(ids)
+    assert [None if s is None else s.id for s in summaries] == [None if i == "no-such-run" else i for i in ids]
+    for run_id, summary in zip(ids, summaries, strict=True):
+        if run_id != "no-such-run":
+            assert summary == _without_nodes(store, run_id), run_id
+    by_id = {s.id: s for s in summaries if s is not None}
+    assert by_id[full].organization_id == "acme" and by_id[full].trigger_data == {"batch": 3, "tags": ["a", "b"]}
+    assert by_id[full].workflow_id == "stored" and by_id[full].workflow_version == 4
+    assert by_id[bare].organization_id is None and by_id[bare].workflow_version is None
+    assert by_id[completed].status is RunStatus.COMPLETED and by_id[completed].output is None
+    assert by_id[failed].status is RunStatus.FAILED and by_id[failed].error is None
+    assert by_id[cancelling].cancel_requested and by_id[child].parent_run_id == full
+    assert by_id[pending].status is RunStatus.PENDING and by_id[keyed].status is RunStatus.RUNNING
+    listed = {r.id: r for r in store.list_runs(None, None, 100)}
+    assert all(listed[s.id] == s for s in by_id.values())  # what list_runs shows of each
+    assert store.run_summaries(["no-such-run"]) == [None]
+    assert store.run_summaries([]) == []
+
+
+def test_summaries_of_more_runs_than_one_query_binds(store: Store) -> None:
+    """More ids than SQLite binds in one query (it pages them), in order."""
+    made = [seed(store, {"a": []}, workflow=f"wf{i}") for i in range(ID_PAGE + 30)]
+    unknown = [f"unknown-{i}" for i in range(len(made))]
+    ids = [run_id for pair in zip(unknown, made, strict=True) for run_id in pair]  # 2 * 530 ids
+    summaries = store.run_summaries(ids)
+    assert summaries[::2] == [None] * len(unknown)
+    assert [(s.id, s.workflow) for s in summaries[1::2] if s is not None] == [
+        (run_id, f"wf{i}") for i, run_id in enumerate(made)
+    ]
+
+
+def test_redis_reads_many_summaries_in_one_round_trip(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("round trips are Redis's (SQLite: one query per 500 ids, tested above)")
+    made = [seed(store, {"a": [], "b": ["a"]}) for _ in range(200)]
+    sent: list[str] = []  # what reaches a socket: through redis-py, or written by the store's own lines
+    through_redis_py, written = redis.connection.AbstractConnection.send_packed_command, _Line.write
+
+    def counted_redis_py(conn: Any, command: Any, check_health: bool = True) -> None:
+        sent.append("redis-py")
+        through_redis_py(conn, command, check_health)
+
+    def counted_line(line: _Line, packed: bytes) -> None:
+        sent.append("line")
+        written(line, packed)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted_redis_py)
+    monkeypatch.setattr(_Line, "write", counted_line)
+    summaries = store.run_summaries([*made, "no-such-run"])
+    assert sent == ["line"]
+    assert [s.id if s else None for s in summaries] == [*made, None]
+    assert all(s.nodes == {} and s.status is RunStatus.PENDING for s in summaries if s)
+
+
 def test_list_runs_newest_first_with_filters(store: Store) -> None:
     first = seed(store, {"a": []}, workflow="one")
     time.sleep(0.002)
@@ -684,6 +789,45 @@ def test_token_bucket_is_shared(store: Store) -> None:
     wait = store.take_token("api", 2, 1.0)
     assert 0.2 < wait <= 0.5
     assert store.take_token("other", 2, 1.0) == 0.0
+
+
+def test_token_bucket_takes_many_tokens_at_once_or_none(store: Store) -> None:
+    """``tokens=n`` takes n at once, as n calls would; a refusal takes none and says how
+    long until the bucket holds all n (5 per 100 s here: 20 s a token, so the time the
+    test takes refills nothing that matters)."""
+    assert store.take_token("many", 5, 100.0, tokens=3) == 0.0  # 2 left
+    assert 19.0 < store.take_token("many", 5, 100.0, tokens=3) <= 20.0  # one short
+    assert store.take_token("many", 5, 100.0, tokens=2) == 0.0  # the refusal took none
+    assert 99.0 < store.take_token("many", 5, 100.0, tokens=5) <= 100.0  # empty: a whole bucket
+    assert 19.0 < store.take_token("many", 5, 100.0) <= 20.0  # one at a time: the same bucket
+    for bad in (0, -1, 6):
+        with pytest.raises(ValueError, match="tokens must be 1 to 5"):
+            store.take_token("many", 5, 100.0, tokens=bad)
+    assert store.take_token("fast", 5, 1.0, tokens=5) == 0.0
+    wait = store.take_token("fast", 5, 1.0, tokens=2)
+    assert 0.0 < wait <= 0.4
+    time.sleep(wait + 0.02)  # as long as it said: then they are there
+    assert store.take_token("fast", 5, 1.0, tokens=2) == 0.0
+
+
+def test_token_bucket_takes_many_atomically(store: Store) -> None:
+    """Concurrent takes of 3 from a bucket of 10 (nothing refills within the test): three
+    succeed, the others take nothing (9 tokens gone, one left for a single take)."""
+    results: list[float] = []
+    barrier = threading.Barrier(8)
+
+    def take() -> None:
+        barrier.wait()
+        results.append(store.take_token("race", 10, 36_000.0, tokens=3))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r == 0.0 for r in results) == [False] * 5 + [True] * 3
+    assert store.take_token("race", 10, 36_000.0) == 0.0
+    assert store.take_token("race", 10, 36_000.0) > 0
 
 
 def test_concurrency_slots_are_taken_released_and_expire(store: Store) -> None:
