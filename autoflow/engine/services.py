@@ -64,7 +64,7 @@ class NodeServices:
 
     def _trigger(self, run_id: str) -> TriggerInfo:
         """What started the run (read once, when a node asks: trigger nodes)."""
-        info = self.store.get_run(run_id)
+        info = self.store.run_summaries([run_id])[0]  # the run's own fields, not its nodes'
         if info is None:
             return TriggerInfo()
         return TriggerInfo(info.trigger, info.trigger_data, info.user_id, info.organization_id, dict(info.inputs))
