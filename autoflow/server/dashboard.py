@@ -28,7 +28,7 @@ from autoflow.notebook.snapshot import fetch_logs
 from autoflow.server.auth import AuthError, Principal
 from autoflow.server.deps import COOKIE, ClientDep, caller, state
 from autoflow.server.errors import ApiError
-from autoflow.server.executions import own_run
+from autoflow.server.executions import own_run, own_summary
 
 __all__ = ["NAV", "router"]
 
@@ -258,6 +258,6 @@ def run_action(
     action: Annotated[str, Path(pattern="^(cancel|pause|resume)$")],
     principal: Annotated[Principal, Depends(_actor)],
 ) -> JSONResponse:
-    own_run(client, run_id, principal)
+    own_summary(client, run_id, principal)
     status = {"cancel": client.cancel, "pause": client.pause, "resume": client.resume}[action](run_id)
     return JSONResponse({"executionId": run_id, "status": status.value})

@@ -205,6 +205,25 @@ def test_tokens_expire_while_in_use(api: Api) -> None:
     assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
 
 
+def test_logs_and_run_controls_check_the_owner_without_reading_every_node(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _execute(api, inputs={"a": 1}).json()["executionId"]
+    api.wait_status(run_id, api.auth(scopes="read"), lambda b: b["status"] == "completed")
+    store, whole = api.client.backend.store, []
+    read = store.get_run
+    monkeypatch.setattr(store, "get_run", lambda rid: whole.append(rid) or read(rid))
+    url = f"/api/executions/{run_id}"
+    for org, code in (("beta", 404), ("acme", 200)):
+        logs = api.http.get(f"{url}/logs", headers=api.auth(org, "read"))
+        assert logs.status_code == code, logs.text
+    assert logs.json()["finished"] is True and logs.json()["logs"]
+    for method, path in (("POST", "/pause"), ("POST", "/resume"), ("DELETE", "")):
+        assert api.http.request(method, url + path, headers=api.auth("beta")).status_code == 404
+    assert api.http.delete(url, headers=api.auth()).json()["status"] == "completed"  # had ended
+    assert whole == []  # the owner's check read the run's own fields only
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_tenants_never_cross(api: Api) -> None:
     """Random organizations and runs: a token sees exactly its organization's runs."""
