@@ -160,8 +160,8 @@ def execute(
         trigger="api",
         idempotency_key=key,
     )
-    if not run.created:
-        info = run.status()
+    if not run.created:  # found by its key: the run's own fields tell whether it is this request's
+        info = client.backend.store.run_summaries([run.id])[0] or run.status()  # (gone: status says so)
         same = (
             info.organization_id == principal.organization
             and info.workflow_id == stored.id
