@@ -486,11 +486,10 @@ def test_statuses_of_more_runs_than_one_query_binds(store: Store) -> None:
     assert statuses[::2] == [None] * len(unknown)
 
 
-def test_redis_reads_many_statuses_in_one_round_trip(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not isinstance(store, RedisStore):
-        pytest.skip("round trips are Redis's (SQLite: one query per 500 ids, tested above)")
-    made = [seed(store, {"a": []}) for _ in range(200)]
-    sent: list[str] = []  # what reaches a socket: through redis-py, or written by the store's own lines
+def _socket_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What reaches a socket from now on: through redis-py, or written by the store's own
+    lines (one entry per write)."""
+    sent: list[str] = []
     through_redis_py, written = redis.connection.AbstractConnection.send_packed_command, _Line.write
 
     def counted_redis_py(conn: Any, command: Any, check_health: bool = True) -> None:
@@ -503,6 +502,14 @@ def test_redis_reads_many_statuses_in_one_round_trip(store: Store, monkeypatch: 
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted_redis_py)
     monkeypatch.setattr(_Line, "write", counted_line)
+    return sent
+
+
+def test_redis_reads_many_statuses_in_one_round_trip(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("round trips are Redis's (SQLite: one query per 500 ids, tested above)")
+    made = [seed(store, {"a": []}) for _ in range(200)]
+    sent = _socket_writes(monkeypatch)
     assert store.run_statuses([*made, "no-such-run"]) == [RunStatus.PENDING] * len(made) + [None]
     assert len(sent) == 1
 
@@ -592,19 +599,7 @@ def test_redis_reads_many_summaries_in_one_round_trip(store: Store, monkeypatch:
     if not isinstance(store, RedisStore):
         pytest.skip("round trips are Redis's (SQLite: one query per 500 ids, tested above)")
     made = [seed(store, {"a": [], "b": ["a"]}) for _ in range(200)]
-    sent: list[str] = []  # what reaches a socket: through redis-py, or written by the store's own lines
-    through_redis_py, written = redis.connection.AbstractConnection.send_packed_command, _Line.write
-
-    def counted_redis_py(conn: Any, command: Any, check_health: bool = True) -> None:
-        sent.append("redis-py")
-        through_redis_py(conn, command, check_health)
-
-    def counted_line(line: _Line, packed: bytes) -> None:
-        sent.append("line")
-        written(line, packed)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted_redis_py)
-    monkeypatch.setattr(_Line, "write", counted_line)
+    sent = _socket_writes(monkeypatch)
     summaries = store.run_summaries([*made, "no-such-run"])
     assert sent == ["line"]
     assert [s.id if s else None for s in summaries] == [*made, None]
