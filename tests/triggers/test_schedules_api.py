@@ -188,7 +188,9 @@ def test_an_embedded_client_fires_its_schedules(settings: af.Settings) -> None:
         done = [r for r in runs if r.finished]
         assert all(client.result(r.id) == r.inputs["slot"] for r in done)
         assert {r.trigger_data["reason"] for r in runs} == {"schedule"}  # on time: none was a late catch-up
-        assert client.schedules.get(info.id).fired >= 3
+        # The ticker records a firing after it started the run, at the end of its pass: a
+        # fast run can finish before that write (seen once under CI load: 2 after 3 runs).
+        wait_for(lambda: client.schedules.get(info.id).fired >= 3, timeout=5)
 
 
 def test_the_scheduler_is_off_by_default_on_redis_and_with_the_setting(redis_url: str, settings: af.Settings) -> None:
