@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autoflow import codec
 from autoflow.define.definition import build_graph, parse_definition
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     import networkx as nx
 
 __all__ = ["RunControl"]
+
+
+_Found = TypeVar("_Found")
 
 
 class RunControl:
@@ -53,7 +56,7 @@ class RunControl:
         run_id = _run_id(run_id)
         info = self.backend.store.get_run(run_id)
         if info is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+            raise self._unknown(run_id)
         return info
 
     def run_status(self, run_id: str | Run) -> RunStatus:
@@ -61,18 +64,31 @@ class RunControl:
         run_id = _run_id(run_id)
         status = self.backend.store.run_status(run_id)
         if status is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+            raise self._unknown(run_id)
         return status
 
     def run_statuses(self, run_ids: Sequence[str | Run]) -> list[RunStatus]:
         """:meth:`run_status` of many runs, in their order, in one read; NotFoundError
         (naming the first) if any is unknown."""
         ids = [_run_id(run_id) for run_id in run_ids]
-        statuses = self.backend.store.run_statuses(ids)
-        for run_id, status in zip(ids, statuses, strict=True):
-            if status is None:
-                raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
-        return [status for status in statuses if status is not None]
+        return self._all_known(ids, self.backend.store.run_statuses(ids))
+
+    def run_summaries(self, run_ids: Sequence[str | Run]) -> list[RunInfo]:
+        """Many runs' own fields without their nodes (as :meth:`runs` lists them), in their
+        order, in one read; NotFoundError (naming the first) if any is unknown."""
+        ids = [_run_id(run_id) for run_id in run_ids]
+        return self._all_known(ids, self.backend.store.run_summaries(ids))
+
+    def _all_known(self, run_ids: Sequence[str], found: Sequence[_Found | None]) -> list[_Found]:
+        """``found`` (a store's answer for ``run_ids``, None where a run is unknown), or
+        NotFoundError naming the first unknown run."""
+        for run_id, item in zip(run_ids, found, strict=True):
+            if item is None:
+                raise self._unknown(run_id)
+        return [item for item in found if item is not None]
+
+    def _unknown(self, run_id: str) -> NotFoundError:
+        return NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
 
     def logs(self, run_id: str | Run, since: int = 0, node: str | None = None, limit: int = 10_000) -> list[LogEntry]:
         """Log lines with ``id > since``, oldest first, at most ``limit`` per call;
@@ -80,7 +96,7 @@ class RunControl:
         run_id = _run_id(run_id)
         entries = self.backend.store.get_logs(run_id, since=since, node_id=node, limit=limit)
         if not entries and self.backend.store.run_status(run_id) is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+            raise self._unknown(run_id)
         return entries
 
     def graph(self, run: str | RunInfo) -> nx.DiGraph:
@@ -138,8 +154,8 @@ class RunControl:
         if status is None:
             raise NotFoundError(f"no run {run_id!r} on {self.url}")
         for child in store.child_runs(run_id):
-            info = store.get_run(child)
-            if info is not None and not info.finished:
+            child_status = store.run_status(child)
+            if child_status is not None and not child_status.finished:
                 self.cancel(child)
         if status.finished:
             self._settle_parent(run_id)
@@ -168,12 +184,12 @@ class RunControl:
         ready = self.backend.store.resume_run(run_id)
         self.backend.dispatcher.send(ready)
         self.backend.dispatcher.nudge()
-        return self.status(run_id).status
+        return self.run_status(run_id)
 
     def _finished(self, run_id: str) -> bool:
         status = self.backend.store.run_status(run_id)
         if status is None:
-            raise NotFoundError(f"no run {run_id!r} on {self.url} (unknown, or past retention)")
+            raise self._unknown(run_id)
         return status.finished
 
 

@@ -96,6 +96,25 @@ def test_statuses_of_many_runs_are_read_at_once_as_one_by_one(client: af.Client)
     assert str(many.value) == str(single.value)  # the first unknown one, in the same words
 
 
+def test_summaries_of_many_runs_are_their_status_without_nodes(client: af.Client) -> None:
+    """``Client.run_summaries``: each run's own fields (handles or ids), in order, as the
+    full status has them, without nodes; an unknown run is run_status's NotFoundError."""
+    runs = client.execute_many(scale_then_add, [{"x": i} for i in range(3)])
+    for run in runs:
+        run.wait(timeout=30)
+    summaries = client.run_summaries([runs[2], runs[0].id])
+    assert [s.id for s in summaries] == [runs[2].id, runs[0].id]
+    full = client.status(runs[2])
+    assert summaries[0].nodes == {} and summaries[0].inputs == full.inputs and full.inputs["x"] == 2
+    assert (summaries[0].status, summaries[0].created_at) == (full.status, full.created_at)
+    assert client.run_summaries([]) == []
+    with pytest.raises(NotFoundError) as single:
+        client.run_status("no-such-run")
+    with pytest.raises(NotFoundError) as many:
+        client.run_summaries([runs[0], "no-such-run"])
+    assert str(many.value) == str(single.value)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_a_submitter_admits_only_into_free_slots(
     kind: str, request: pytest.FixtureRequest, settings: af.Settings

@@ -199,10 +199,8 @@ def _submit(
     raced = [i for i, run in enumerate(runs) if not run.created and i not in earlier]  # made by a racing request
     if raced:
         note = "; a request racing with this one made it, and the other runs of this request started"
-        found = client.backend.store.run_summaries([runs[i].id for i in raced])  # one read for all
+        found = client.run_summaries([runs[i] for i in raced])  # one read for all; a run gone meanwhile: 404
         for i, info in zip(raced, found, strict=True):
-            if info is None:  # gone meanwhile (past retention): client.status says so (a 404)
-                info = client.status(runs[i].id)
             _check_same(info, wf, stored, items[i], trigger_data, principal, i, note)
     response.status_code = 202 if any(run.created for run in runs) else 200
     metrics.run_started("api", sum(run.created for run in runs))

@@ -161,7 +161,7 @@ def execute(
         idempotency_key=key,
     )
     if not run.created:  # found by its key: the run's own fields tell whether it is this request's
-        info = client.backend.store.run_summaries([run.id])[0] or run.status()  # (gone: status says so)
+        info = client.run_summaries([run])[0]
         same = (
             info.organization_id == principal.organization
             and info.workflow_id == stored.id
