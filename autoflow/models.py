@@ -164,6 +164,11 @@ def trusted(cls: type[_Model], **values: Any) -> _Model:
         fields = _FIELD_COUNTS[cls] = len(cls.model_fields)  # (a slow class property)
     if not _TRUSTED_LAYOUT or len(values) != fields:
         return cls.model_construct(**values)
+    return _laid_out(cls, values)
+
+
+def _laid_out(cls: type[_Model], values: dict[str, Any]) -> _Model:
+    """An instance of ``cls`` with ``values`` as its fields, laid out as pydantic 2 does."""
     made = cls.__new__(cls)
     object.__setattr__(made, "__dict__", values)
     object.__setattr__(made, "__pydantic_fields_set__", set(values))
@@ -179,7 +184,7 @@ def _trusted_layout() -> bool:
         "items_total": None, "items_done": 0, "child_run_id": None,
     }  # fmt: skip
     try:
-        made, expected = trusted(NodeInfo, **dict(values)), NodeInfo.model_construct(**values)
+        made, expected = _laid_out(NodeInfo, dict(values)), NodeInfo.model_construct(**values)
         return (
             made == expected
             and made.model_dump() == expected.model_dump()
@@ -190,7 +195,6 @@ def _trusted_layout() -> bool:
         return False
 
 
-_TRUSTED_LAYOUT = True  # _trusted_layout() needs trusted() to try the fast path
 _TRUSTED_LAYOUT = _trusted_layout()
 
 

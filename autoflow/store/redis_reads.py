@@ -53,6 +53,7 @@ _SUMMARY_FIELDS = (
     *("trigger_data", "created_at", "started_at", "finished_at", "cancel", "parent_run", "parent_node"),
     *("workflow_id", "workflow_version"),
 )
+_SUMMARY_STATUS = _SUMMARY_FIELDS.index("status")  # the field every run has
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -119,8 +120,8 @@ class RedisReads:
     def run_summaries(self, run_ids: Sequence[str]) -> list[RunInfo | None]:
         found = self._run_fields(run_ids, ("HMGET", *_SUMMARY_FIELDS))
         return [
-            None  # no run (its status is the field every run has)
-            if values[3] is None
+            None  # no run
+            if values[_SUMMARY_STATUS] is None
             else self._run_info({k: v for k, v in zip(_SUMMARY_FIELDS, values, strict=True) if v is not None}, {}, [])
             for values in found
         ]
